@@ -1,0 +1,60 @@
+# Attested Nix builds — top-level tasks. Every target that needs tools calls `setup` first.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+ROOT := $(CURDIR)
+CARGO ?= cargo
+CARGO_HOME ?= $(HOME)/.cargo
+AGENT_TARGET := x86_64-unknown-none
+AGENT_ELF := target/$(AGENT_TARGET)/firmware/agent
+AGENT_BIN := target/agent.bin
+APT_PACKAGES := qemu-system-x86 nix-bin busybox-static binutils ovmf python3-venv
+export AGENT_BIN := $(ROOT)/$(AGENT_BIN)
+
+# Reproducibility: no checkout path, no Cargo home path, no build id in the image.
+AGENT_RUSTFLAGS := --remap-path-prefix=$(ROOT)=/agent-src \
+	--remap-path-prefix=$(CARGO_HOME)=/cargo \
+	--remap-path-prefix=$(HOME)/.rustup=/rustup \
+	-C link-arg=-Tagent/linker.ld -C link-arg=--build-id=none \
+	-C relocation-model=static -C code-model=kernel
+
+.PHONY: help setup agent test demo bench fuzz clean
+
+help:
+	@echo "make demo   - attested build of an example derivation (boots the agent under KVM or TCG)"
+	@echo "make test   - the full test suite (what CI runs)"
+	@echo "make bench  - benchmarks (figures go to docs/)"
+	@echo "make agent  - build the reproducible agent image $(AGENT_BIN)"
+	@echo "make fuzz   - run each fuzz target for a bounded time"
+
+# Idempotent, and quick when everything is already there.
+setup:
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "setup: installing$$missing"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	@rustup target list --installed 2>/dev/null | grep -q '^$(AGENT_TARGET)$$' || rustup target add $(AGENT_TARGET)
+
+agent: setup
+	RUSTFLAGS="$(AGENT_RUSTFLAGS)" $(CARGO) build -p agent --bin agent --features firmware \
+	  --profile firmware --target $(AGENT_TARGET) --locked
+	objcopy -O binary $(AGENT_ELF) $(AGENT_BIN)
+	@echo "agent image: $(AGENT_BIN) ($$(stat -c %s $(AGENT_BIN)) bytes)"
+
+test: agent
+	$(CARGO) test --workspace --locked
+
+demo: agent
+	$(CARGO) run -q -p loader --locked -- ping --agent $(AGENT_BIN)
+
+bench: agent
+	$(CARGO) run -q --release -p integration-tests --bin bench --locked
+
+fuzz: setup
+	@echo "no fuzz targets yet"
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,19 @@
+//! The agent's portable core.
+//!
+//! Everything here is safe, `no_std` + `alloc` Rust that runs the same on the
+//! host (where it is unit-tested and fuzzed) and inside the guest. The modules
+//! follow the order in which a build uses them:
+//!
+//! - [`proto`]: the framed protocol spoken with the (untrusted) loader.
+//! - [`nix`]: Nix semantics — ATerm derivations, store paths, NAR, hashing.
+//! - [`sandbox`]: the builder's world — in-memory file system, ELF, syscalls.
+//! - [`statement`]: what the agent attests to.
+//!
+//! Hardware access (`unsafe`) lives only in the firmware binary's `arch` layer.
+#![no_std]
+#![forbid(unsafe_code)]
+
+extern crate alloc;
+
+/// The agent's version, carried in Hello frames and in every statement.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,2 @@
+//! One module per subcommand; each owns its clap arguments and its `run`.
+pub mod digest;

@@ -1,0 +1,1 @@
+//! Host-side verification: image digests, launch measurements, evidence.
