@@ -14,3 +14,5 @@ pub fn agent_bin() -> PathBuf {
     assert!(p.exists(), "{} is missing: run `make agent` (or `make test`) first", p.display());
     p
 }
+
+pub mod e2e;
