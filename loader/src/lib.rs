@@ -2,3 +2,5 @@
 //!
 //! The loader is untrusted by design: it never interprets what it forwards
 //! beyond framing, and nothing the agent attests depends on it.
+
+pub mod store;

@@ -1,0 +1,173 @@
+//! Reading a build request out of the local Nix store.
+//!
+//! The loader is untrusted, so none of this is checked by anyone but the agent: the agent
+//! recomputes the `.drv` path and every output path from the ATerms sent here, and hashes every
+//! input NAR itself. This module only gathers bytes (with the `nix` command-line tools, which a
+//! host that has a Nix store has) and, on the way back, imports finished outputs.
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// Errors reading from or writing to the local store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("running {cmd}: {source}")]
+    Spawn { cmd: String, source: std::io::Error },
+    #[error("{cmd} failed: {stderr}")]
+    Failed { cmd: String, stderr: String },
+    #[error("unexpected output from {cmd}: {what}")]
+    Parse { cmd: String, what: String },
+    #[error("input {0} is not in the local store; realise it first (nix-store --realise)")]
+    MissingInput(String),
+    #[error("reading {path}: {source}")]
+    Io { path: String, source: std::io::Error },
+}
+
+fn run(cmd: &mut Command) -> Result<Vec<u8>, StoreError> {
+    let name = format!("{cmd:?}");
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|source| StoreError::Spawn { cmd: name.clone(), source })?;
+    if !out.status.success() {
+        return Err(StoreError::Failed {
+            cmd: name,
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    Ok(out.stdout)
+}
+
+fn lines(bytes: Vec<u8>) -> Vec<String> {
+    String::from_utf8_lossy(&bytes).lines().filter(|l| !l.is_empty()).map(str::to_string).collect()
+}
+
+/// Everything the agent needs to build one derivation, as raw bytes from the local store.
+#[derive(Debug)]
+pub struct BuildInputs {
+    /// The derivation's store path and ATerm bytes.
+    pub drv_path: String,
+    pub drv: Vec<u8>,
+    /// Every derivation the build depends on, recursively (path → ATerm bytes): the agent needs
+    /// them to recompute output paths (`hashDerivationModulo`).
+    pub input_drvs: BTreeMap<String, Vec<u8>>,
+    /// The store paths the builder sees: the closure of the input sources and of the used
+    /// outputs of the input derivations, in topological-ish (sorted) order.
+    pub input_paths: Vec<String>,
+}
+
+/// Gathers the build inputs of `drv_path` from the local store.
+pub fn gather(drv_path: &Path) -> Result<BuildInputs, StoreError> {
+    let drv_path = drv_path.to_string_lossy().to_string();
+    let drv = std::fs::read(&drv_path).map_err(|source| StoreError::Io { path: drv_path.clone(), source })?;
+    // `nix show-derivation -r` gives every derivation in the closure with its inputs as JSON.
+    let cmd = "nix show-derivation -r";
+    let json = run(Command::new("nix")
+        .args(["--extra-experimental-features", "nix-command", "show-derivation", "-r"])
+        .arg(&drv_path))?;
+    let all: serde_json::Value = serde_json::from_slice(&json)
+        .map_err(|e| StoreError::Parse { cmd: cmd.into(), what: e.to_string() })?;
+    let all = all.as_object().ok_or_else(|| StoreError::Parse { cmd: cmd.into(), what: "not an object".into() })?;
+    let mut input_drvs = BTreeMap::new();
+    for path in all.keys() {
+        if *path != drv_path {
+            let bytes = std::fs::read(path).map_err(|source| StoreError::Io { path: path.clone(), source })?;
+            input_drvs.insert(path.clone(), bytes);
+        }
+    }
+    let me = all.get(&drv_path).ok_or_else(|| StoreError::Parse { cmd: cmd.into(), what: "derivation missing".into() })?;
+    let mut roots = BTreeSet::new();
+    for src in me["inputSrcs"].as_array().into_iter().flatten() {
+        roots.insert(src.as_str().unwrap_or_default().to_string());
+    }
+    for (dep, outs) in me["inputDrvs"].as_object().into_iter().flatten() {
+        let dep_json = all.get(dep).ok_or_else(|| StoreError::Parse { cmd: cmd.into(), what: format!("{dep} missing") })?;
+        for out in outs.as_array().into_iter().flatten() {
+            let name = out.as_str().unwrap_or_default();
+            let path = dep_json["outputs"][name]["path"].as_str().ok_or_else(|| StoreError::Parse {
+                cmd: cmd.into(),
+                what: format!("{dep} has no output {name}"),
+            })?;
+            roots.insert(path.to_string());
+        }
+    }
+    for root in &roots {
+        if !Path::new(root).exists() {
+            return Err(StoreError::MissingInput(root.clone()));
+        }
+    }
+    let input_paths = if roots.is_empty() {
+        Vec::new()
+    } else {
+        lines(run(Command::new("nix-store").arg("--query").arg("--requisites").args(&roots))?)
+    };
+    Ok(BuildInputs { drv_path, drv, input_drvs, input_paths })
+}
+
+/// The NAR serialisation of a store path, as `nix-store --dump` gives it.
+pub fn dump(path: &str) -> Result<Vec<u8>, StoreError> {
+    run(Command::new("nix-store").arg("--dump").arg(path))
+}
+
+/// Instantiates a `.nix` file; returns the `.drv` path.
+pub fn instantiate(file: &Path) -> Result<PathBuf, StoreError> {
+    let out = lines(run(Command::new("nix-instantiate").arg(file))?);
+    match out.as_slice() {
+        [one] => Ok(PathBuf::from(one)),
+        _ => Err(StoreError::Parse { cmd: "nix-instantiate".into(), what: format!("expected one .drv, got {out:?}") }),
+    }
+}
+
+/// One output to import: its store path, NAR bytes and references (store paths).
+pub struct Import<'a> {
+    pub path: &'a str,
+    pub nar: &'a [u8],
+    pub references: &'a [String],
+    pub deriver: &'a str,
+}
+
+/// Adds finished outputs to the local store with `nix-store --import`.
+///
+/// Mechanism: the stream `nix-store --export` writes (Nix `exportPath`): per path the integer 1,
+/// the NAR, the magic `NIXE`, the path, its references, its deriver and 0 (no signature); then 0.
+/// Nix checks the NAR against nothing but itself here, which is why the caller must first have
+/// verified the evidence: import only outputs whose NAR hashes the statement attests.
+pub fn import(outputs: &[Import<'_>]) -> Result<(), StoreError> {
+    fn int(buf: &mut Vec<u8>, n: u64) {
+        buf.extend_from_slice(&n.to_le_bytes());
+    }
+    fn string(buf: &mut Vec<u8>, s: &[u8]) {
+        int(buf, s.len() as u64);
+        buf.extend_from_slice(s);
+        buf.resize(buf.len() + (8 - s.len() % 8) % 8, 0);
+    }
+    let mut stream = Vec::new();
+    for o in outputs {
+        int(&mut stream, 1);
+        stream.extend_from_slice(o.nar);
+        int(&mut stream, 0x4558_494e); // "NIXE"
+        string(&mut stream, o.path.as_bytes());
+        int(&mut stream, o.references.len() as u64);
+        for r in o.references {
+            string(&mut stream, r.as_bytes());
+        }
+        string(&mut stream, o.deriver.as_bytes());
+        int(&mut stream, 0);
+    }
+    int(&mut stream, 0);
+    let cmd = "nix-store --import".to_string();
+    let mut child = Command::new("nix-store")
+        .arg("--import")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|source| StoreError::Spawn { cmd: cmd.clone(), source })?;
+    child.stdin.take().expect("piped").write_all(&stream).map_err(|source| StoreError::Spawn { cmd: cmd.clone(), source })?;
+    let out = child.wait_with_output().map_err(|source| StoreError::Spawn { cmd: cmd.clone(), source })?;
+    if !out.status.success() {
+        return Err(StoreError::Failed { cmd, stderr: String::from_utf8_lossy(&out.stderr).trim().to_string() });
+    }
+    Ok(())
+}
