@@ -17,3 +17,5 @@ extern crate alloc;
 
 /// The agent's version, carried in Hello frames and in every statement.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+pub mod build;

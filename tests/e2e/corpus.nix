@@ -115,8 +115,11 @@ in {
       __structuredAttrs = true;
       list = [ "a" "b" ];
       nested = { x = 1; y = [ true null "z" ]; };
+      flat = { k = "v'q"; n = 7; b = false; };
+      big = 4294967297;
+      "not-a-shell-name" = "skipped in .attrs.sh";
       # ash cannot source .attrs.sh (bash arrays); read the output path from .attrs.json instead.
-      args = [ "sh" "-c" "out=$(sed -n 's/.*\"out\":\"\\([^\"]*\\)\".*/\\1/p' .attrs.json); cp .attrs.json $out" ];
+      args = [ "sh" "-c" "out=$(sed -n 's/.*\"out\":\"\\([^\"]*\\)\".*/\\1/p' .attrs.json); mkdir $out; cp .attrs.json .attrs.sh $out/" ];
     };
   };
 
