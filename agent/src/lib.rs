@@ -19,3 +19,5 @@ extern crate alloc;
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 pub mod build;
+pub mod channel;
+pub mod proto;

@@ -1,8 +1,135 @@
-//! The agent firmware. Placeholder: replaced by the boot implementation.
+//! The agent: the whole guest, and the whole launch measurement.
+//!
+//! Read it in the order the machine runs it:
+//! 1. **boot** — `arch/reset.s` → `rom16.s` → `rom32.s` → `arch::rust_start`: long mode, paging,
+//!    GDT/TSS, traps, heap. Then [`main`].
+//! 2. **channel** — PCI, virtio-blk, and the framed protocol over two stream disks
+//!    (`agent::channel`, `agent::proto`).
+//! 3. serve the loader's requests in order, then power off.
 #![no_std]
 #![no_main]
 
-#[panic_handler]
-fn panic(_: &core::panic::PanicInfo) -> ! {
-    loop {}
+extern crate alloc;
+
+mod arch;
+
+use agent::channel::{FrameReader, FrameWriter, InStream, Incoming, OutStream, StreamError};
+use agent::proto::{self, AttestationKind, ErrorCode, Type};
+use sha2::{Digest, Sha256};
+
+type Reader = FrameReader<arch::virtio::BlkDisk>;
+type Writer = FrameWriter<arch::virtio::BlkDisk>;
+
+fn main() -> ! {
+    log::info!("agent {} booted", agent::VERSION);
+    #[cfg(feature = "fault-test")]
+    arch::idt::deliberate_fault();
+
+    // Channel: the first virtio-blk disk is the request, the second receives the response.
+    let mut disks = arch::virtio::disks().into_iter();
+    let (Some(input), Some(output)) = (disks.next(), disks.next()) else {
+        log::error!("channel: need two virtio-blk disks (request, response)");
+        arch::power::shutdown();
+    };
+    let mut out = match OutStream::create(output) {
+        Ok(s) => FrameWriter::new(s),
+        Err(e) => {
+            log::error!("channel: response disk unusable: {e:?}");
+            arch::power::shutdown();
+        }
+    };
+    let _ = out.send(Type::Hello, &proto::hello_payload(AttestationKind::None, agent::VERSION));
+    let _ = out.flush();
+    match InStream::open(input) {
+        Ok(s) => {
+            if let Err(e) = serve(&mut FrameReader::new(s), &mut out) {
+                log::error!("channel: {e:?}");
+                let _ = out.send(Type::Error, &proto::error_payload(ErrorCode::Channel, "channel failure"));
+            }
+        }
+        Err(e) => {
+            let _ = out.send(Type::Error, &proto::error_payload(ErrorCode::Channel, "request disk is not a stream"));
+            log::error!("channel: request disk unusable: {e:?}");
+        }
+    }
+    let _ = out.send(Type::Bye, b"");
+    let _ = out.flush();
+    log::info!("agent: done, powering off");
+    arch::power::shutdown()
+}
+
+fn error(out: &mut Writer, code: ErrorCode, text: &str) -> Result<(), StreamError> {
+    log::warn!("request error {code:?}: {text}");
+    out.send(Type::Error, &proto::error_payload(code, text))?;
+    out.flush()
+}
+
+/// Answers requests until Shutdown or the end of the request stream.
+fn serve(input: &mut Reader, out: &mut Writer) -> Result<(), StreamError> {
+    loop {
+        match input.next()? {
+            Incoming::End => return Ok(()),
+            Incoming::Truncated => return error(out, ErrorCode::Truncated, "request stream ends inside a frame"),
+            Incoming::Malformed(e) => error(out, e.code(), "malformed frame")?,
+            Incoming::Frame(ty, payload) => match ty {
+                Type::Ping => {
+                    out.send(Type::Pong, &payload)?;
+                    out.flush()?;
+                }
+                Type::Shutdown => return Ok(()),
+                Type::BulkBegin => receive_bulk(input, out, &payload)?,
+                Type::BulkRequest => send_bulk(out, &payload)?,
+                _ => error(out, ErrorCode::UnexpectedMessage, "unexpected message type")?,
+            },
+        }
+    }
+}
+
+/// host → guest: receive a transfer, hash it, acknowledge with its length and SHA-256.
+fn receive_bulk(input: &mut Reader, out: &mut Writer, begin: &[u8]) -> Result<(), StreamError> {
+    let Some(total) = proto::parse_u64(begin) else {
+        return error(out, ErrorCode::BadPayload, "BulkBegin payload must be 8 bytes");
+    };
+    if total > proto::MAX_TRANSFER {
+        return error(out, ErrorCode::TransferTooLarge, "transfer larger than MAX_TRANSFER");
+    }
+    let start = arch::cpu::rdtsc();
+    let mut hasher = Sha256::new();
+    let mut got = 0u64;
+    while got < total {
+        match input.next()? {
+            Incoming::Frame(Type::BulkData, data) if got + data.len() as u64 <= total => {
+                hasher.update(&data);
+                got += data.len() as u64;
+            }
+            Incoming::Frame(Type::BulkData, _) => return error(out, ErrorCode::BadPayload, "transfer longer than announced"),
+            _ => return error(out, ErrorCode::Truncated, "transfer ended early"),
+        }
+    }
+    log::info!("bulk in: {total} bytes in {} Mcycles", (arch::cpu::rdtsc() - start) >> 20);
+    let mut ack = total.to_le_bytes().to_vec();
+    ack.extend_from_slice(&hasher.finalize());
+    out.send(Type::BulkAck, &ack)?;
+    out.flush()
+}
+
+/// guest → host: send `total` pattern bytes.
+fn send_bulk(out: &mut Writer, request: &[u8]) -> Result<(), StreamError> {
+    let Some(total) = proto::parse_u64(request) else {
+        return error(out, ErrorCode::BadPayload, "BulkRequest payload must be 8 bytes");
+    };
+    if total > proto::MAX_TRANSFER {
+        return error(out, ErrorCode::TransferTooLarge, "transfer larger than MAX_TRANSFER");
+    }
+    out.send(Type::BulkBegin, &total.to_le_bytes())?;
+    // One period of the pattern, MAX_PAYLOAD long, reused: chunk starts stay multiples of 251.
+    let chunk_len = proto::MAX_PAYLOAD / 251 * 251;
+    let chunk: alloc::vec::Vec<u8> = (0..chunk_len as u64).map(proto::pattern_byte).collect();
+    let mut sent = 0u64;
+    while sent < total {
+        let n = (total - sent).min(chunk_len as u64) as usize;
+        out.send(Type::BulkData, &chunk[..n])?;
+        sent += n as u64;
+    }
+    out.flush()
 }

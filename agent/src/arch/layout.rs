@@ -1,0 +1,41 @@
+//! Every fixed address the agent uses, named once. See docs/memory-layout.md.
+
+/// Where the image's Rust code runs: virtual = physical + `KERNEL_BASE` (for phys < 1 GiB).
+pub const KERNEL_BASE: u64 = 0xFFFF_FFFF_8000_0000;
+/// Physical address the image is copied to from ROM.
+pub const KERNEL_PHYS: u64 = 0x10_0000;
+/// All physical memory below 4 GiB is mapped at `DIRECT_MAP + phys`.
+pub const DIRECT_MAP: u64 = 0xFFFF_8000_0000_0000;
+/// The end of what the direct map covers.
+pub const DIRECT_MAP_END_PHYS: u64 = 0x1_0000_0000;
+/// Where PCI BARs are placed (q35's 32-bit PCI hole, above the ECAM window at 0xB0000000).
+pub const MMIO_WINDOW: core::ops::Range<u64> = 0xC000_0000..0xFEC0_0000;
+/// The most RAM the agent uses: q35 keeps guest RAM below 2.75 GiB entirely under 4 GiB.
+pub const MAX_RAM: u64 = 0xB000_0000;
+/// Page size.
+pub const PAGE_SIZE: u64 = 4096;
+
+/// Physical address → direct-map virtual address.
+pub fn phys_to_virt(phys: u64) -> u64 {
+    debug_assert!(phys < DIRECT_MAP_END_PHYS);
+    phys + DIRECT_MAP
+}
+
+/// Kernel or direct-map virtual address → physical address.
+pub fn virt_to_phys(virt: u64) -> u64 {
+    if virt >= KERNEL_BASE {
+        virt - KERNEL_BASE
+    } else {
+        virt - DIRECT_MAP
+    }
+}
+
+unsafe extern "C" {
+    static _kernel_start: u8;
+    static _kernel_end: u8;
+}
+
+/// Physical end of the image in RAM (code, data and .bss).
+pub fn kernel_end_phys() -> u64 {
+    virt_to_phys(core::ptr::addr_of!(_kernel_end) as u64)
+}

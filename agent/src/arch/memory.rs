@@ -1,0 +1,70 @@
+//! Memory: the boot page tables (filled in by `rom32.s`), the RAM size, the heap and DMA pages.
+use super::cpu::{inb, outb};
+use super::layout::{self, PAGE_SIZE};
+use linked_list_allocator::LockedHeap;
+
+#[repr(C, align(4096))]
+pub struct PageTable(pub [u64; 512]);
+
+// The boot page tables and stack, in .bss (zeroed by rom32.s before use). The names are the
+// symbols rom32.s refers to.
+#[unsafe(no_mangle)]
+static mut BOOT_PML4: PageTable = PageTable([0; 512]);
+#[unsafe(no_mangle)]
+static mut BOOT_PDPT_LOW: PageTable = PageTable([0; 512]);
+#[unsafe(no_mangle)]
+static mut BOOT_PDPT_HIGH: PageTable = PageTable([0; 512]);
+#[unsafe(no_mangle)]
+static mut BOOT_PD: [PageTable; 4] = [const { PageTable([0; 512]) }; 4];
+#[repr(C, align(16))]
+pub struct BootStack([u8; 0x10000]);
+#[unsafe(no_mangle)]
+static mut BOOT_STACK: BootStack = BootStack([0; 0x10000]);
+
+#[global_allocator]
+static HEAP: LockedHeap = LockedHeap::empty();
+
+/// RAM below 4 GiB as QEMU reports it in CMOS (bytes): registers 0x34/0x35 count 64 KiB blocks
+/// above 16 MiB, as SeaBIOS reads them.
+fn ram_size() -> u64 {
+    let cmos = |reg: u8| {
+        outb(0x70, reg);
+        u64::from(inb(0x71))
+    };
+    let above_16m = (cmos(0x34) | (cmos(0x35) << 8)) * 0x1_0000;
+    (above_16m + 0x100_0000).min(layout::MAX_RAM)
+}
+
+/// Heap = RAM from the end of the image to the end of RAM, used through the direct map.
+pub fn init() {
+    let start = layout::kernel_end_phys().next_multiple_of(0x20_0000);
+    let end = ram_size();
+    let size = end.saturating_sub(start);
+    // SAFETY: [start, end) is RAM that nothing else uses (the image ends below `start`), it is
+    // mapped by the direct map, and `init` runs once before any allocation.
+    unsafe { HEAP.lock().init(layout::phys_to_virt(start) as *mut u8, size as usize) };
+    log::info!("memory: {} MiB RAM, heap {} MiB at {:#x}", end >> 20, size >> 20, start);
+}
+
+/// Bytes of heap still free (for limits and benchmarks).
+pub fn heap_free() -> usize {
+    HEAP.lock().free()
+}
+
+/// Allocates zeroed, page-aligned memory for device DMA. Returns (physical, virtual).
+pub fn alloc_dma_pages(pages: usize) -> Option<(u64, core::ptr::NonNull<u8>)> {
+    let layout = core::alloc::Layout::from_size_align(pages * PAGE_SIZE as usize, PAGE_SIZE as usize).ok()?;
+    // SAFETY: the layout has non-zero size (pages >= 1 is the virtio-drivers contract).
+    let ptr = core::ptr::NonNull::new(unsafe { alloc::alloc::alloc_zeroed(layout) })?;
+    Some((layout::virt_to_phys(ptr.as_ptr() as u64), ptr))
+}
+
+/// Frees pages from [`alloc_dma_pages`].
+///
+/// # Safety
+/// `ptr` and `pages` must come from one `alloc_dma_pages` call, freed once.
+pub unsafe fn free_dma_pages(ptr: core::ptr::NonNull<u8>, pages: usize) {
+    let layout = core::alloc::Layout::from_size_align(pages * PAGE_SIZE as usize, PAGE_SIZE as usize).unwrap();
+    // SAFETY: per this function's contract.
+    unsafe { alloc::alloc::dealloc(ptr.as_ptr(), layout) }
+}

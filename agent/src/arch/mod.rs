@@ -1,0 +1,34 @@
+//! The arch layer: everything that touches the machine, and the only place with `unsafe`.
+//!
+//! The vCPU runs, in order: `reset.s` (the reset vector at 0xFFFFFFF0) → `rom16.s` (real mode to
+//! protected mode) → `rom32.s` (copy the image to RAM, boot page tables, long mode) →
+//! [`rust_start`] → serial → GDT/TSS → IDT → memory (heap, DMA) → `crate::main`.
+pub mod cpu;
+pub mod gdt;
+pub mod idt;
+pub mod layout;
+pub mod memory;
+pub mod pci;
+pub mod power;
+pub mod serial;
+pub mod virtio;
+
+core::arch::global_asm!(include_str!("reset.s"), options(att_syntax, raw));
+core::arch::global_asm!(include_str!("rom16.s"), options(att_syntax, raw));
+core::arch::global_asm!(include_str!("rom32.s"), options(att_syntax, raw));
+
+/// The first Rust code: `rom32.s` jumps here in 64-bit mode, on the boot stack, in the higher half.
+#[unsafe(no_mangle)]
+extern "C" fn rust_start() -> ! {
+    serial::init();
+    gdt::init();
+    idt::init();
+    memory::init();
+    crate::main()
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo) -> ! {
+    serial::emergency_print(format_args!("agent panic: {info}\n"));
+    power::fail(power::Failure::Panic)
+}

@@ -1,0 +1,47 @@
+//! Leaving the VM: a clean ACPI power-off (QEMU exits 0), or a failure status through QEMU's
+//! `isa-debug-exit` device at port 0xF4 (QEMU exits `(code << 1) | 1`).
+use super::cpu::{outb, outl, outw};
+use super::pci;
+
+/// Why the agent stopped abnormally. The loader maps QEMU's exit status back to these.
+#[derive(Clone, Copy, Debug)]
+#[repr(u8)]
+pub enum Failure {
+    /// A Rust panic in the agent.
+    Panic = 0x10,
+    /// The heap ran out.
+    OutOfMemory = 0x11,
+    /// A CPU exception in the agent: 0x20 + vector.
+    Exception = 0x20,
+}
+
+const DEBUG_EXIT_PORT: u16 = 0xF4;
+
+/// Exits QEMU with a failure status. Exceptions add their vector to `Failure::Exception`.
+pub fn fail_with(code: u8) -> ! {
+    outl(DEBUG_EXIT_PORT, u32::from(code));
+    super::cpu::halt_forever()
+}
+
+pub fn fail(f: Failure) -> ! {
+    fail_with(f as u8)
+}
+
+/// ICH9 (q35) power management: the firmware sets PMBASE and enables ACPI I/O, then writes
+/// SLP_EN with SLP_TYP = 0 (soft off) to PM1a_CNT.
+pub fn shutdown() -> ! {
+    const PMBASE: u16 = 0x600;
+    let lpc = pci::DeviceAddr { bus: 0, device: 31, function: 0 };
+    pci::write_config(lpc, 0x40, u32::from(PMBASE) | 1); // PMBASE (I/O space)
+    let acpi_cntl = pci::read_config(lpc, 0x44);
+    pci::write_config(lpc, 0x44, acpi_cntl | 0x80); // ACPI_EN
+    outw(PMBASE + 4, 1 << 13); // PM1a_CNT: SLP_EN, SLP_TYP = 0
+    // QEMU powers off asynchronously: give it time before falling back to the debug-exit
+    // device (which would report status 1).
+    let start = super::cpu::rdtsc();
+    while super::cpu::rdtsc().wrapping_sub(start) < 10_000_000_000 {
+        core::hint::spin_loop();
+    }
+    outb(DEBUG_EXIT_PORT, 0);
+    super::cpu::halt_forever()
+}

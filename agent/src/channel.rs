@@ -1,0 +1,405 @@
+//! The channel: frames carried over two virtio-blk disks (see docs/channel.md).
+//!
+//! A fresh VM runs exactly one job, so the loader knows the whole request before boot: it writes
+//! it as a *stream disk* (the agent's input) and gives the agent an empty one for its output,
+//! which the loader reads while the VM runs. A stream disk is:
+//!
+//! ```text
+//! byte 0     b"NXAGSTRM"
+//! byte 8     committed length L (u64 LE): the bytes of the stream that are valid
+//! byte 4096  the stream: L bytes of frames
+//! ```
+//!
+//! The agent writes its output stream's data first and the committed length after it, so the
+//! loader never reads a half-written frame. Every length here comes from the host and is checked
+//! against the disk's size before use.
+use crate::proto::{self, Header, HeaderError, Type, HEADER_LEN};
+use alloc::vec;
+use alloc::vec::Vec;
+
+pub const SECTOR_SIZE: usize = 512;
+pub const STREAM_MAGIC: [u8; 8] = *b"NXAGSTRM";
+/// Where the stream's bytes start on the disk.
+pub const DATA_OFFSET: u64 = 4096;
+/// How much is read or written per disk request.
+const WINDOW: usize = 1 << 20;
+
+/// A disk failed a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DiskError;
+
+/// A block device (virtio-blk in the guest, a `Vec` in tests).
+pub trait Disk {
+    fn sectors(&self) -> u64;
+    fn read(&mut self, sector: u64, buf: &mut [u8]) -> Result<(), DiskError>;
+    fn write(&mut self, sector: u64, buf: &[u8]) -> Result<(), DiskError>;
+}
+
+/// Why a stream disk cannot be used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StreamError {
+    Disk,
+    /// The disk does not start with `STREAM_MAGIC`.
+    NotAStream,
+    /// The declared length does not fit on the disk.
+    LengthOutOfRange,
+    /// The output stream is full.
+    Full,
+}
+
+impl From<DiskError> for StreamError {
+    fn from(_: DiskError) -> Self {
+        StreamError::Disk
+    }
+}
+
+fn capacity(d: &dyn Disk) -> u64 {
+    d.sectors().saturating_mul(SECTOR_SIZE as u64).saturating_sub(DATA_OFFSET)
+}
+
+/// The input stream: reads the loader's bytes in `WINDOW`-sized disk requests.
+pub struct InStream<D: Disk> {
+    disk: D,
+    len: u64,
+    pos: u64,
+    buf: Vec<u8>,
+    buf_start: u64,
+}
+
+impl<D: Disk> InStream<D> {
+    pub fn open(mut disk: D) -> Result<Self, StreamError> {
+        let mut head = [0u8; SECTOR_SIZE];
+        disk.read(0, &mut head)?;
+        if head[0..8] != STREAM_MAGIC {
+            return Err(StreamError::NotAStream);
+        }
+        let len = u64::from_le_bytes(head[8..16].try_into().unwrap());
+        if len > capacity(&disk) {
+            return Err(StreamError::LengthOutOfRange);
+        }
+        Ok(Self { disk, len, pos: 0, buf: Vec::new(), buf_start: 0 })
+    }
+
+    /// Bytes left in the stream.
+    pub fn remaining(&self) -> u64 {
+        self.len - self.pos
+    }
+
+    /// Copies up to `out.len()` bytes; returns how many (0 at the end of the stream).
+    pub fn read(&mut self, out: &mut [u8]) -> Result<usize, StreamError> {
+        let mut done = 0;
+        while done < out.len() && self.pos < self.len {
+            let in_buf = self.pos >= self.buf_start && self.pos < self.buf_start + self.buf.len() as u64;
+            if !in_buf {
+                // Refill: read the window that starts at the sector holding `pos`.
+                let start = self.pos / SECTOR_SIZE as u64 * SECTOR_SIZE as u64;
+                let want = ((self.len - start) as usize).min(WINDOW).next_multiple_of(SECTOR_SIZE);
+                self.buf.resize(want, 0);
+                self.disk.read((DATA_OFFSET + start) / SECTOR_SIZE as u64, &mut self.buf)?;
+                self.buf_start = start;
+            }
+            let off = (self.pos - self.buf_start) as usize;
+            let avail = (self.buf.len() - off).min((self.len - self.pos) as usize);
+            let n = avail.min(out.len() - done);
+            out[done..done + n].copy_from_slice(&self.buf[off..off + n]);
+            done += n;
+            self.pos += n as u64;
+        }
+        Ok(done)
+    }
+
+    /// Skips `n` bytes (or to the end).
+    pub fn skip(&mut self, n: u64) {
+        self.pos = self.pos.saturating_add(n).min(self.len);
+    }
+}
+
+/// The output stream: appends bytes, and commits them (data, then length) on `flush`.
+pub struct OutStream<D: Disk> {
+    disk: D,
+    /// Bytes already on disk and committed, except the partial last sector kept in `pending`.
+    flushed: u64,
+    pending: Vec<u8>,
+    cap: u64,
+}
+
+impl<D: Disk> OutStream<D> {
+    pub fn create(disk: D) -> Result<Self, StreamError> {
+        let cap = capacity(&disk);
+        let mut s = Self { disk, flushed: 0, pending: Vec::new(), cap };
+        s.commit()?;
+        Ok(s)
+    }
+
+    pub fn write(&mut self, bytes: &[u8]) -> Result<(), StreamError> {
+        if self.flushed + self.pending.len() as u64 + bytes.len() as u64 > self.cap {
+            return Err(StreamError::Full);
+        }
+        self.pending.extend_from_slice(bytes);
+        if self.pending.len() >= WINDOW {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn commit(&mut self) -> Result<(), StreamError> {
+        let mut head = vec![0u8; SECTOR_SIZE];
+        head[0..8].copy_from_slice(&STREAM_MAGIC);
+        let committed = self.flushed + self.pending.len() as u64;
+        head[8..16].copy_from_slice(&committed.to_le_bytes());
+        self.disk.write(0, &head)?;
+        Ok(())
+    }
+
+    /// Writes everything pending (whole sectors; the partial tail is rewritten next time) and
+    /// then the committed length.
+    pub fn flush(&mut self) -> Result<(), StreamError> {
+        if !self.pending.is_empty() {
+            let mut data = core::mem::take(&mut self.pending);
+            let tail = data.len() % SECTOR_SIZE;
+            let whole = data.len() - tail;
+            data.resize(data.len().next_multiple_of(SECTOR_SIZE), 0);
+            self.disk.write((DATA_OFFSET + self.flushed) / SECTOR_SIZE as u64, &data)?;
+            let committed_now = self.flushed + (whole + tail) as u64;
+            // Keep the partial sector for the next flush.
+            self.pending = data[whole..whole + tail].to_vec();
+            self.flushed += whole as u64;
+            let mut head = vec![0u8; SECTOR_SIZE];
+            head[0..8].copy_from_slice(&STREAM_MAGIC);
+            head[8..16].copy_from_slice(&committed_now.to_le_bytes());
+            self.disk.write(0, &head)?;
+        }
+        Ok(())
+    }
+}
+
+/// What reading the next frame gave.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Incoming {
+    Frame(Type, Vec<u8>),
+    /// A frame that failed its checks; the reader has re-synchronised past it.
+    Malformed(HeaderError),
+    /// The stream ended in the middle of a frame.
+    Truncated,
+    /// The stream ended cleanly.
+    End,
+}
+
+/// Reads frames from an input stream, re-synchronising on 8-byte boundaries after bad headers.
+pub struct FrameReader<D: Disk> {
+    stream: InStream<D>,
+    /// Bytes read ahead of the stream position (a candidate header after a bad one).
+    carry: Vec<u8>,
+}
+
+impl<D: Disk> FrameReader<D> {
+    pub fn new(stream: InStream<D>) -> Self {
+        Self { stream, carry: Vec::new() }
+    }
+
+    pub fn next(&mut self) -> Result<Incoming, StreamError> {
+        let mut h = [0u8; HEADER_LEN];
+        let have = self.carry.len();
+        h[..have].copy_from_slice(&self.carry);
+        self.carry.clear();
+        let got = have + self.stream.read(&mut h[have..])?;
+        if got == 0 {
+            return Ok(Incoming::End);
+        }
+        if got < HEADER_LEN {
+            return Ok(Incoming::Truncated);
+        }
+        match proto::decode_header(&h) {
+            Ok(Header { ty, len }) => {
+                let padded = proto::padded(len);
+                if (padded as u64) > self.stream.remaining() {
+                    self.stream.skip(u64::MAX);
+                    return Ok(Incoming::Truncated);
+                }
+                let mut payload = vec![0u8; padded];
+                self.stream.read(&mut payload)?;
+                payload.truncate(len);
+                Ok(Incoming::Frame(ty, payload))
+            }
+            Err(e @ HeaderError::UnknownType { len, .. }) => {
+                self.stream.skip(proto::padded(len as usize) as u64);
+                Ok(Incoming::Malformed(e))
+            }
+            Err(e) => {
+                // The length cannot be trusted: try again 8 bytes further on.
+                self.carry.extend_from_slice(&h[8..]);
+                Ok(Incoming::Malformed(e))
+            }
+        }
+    }
+}
+
+/// Writes frames to an output stream.
+pub struct FrameWriter<D: Disk> {
+    stream: OutStream<D>,
+}
+
+impl<D: Disk> FrameWriter<D> {
+    pub fn new(stream: OutStream<D>) -> Self {
+        Self { stream }
+    }
+
+    /// Appends one frame (payloads over MAX_PAYLOAD are a bug in the agent, not host input).
+    pub fn send(&mut self, ty: Type, payload: &[u8]) -> Result<(), StreamError> {
+        assert!(payload.len() <= proto::MAX_PAYLOAD);
+        self.stream.write(&proto::encode_header(ty, payload.len()))?;
+        self.stream.write(payload)?;
+        let pad = proto::padded(payload.len()) - payload.len();
+        self.stream.write(&[0u8; 8][..pad])
+    }
+
+    pub fn flush(&mut self) -> Result<(), StreamError> {
+        self.stream.flush()
+    }
+}
+
+#[cfg(test)]
+pub mod tests {
+    use super::*;
+    use alloc::rc::Rc;
+    use core::cell::RefCell;
+
+    /// A RAM disk shared between a test and the stream under test.
+    #[derive(Clone)]
+    pub struct RamDisk(pub Rc<RefCell<Vec<u8>>>);
+
+    impl RamDisk {
+        pub fn new(bytes: usize) -> Self {
+            RamDisk(Rc::new(RefCell::new(vec![0; bytes])))
+        }
+        /// A stream disk holding `stream`, with room to spare.
+        pub fn with_stream(stream: &[u8]) -> Self {
+            let d = Self::new((DATA_OFFSET as usize + stream.len()).next_multiple_of(SECTOR_SIZE) + 4096);
+            let mut b = d.0.borrow_mut();
+            b[0..8].copy_from_slice(&STREAM_MAGIC);
+            b[8..16].copy_from_slice(&(stream.len() as u64).to_le_bytes());
+            b[DATA_OFFSET as usize..DATA_OFFSET as usize + stream.len()].copy_from_slice(stream);
+            drop(b);
+            d
+        }
+        /// The committed stream of an output disk.
+        pub fn stream(&self) -> Vec<u8> {
+            let b = self.0.borrow();
+            assert_eq!(b[0..8], STREAM_MAGIC);
+            let len = u64::from_le_bytes(b[8..16].try_into().unwrap()) as usize;
+            b[DATA_OFFSET as usize..DATA_OFFSET as usize + len].to_vec()
+        }
+    }
+
+    impl Disk for RamDisk {
+        fn sectors(&self) -> u64 {
+            (self.0.borrow().len() / SECTOR_SIZE) as u64
+        }
+        fn read(&mut self, sector: u64, buf: &mut [u8]) -> Result<(), DiskError> {
+            assert_eq!(buf.len() % SECTOR_SIZE, 0);
+            let s = sector as usize * SECTOR_SIZE;
+            let b = self.0.borrow();
+            buf.copy_from_slice(b.get(s..s + buf.len()).ok_or(DiskError)?);
+            Ok(())
+        }
+        fn write(&mut self, sector: u64, buf: &[u8]) -> Result<(), DiskError> {
+            assert_eq!(buf.len() % SECTOR_SIZE, 0);
+            let s = sector as usize * SECTOR_SIZE;
+            let mut b = self.0.borrow_mut();
+            b.get_mut(s..s + buf.len()).ok_or(DiskError)?.copy_from_slice(buf);
+            Ok(())
+        }
+    }
+
+    fn reader(stream: &[u8]) -> FrameReader<RamDisk> {
+        FrameReader::new(InStream::open(RamDisk::with_stream(stream)).unwrap())
+    }
+
+    #[test]
+    fn reads_frames_then_end() {
+        let mut s = proto::frame(Type::Ping, b"hello");
+        s.extend(proto::frame(Type::Shutdown, b""));
+        let mut r = reader(&s);
+        assert_eq!(r.next().unwrap(), Incoming::Frame(Type::Ping, b"hello".to_vec()));
+        assert_eq!(r.next().unwrap(), Incoming::Frame(Type::Shutdown, vec![]));
+        assert_eq!(r.next().unwrap(), Incoming::End);
+    }
+
+    #[test]
+    fn resynchronises_after_each_kind_of_bad_frame() {
+        let ping = proto::frame(Type::Ping, b"p");
+        let mut bad_magic = proto::frame(Type::Ping, b"x");
+        bad_magic[0] = 0;
+        let mut too_long = proto::encode_header(Type::Ping, 0).to_vec();
+        too_long[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
+        let mut unknown = proto::frame(Type::Ping, b"123456789");
+        unknown[6] = 0xEE;
+        for (bad, want) in [
+            (bad_magic, HeaderError::BadMagic),
+            (too_long, HeaderError::TooLong(u32::MAX)),
+            (unknown, HeaderError::UnknownType { ty: 0xEE, len: 9 }),
+        ] {
+            let mut s = bad.clone();
+            s.extend(&ping);
+            let mut r = reader(&s);
+            assert_eq!(r.next().unwrap(), Incoming::Malformed(want));
+            // Zero or more further complaints while re-synchronising, then the Ping.
+            loop {
+                match r.next().unwrap() {
+                    Incoming::Malformed(_) => continue,
+                    other => {
+                        assert_eq!(other, Incoming::Frame(Type::Ping, b"p".to_vec()));
+                        break;
+                    }
+                }
+            }
+            assert_eq!(r.next().unwrap(), Incoming::End);
+        }
+    }
+
+    #[test]
+    fn truncated_payload_and_header() {
+        let mut s = proto::frame(Type::Ping, &[7; 100]);
+        s.truncate(50);
+        assert_eq!(reader(&s).next().unwrap(), Incoming::Truncated);
+        assert_eq!(reader(&s[..10]).next().unwrap(), Incoming::Truncated);
+    }
+
+    #[test]
+    fn stream_length_is_checked_against_the_disk() {
+        let d = RamDisk::with_stream(b"12345678");
+        d.0.borrow_mut()[8..16].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert_eq!(InStream::open(d).err(), Some(StreamError::LengthOutOfRange));
+        let d = RamDisk::new(8192);
+        assert_eq!(InStream::open(d).err(), Some(StreamError::NotAStream));
+    }
+
+    #[test]
+    fn output_stream_commits_after_each_flush() {
+        let disk = RamDisk::new(8 << 20);
+        let mut w = FrameWriter::new(OutStream::create(disk.clone()).unwrap());
+        assert_eq!(disk.stream(), Vec::<u8>::new());
+        w.send(Type::Pong, b"abc").unwrap();
+        assert_eq!(disk.stream(), Vec::<u8>::new()); // not yet flushed
+        w.flush().unwrap();
+        assert_eq!(disk.stream(), proto::frame(Type::Pong, b"abc"));
+        let big = vec![9u8; 3 << 20];
+        let mut want = proto::frame(Type::Pong, b"abc");
+        for chunk in big.chunks(proto::MAX_PAYLOAD) {
+            w.send(Type::BulkData, chunk).unwrap();
+            want.extend(proto::frame(Type::BulkData, chunk));
+        }
+        w.flush().unwrap();
+        assert_eq!(disk.stream(), want);
+        // Reading it back as an input stream gives the same frames.
+        let mut r = FrameReader::new(InStream::open(disk.clone()).unwrap());
+        assert_eq!(r.next().unwrap(), Incoming::Frame(Type::Pong, b"abc".to_vec()));
+    }
+
+    #[test]
+    fn output_stream_refuses_to_overflow() {
+        let disk = RamDisk::new(DATA_OFFSET as usize + 1024);
+        let mut w = FrameWriter::new(OutStream::create(disk).unwrap());
+        assert_eq!(w.send(Type::BulkData, &[0; 2000]), Err(StreamError::Full));
+    }
+}

@@ -1,0 +1,256 @@
+//! The framed protocol between the loader and the agent.
+//!
+//! Every message is a frame: a 16-byte header, then the payload, zero-padded to a multiple of 8.
+//!
+//! ```text
+//! offset 0  magic    b"NXAG"
+//!        4  version  u16 LE (= VERSION)
+//!        6  type     u16 LE (see `Type`)
+//!        8  length   u32 LE (payload bytes, before padding; at most MAX_PAYLOAD)
+//!       12  reserved u32 (must be 0)
+//! ```
+//!
+//! The header is checked before anything is allocated; a frame that fails a check is answered
+//! with an `Error` frame and the reader re-synchronises on the next 8-byte boundary, so one bad
+//! frame never takes the agent down.
+use alloc::string::String;
+use alloc::vec::Vec;
+
+pub const MAGIC: [u8; 4] = *b"NXAG";
+pub const VERSION: u16 = 1;
+pub const HEADER_LEN: usize = 16;
+/// The largest payload one frame may carry.
+pub const MAX_PAYLOAD: usize = 1 << 20;
+/// The largest bulk transfer (sum of a transfer's `BulkData` payloads).
+pub const MAX_TRANSFER: u64 = 16 << 30;
+
+/// Message types. Ranges are reserved per stage: 0x01xx exec (sandbox), 0x02xx build,
+/// 0x03xx attestation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u16)]
+pub enum Type {
+    /// agent → loader, first frame: `[attestation kind u8][agent version UTF-8]`.
+    Hello = 0x0001,
+    /// loader → agent: any bytes, echoed in `Pong`.
+    Ping = 0x0002,
+    /// agent → loader.
+    Pong = 0x0003,
+    /// agent → loader: `[level u8][text UTF-8]`.
+    Log = 0x0004,
+    /// either way: `[code u32][text UTF-8]`.
+    Error = 0x0005,
+    /// loader → agent: no more requests; the agent answers `Bye` and powers off.
+    Shutdown = 0x0006,
+    /// agent → loader: the last frame.
+    Bye = 0x0007,
+    /// either way: `[total u64]`, then `BulkData` frames carrying exactly `total` bytes.
+    BulkBegin = 0x0010,
+    /// either way: raw bytes of the current transfer.
+    BulkData = 0x0011,
+    /// agent → loader: `[total u64][sha256 32 bytes]` of a transfer it received.
+    BulkAck = 0x0012,
+    /// loader → agent: `[total u64]`: send back a transfer of `total` pattern bytes
+    /// (`pattern_byte`), to measure and test the guest → host direction.
+    BulkRequest = 0x0013,
+}
+
+impl Type {
+    pub fn from_u16(v: u16) -> Option<Self> {
+        use Type::*;
+        Some(match v {
+            0x0001 => Hello,
+            0x0002 => Ping,
+            0x0003 => Pong,
+            0x0004 => Log,
+            0x0005 => Error,
+            0x0006 => Shutdown,
+            0x0007 => Bye,
+            0x0010 => BulkBegin,
+            0x0011 => BulkData,
+            0x0012 => BulkAck,
+            0x0013 => BulkRequest,
+            _ => return None,
+        })
+    }
+}
+
+/// Error codes carried in `Error` frames.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum ErrorCode {
+    BadMagic = 1,
+    BadVersion = 2,
+    UnknownType = 3,
+    TooLong = 4,
+    Truncated = 5,
+    BadPayload = 6,
+    TransferTooLarge = 7,
+    UnexpectedMessage = 8,
+    Channel = 9,
+}
+
+impl ErrorCode {
+    pub fn from_u32(v: u32) -> Option<Self> {
+        use ErrorCode::*;
+        Some(match v {
+            1 => BadMagic,
+            2 => BadVersion,
+            3 => UnknownType,
+            4 => TooLong,
+            5 => Truncated,
+            6 => BadPayload,
+            7 => TransferTooLarge,
+            8 => UnexpectedMessage,
+            9 => Channel,
+            _ => return None,
+        })
+    }
+}
+
+/// Why a header was rejected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HeaderError {
+    BadMagic,
+    BadVersion(u16),
+    /// Unknown type with a valid length: the payload can be skipped.
+    UnknownType { ty: u16, len: u32 },
+    TooLong(u32),
+    ReservedNonZero,
+}
+
+impl HeaderError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::BadMagic | Self::ReservedNonZero => ErrorCode::BadMagic,
+            Self::BadVersion(_) => ErrorCode::BadVersion,
+            Self::UnknownType { .. } => ErrorCode::UnknownType,
+            Self::TooLong(_) => ErrorCode::TooLong,
+        }
+    }
+}
+
+/// A decoded header: the type and the payload length (already checked against MAX_PAYLOAD).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Header {
+    pub ty: Type,
+    pub len: usize,
+}
+
+pub fn encode_header(ty: Type, len: usize) -> [u8; HEADER_LEN] {
+    debug_assert!(len <= MAX_PAYLOAD);
+    let mut h = [0u8; HEADER_LEN];
+    h[0..4].copy_from_slice(&MAGIC);
+    h[4..6].copy_from_slice(&VERSION.to_le_bytes());
+    h[6..8].copy_from_slice(&(ty as u16).to_le_bytes());
+    h[8..12].copy_from_slice(&(len as u32).to_le_bytes());
+    h
+}
+
+pub fn decode_header(h: &[u8; HEADER_LEN]) -> Result<Header, HeaderError> {
+    if h[0..4] != MAGIC {
+        return Err(HeaderError::BadMagic);
+    }
+    let version = u16::from_le_bytes([h[4], h[5]]);
+    if version != VERSION {
+        return Err(HeaderError::BadVersion(version));
+    }
+    if h[12..16] != [0; 4] {
+        return Err(HeaderError::ReservedNonZero);
+    }
+    let ty = u16::from_le_bytes([h[6], h[7]]);
+    let len = u32::from_le_bytes([h[8], h[9], h[10], h[11]]);
+    if len as usize > MAX_PAYLOAD {
+        return Err(HeaderError::TooLong(len));
+    }
+    match Type::from_u16(ty) {
+        Some(ty) => Ok(Header { ty, len: len as usize }),
+        None => Err(HeaderError::UnknownType { ty, len }),
+    }
+}
+
+/// Payload bytes including padding.
+pub fn padded(len: usize) -> usize {
+    len.next_multiple_of(8)
+}
+
+/// Encodes a whole frame (header, payload, padding).
+pub fn frame(ty: Type, payload: &[u8]) -> Vec<u8> {
+    let mut f = Vec::with_capacity(HEADER_LEN + padded(payload.len()));
+    f.extend_from_slice(&encode_header(ty, payload.len()));
+    f.extend_from_slice(payload);
+    f.resize(HEADER_LEN + padded(payload.len()), 0);
+    f
+}
+
+/// Attestation kinds announced in Hello and carried in evidence.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum AttestationKind {
+    /// No TEE: the evidence proves nothing about the build host.
+    None = 0,
+    SevSnp = 1,
+    Tdx = 2,
+}
+
+pub fn hello_payload(kind: AttestationKind, version: &str) -> Vec<u8> {
+    let mut p = Vec::with_capacity(1 + version.len());
+    p.push(kind as u8);
+    p.extend_from_slice(version.as_bytes());
+    p
+}
+
+pub fn error_payload(code: ErrorCode, text: &str) -> Vec<u8> {
+    let mut p = Vec::with_capacity(4 + text.len());
+    p.extend_from_slice(&(code as u32).to_le_bytes());
+    p.extend_from_slice(text.as_bytes());
+    p
+}
+
+/// Splits an Error payload into (code, text).
+pub fn parse_error(p: &[u8]) -> Option<(u32, String)> {
+    let code = u32::from_le_bytes(p.get(0..4)?.try_into().ok()?);
+    Some((code, String::from_utf8_lossy(&p[4..]).into()))
+}
+
+/// Reads a little-endian u64 payload (BulkBegin, BulkRequest), exactly 8 bytes.
+pub fn parse_u64(p: &[u8]) -> Option<u64> {
+    Some(u64::from_le_bytes(p.try_into().ok()?))
+}
+
+/// The bytes a `BulkRequest` answer carries: byte `i` of the transfer is `pattern_byte(i)`.
+pub fn pattern_byte(i: u64) -> u8 {
+    (i % 251) as u8
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_round_trip_and_rejections() {
+        let h = encode_header(Type::Ping, 5);
+        assert_eq!(decode_header(&h), Ok(Header { ty: Type::Ping, len: 5 }));
+        let mut bad = h;
+        bad[0] = b'X';
+        assert_eq!(decode_header(&bad), Err(HeaderError::BadMagic));
+        let mut bad = h;
+        bad[4] = 9;
+        assert_eq!(decode_header(&bad), Err(HeaderError::BadVersion(9)));
+        let mut bad = h;
+        bad[6] = 0x77;
+        assert_eq!(decode_header(&bad), Err(HeaderError::UnknownType { ty: 0x77, len: 5 }));
+        let mut bad = h;
+        bad[8..12].copy_from_slice(&(MAX_PAYLOAD as u32 + 1).to_le_bytes());
+        assert_eq!(decode_header(&bad), Err(HeaderError::TooLong(MAX_PAYLOAD as u32 + 1)));
+        let mut bad = h;
+        bad[15] = 1;
+        assert_eq!(decode_header(&bad), Err(HeaderError::ReservedNonZero));
+    }
+
+    #[test]
+    fn frames_are_padded_to_eight() {
+        assert_eq!(frame(Type::Ping, b"abc").len(), 24);
+        assert_eq!(frame(Type::Ping, b"").len(), 16);
+        assert_eq!(frame(Type::Ping, &[1; 8]).len(), 24);
+    }
+}
