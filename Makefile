@@ -17,7 +17,7 @@ AGENT_RUSTFLAGS := --remap-path-prefix=$(ROOT)=/agent-src \
 	-C link-arg=-Tagent/linker.ld -C link-arg=--build-id=none \
 	-C relocation-model=static -C code-model=kernel
 
-.PHONY: help setup agent test demo bench fuzz clean
+.PHONY: help setup agent agent-fault-test test demo bench fuzz clean
 
 help:
 	@echo "make demo   - attested build of an example derivation (boots the agent under KVM or TCG)"
@@ -44,14 +44,21 @@ agent: setup
 	objcopy -O binary $(AGENT_ELF) $(AGENT_BIN)
 	@echo "agent image: $(AGENT_BIN) ($$(stat -c %s $(AGENT_BIN)) bytes)"
 
-test: agent
+# A test-only image that faults on purpose (never shipped): its own target dir, so the release
+# image's build is never touched by test features.
+agent-fault-test: setup
+	RUSTFLAGS="$(AGENT_RUSTFLAGS)" CARGO_TARGET_DIR=target/fault-test $(CARGO) build -p agent --bin agent \
+	  --features fault-test --profile firmware --target $(AGENT_TARGET) --locked
+	objcopy -O binary target/fault-test/$(AGENT_TARGET)/firmware/agent target/agent-fault-test.bin
+
+test: agent agent-fault-test
 	$(CARGO) test --workspace --locked
 
 demo: agent
 	$(CARGO) run -q -p loader --locked -- ping --agent $(AGENT_BIN)
 
 bench: agent
-	$(CARGO) run -q --release -p integration-tests --bin bench --locked
+	$(CARGO) run -q --release -p integration-tests --bin bench --locked | tee target/bench-boot.md
 
 fuzz: setup
 	@echo "no fuzz targets yet"

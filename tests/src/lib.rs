@@ -16,3 +16,20 @@ pub fn agent_bin() -> PathBuf {
 }
 
 pub mod e2e;
+
+/// The deliberately faulting test image built by `make agent-fault-test`.
+pub fn fault_test_bin() -> PathBuf {
+    let p = root().join("target/agent-fault-test.bin");
+    assert!(p.exists(), "{} is missing: run `make test` (it builds agent-fault-test)", p.display());
+    p
+}
+
+/// A VM configuration for tests: the release image, small memory, a short timeout.
+pub fn vm_config(accel: loader::vm::Accel) -> loader::vm::VmConfig {
+    let mut c = loader::vm::VmConfig::new(agent_bin());
+    c.accel = accel;
+    c.memory_mib = 512;
+    c.response_bytes = 1 << 30;
+    c.timeout = std::time::Duration::from_secs(120);
+    c
+}

@@ -60,6 +60,14 @@ rom32_start:                    # 0xFFFFE000
     movl $(BOOT_PDPT_LOW - KERNEL_BASE + 0x003), 256*8(%edi)
     movl $(BOOT_PDPT_HIGH - KERNEL_BASE + 0x003), 511*8(%edi)
 
+    # MTRRs: at reset they are off, which makes all memory uncachable. We are the firmware, so
+    # we set them: enabled, default type write-back (MMIO is below 4 GiB above RAM; virtio's
+    # registers are accessed with plain loads/stores that trap to the VMM either way).
+    mov $0x2FF, %ecx            # IA32_MTRR_DEF_TYPE
+    xor %edx, %edx
+    mov $((1 << 11) | 6), %eax  # E = 1, type = WB
+    wrmsr
+
     # CR4: PAE | OSFXSR | OSXMMEXCPT (SSE for sha2's SHA-NI path and for user programs).
     mov %cr4, %eax
     or $((1 << 5) | (1 << 9) | (1 << 10)), %eax
@@ -71,9 +79,10 @@ rom32_start:                    # 0xFFFFE000
     rdmsr
     or $((1 << 8) | (1 << 11)), %eax
     wrmsr
-    # CR0: PG | PE | MP | NE, clear EM.
+    # CR0: PG | PE | MP | NE; clear EM, and clear CD/NW: the reset value disables the caches,
+    # which under KVM makes every memory access uncached.
     mov %cr0, %eax
-    and $~(1 << 2), %eax
+    and $~((1 << 2) | (1 << 29) | (1 << 30)), %eax
     or $((1 << 31) | (1 << 0) | (1 << 1) | (1 << 5)), %eax
     mov %eax, %cr0
     ljmpl $0x18, $rom64_start

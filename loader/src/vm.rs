@@ -1,0 +1,411 @@
+//! One VM, one job: write the request disk, start QEMU, stream the response disk's frames as
+//! the agent commits them, and stop QEMU on every exit path.
+//!
+//! The frames are parsed with the agent's own `agent::proto`, so both sides share one definition
+//! of the wire format; the loader checks them as strictly as the agent does (a hostile guest is
+//! not in our threat model, but a crashed one is).
+use agent::channel::{DATA_OFFSET, SECTOR_SIZE, STREAM_MAGIC};
+use agent::proto::{self, Type, HEADER_LEN};
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// Which QEMU accelerator to use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Accel {
+    /// KVM when /dev/kvm opens read-write, else TCG.
+    Auto,
+    Kvm,
+    Tcg,
+}
+
+impl Accel {
+    /// Resolves `Auto`: KVM when it works, else TCG. "Works" means /dev/kvm opens read-write
+    /// *and* a vCPU runs at hardware speed: some nested hosts offer a KVM that runs guest code
+    /// 40x slower than TCG (see docs/channel.md). The verdict is cached for this host boot.
+    pub fn resolve(self) -> Accel {
+        match self {
+            Accel::Auto if kvm_usable() && kvm_fast() => Accel::Kvm,
+            Accel::Auto => Accel::Tcg,
+            other => other,
+        }
+    }
+}
+
+/// Whether /dev/kvm can be opened read-write.
+pub fn kvm_usable() -> bool {
+    OpenOptions::new().read(true).write(true).open("/dev/kvm").is_ok()
+}
+
+/// Whether KVM runs a guest busy loop at hardware speed (cached per host boot).
+pub fn kvm_fast() -> bool {
+    let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+    let cache = std::env::temp_dir().join(format!("nix-agent-kvm-probe-{}", boot_id.trim()));
+    if let Ok(v) = std::fs::read_to_string(&cache) {
+        return v.trim() == "fast";
+    }
+    let fast = probe_kvm(Path::new("qemu-system-x86_64"));
+    let _ = std::fs::write(&cache, if fast { "fast" } else { "slow" });
+    fast
+}
+
+/// Runs a 64 KiB firmware whose reset vector counts down from 5,000,000 and exits: ~2 ms of guest
+/// time on hardware-speed KVM, seconds on a pathological nested one. Fast = done within 1 s.
+pub fn probe_kvm(qemu: &Path) -> bool {
+    let mut rom = vec![0u8; 0x1_0000];
+    // mov ecx, 5000000; 1: dec ecx; jnz 1b; mov al, 0; out 0xf4, al; hlt
+    let code = [0x66, 0xB9, 0x40, 0x4B, 0x4C, 0x00, 0x66, 0x49, 0x75, 0xFC, 0xB0, 0x00, 0xE6, 0xF4, 0xF4];
+    rom[0xFFF0..0xFFF0 + code.len()].copy_from_slice(&code);
+    let path = std::env::temp_dir().join(format!("nix-agent-kvm-probe-{}.bin", std::process::id()));
+    if std::fs::write(&path, &rom).is_err() {
+        return false;
+    }
+    let start = Instant::now();
+    let child = Command::new(qemu)
+        .args(["-machine", "q35,accel=kvm", "-m", "64M", "-nodefaults", "-no-user-config", "-nographic"])
+        .args(["-no-reboot", "-monitor", "none", "-device", "isa-debug-exit,iobase=0xf4,iosize=4", "-bios"])
+        .arg(&path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+    let fast = match child {
+        Ok(child) => {
+            let mut guard = QemuGuard(child);
+            loop {
+                match guard.0.try_wait() {
+                    Ok(Some(status)) => break status.code() == Some(1) && start.elapsed() < Duration::from_secs(1),
+                    Ok(None) if start.elapsed() < Duration::from_secs(1) => std::thread::sleep(Duration::from_millis(5)),
+                    _ => break false,
+                }
+            }
+        }
+        Err(_) => false,
+    };
+    let _ = std::fs::remove_file(&path);
+    fast
+}
+
+/// How to start the VM.
+#[derive(Clone, Debug)]
+pub struct VmConfig {
+    pub agent: PathBuf,
+    pub accel: Accel,
+    pub memory_mib: u64,
+    /// Size of the response disk (sparse on the host).
+    pub response_bytes: u64,
+    pub timeout: Duration,
+    pub qemu: PathBuf,
+    /// Where the disks and the serial log go (a fresh temporary directory by default).
+    pub work_dir: Option<PathBuf>,
+}
+
+impl VmConfig {
+    pub fn new(agent: impl Into<PathBuf>) -> Self {
+        Self {
+            agent: agent.into(),
+            accel: Accel::Auto,
+            memory_mib: 2048,
+            response_bytes: 64 << 30,
+            timeout: Duration::from_secs(600),
+            qemu: PathBuf::from("qemu-system-x86_64"),
+            work_dir: None,
+        }
+    }
+}
+
+/// Everything that can go wrong running a VM.
+#[derive(Debug, thiserror::Error)]
+pub enum VmError {
+    #[error("{what}: {source}")]
+    Io { what: String, source: std::io::Error },
+    #[error("starting QEMU ({qemu}): {source}")]
+    Spawn { qemu: String, source: std::io::Error },
+    #[error("QEMU failed ({status}): {stderr}")]
+    Qemu { status: String, stderr: String },
+    #[error("the agent stopped with {failure} (QEMU status {status}); serial log:\n{serial}")]
+    AgentFailure { failure: String, status: i32, serial: String },
+    #[error("the agent did not finish within {0:?}; serial log:\n{1}")]
+    Timeout(Duration, String),
+    #[error("malformed response from the agent: {0}")]
+    Response(String),
+    #[error("the agent stopped without saying Bye (QEMU status {status}); serial log:\n{serial}")]
+    NoBye { status: i32, serial: String },
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> VmError {
+    let what = what.into();
+    move |source| VmError::Io { what, source }
+}
+
+/// Builds the request disk: a stream disk (see `agent::channel`) of frames.
+pub struct Request {
+    file: BufWriter<File>,
+    path: PathBuf,
+    len: u64,
+}
+
+impl Request {
+    pub fn create(path: &Path) -> Result<Self, VmError> {
+        let mut file = File::create(path).map_err(io(format!("creating {}", path.display())))?;
+        file.seek(SeekFrom::Start(DATA_OFFSET)).map_err(io("seeking request disk"))?;
+        Ok(Self { file: BufWriter::with_capacity(1 << 20, file), path: path.to_path_buf(), len: 0 })
+    }
+
+    /// Appends raw bytes (used by tests to send malformed frames).
+    pub fn raw(&mut self, bytes: &[u8]) -> Result<&mut Self, VmError> {
+        self.file.write_all(bytes).map_err(io("writing request disk"))?;
+        self.len += bytes.len() as u64;
+        Ok(self)
+    }
+
+    /// Appends one frame.
+    pub fn frame(&mut self, ty: Type, payload: &[u8]) -> Result<&mut Self, VmError> {
+        self.raw(&proto::frame(ty, payload))
+    }
+
+    /// Appends a bulk transfer (BulkBegin + BulkData frames) read from `data`.
+    pub fn bulk(&mut self, data: &mut dyn Read, total: u64) -> Result<&mut Self, VmError> {
+        self.frame(Type::BulkBegin, &total.to_le_bytes())?;
+        let mut buf = vec![0u8; proto::MAX_PAYLOAD];
+        let mut left = total;
+        while left > 0 {
+            let n = left.min(buf.len() as u64) as usize;
+            data.read_exact(&mut buf[..n]).map_err(io("reading bulk data"))?;
+            self.frame(Type::BulkData, &buf[..n])?;
+            left -= n as u64;
+        }
+        Ok(self)
+    }
+
+    /// Writes the stream header and pads the disk to whole sectors.
+    pub fn finish(mut self) -> Result<PathBuf, VmError> {
+        self.file.flush().map_err(io("writing request disk"))?;
+        let mut file = self.file.into_inner().map_err(|e| VmError::Io { what: "flushing request disk".into(), source: e.into_error() })?;
+        let end = (DATA_OFFSET + self.len).next_multiple_of(SECTOR_SIZE as u64);
+        file.set_len(end.max(DATA_OFFSET + SECTOR_SIZE as u64)).map_err(io("sizing request disk"))?;
+        file.seek(SeekFrom::Start(0)).map_err(io("seeking request disk"))?;
+        let mut head = [0u8; 16];
+        head[..8].copy_from_slice(&STREAM_MAGIC);
+        head[8..].copy_from_slice(&self.len.to_le_bytes());
+        file.write_all(&head).map_err(io("writing request disk"))?;
+        Ok(self.path)
+    }
+}
+
+/// A frame received from the agent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Frame {
+    pub ty: Type,
+    pub payload: Vec<u8>,
+}
+
+/// Timings of one run.
+#[derive(Clone, Debug, Default)]
+pub struct Timings {
+    /// QEMU start → the agent's Hello frame is committed.
+    pub boot_to_ready: Duration,
+    /// QEMU start → QEMU exited.
+    pub total: Duration,
+}
+
+/// The outcome of a run whose agent said Bye.
+#[derive(Debug)]
+pub struct Run {
+    pub frames: Vec<Frame>,
+    pub timings: Timings,
+    pub serial: String,
+    pub accel: Accel,
+}
+
+/// Kills QEMU when dropped, whatever path we leave by.
+struct QemuGuard(Child);
+
+impl Drop for QemuGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Reads the response disk incrementally.
+struct ResponseReader {
+    file: File,
+    pos: u64,
+    pending: Vec<u8>,
+}
+
+impl ResponseReader {
+    /// Reads newly committed bytes and returns the complete frames among them.
+    fn poll(&mut self) -> Result<Vec<Frame>, VmError> {
+        let mut head = [0u8; 16];
+        self.file.seek(SeekFrom::Start(0)).map_err(io("reading response disk"))?;
+        self.file.read_exact(&mut head).map_err(io("reading response disk"))?;
+        if head[..8] != STREAM_MAGIC {
+            return Ok(Vec::new()); // not initialised by the agent yet
+        }
+        let committed = u64::from_le_bytes(head[8..].try_into().unwrap());
+        if committed > self.pos {
+            let mut new = vec![0u8; (committed - self.pos) as usize];
+            self.file.seek(SeekFrom::Start(DATA_OFFSET + self.pos)).map_err(io("reading response disk"))?;
+            self.file.read_exact(&mut new).map_err(io("reading response disk"))?;
+            self.pending.extend_from_slice(&new);
+            self.pos = committed;
+        }
+        let mut frames = Vec::new();
+        let mut off = 0;
+        while self.pending.len() - off >= HEADER_LEN {
+            let h: [u8; HEADER_LEN] = self.pending[off..off + HEADER_LEN].try_into().unwrap();
+            let header = proto::decode_header(&h).map_err(|e| VmError::Response(format!("{e:?} at byte {}", self.pos)))?;
+            let total = HEADER_LEN + proto::padded(header.len);
+            if self.pending.len() - off < total {
+                break;
+            }
+            frames.push(Frame { ty: header.ty, payload: self.pending[off + HEADER_LEN..off + HEADER_LEN + header.len].to_vec() });
+            off += total;
+        }
+        self.pending.drain(..off);
+        Ok(frames)
+    }
+}
+
+/// Failure codes the agent reports through isa-debug-exit (agent `arch::power::Failure`).
+fn describe_failure(code: i32) -> String {
+    match code {
+        0x10 => "a panic".into(),
+        0x11 => "out of memory".into(),
+        0x20..=0x3F => format!("CPU exception vector {}", code - 0x20),
+        other => format!("failure code {other:#x}"),
+    }
+}
+
+/// The QEMU command line: the fewest devices that do the job.
+pub fn qemu_command(config: &VmConfig, accel: Accel, request: &Path, response: &Path, serial: &Path) -> Command {
+    let mut cmd = Command::new(&config.qemu);
+    let (accel_arg, cpu) = match accel {
+        // `arch-capabilities` is masked: some (nested) KVM hosts refuse the MSR QEMU would set.
+        Accel::Kvm => ("kvm", "host,-arch-capabilities"),
+        _ => ("tcg", "max"),
+    };
+    cmd.args(["-machine", &format!("q35,accel={accel_arg}"), "-cpu", cpu])
+        .args(["-m", &format!("{}M", config.memory_mib), "-smp", "1"])
+        .args(["-nodefaults", "-no-user-config", "-nographic", "-no-reboot", "-monitor", "none"])
+        .arg("-bios")
+        .arg(&config.agent)
+        .arg("-serial")
+        .arg(format!("file:{}", serial.display()))
+        .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=4"])
+        .arg("-drive")
+        .arg(format!("file={},format=raw,if=none,id=request,readonly=on", request.display()))
+        .args(["-device", "virtio-blk-pci,drive=request"])
+        .arg("-drive")
+        .arg(format!("file={},format=raw,if=none,id=response", response.display()))
+        .args(["-device", "virtio-blk-pci,drive=response"]);
+    cmd
+}
+
+/// A directory removed on drop (unless the caller chose the directory).
+struct WorkDir {
+    path: PathBuf,
+    owned: bool,
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        if self.owned {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+fn work_dir(config: &VmConfig) -> Result<WorkDir, VmError> {
+    match &config.work_dir {
+        Some(p) => {
+            std::fs::create_dir_all(p).map_err(io(format!("creating {}", p.display())))?;
+            Ok(WorkDir { path: p.clone(), owned: false })
+        }
+        None => {
+            static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let p = std::env::temp_dir().join(format!("nix-agent-{}-{n}", std::process::id()));
+            std::fs::create_dir_all(&p).map_err(io(format!("creating {}", p.display())))?;
+            Ok(WorkDir { path: p, owned: true })
+        }
+    }
+}
+
+/// Runs one VM: `build_request` writes the request; `on_frame` sees every response frame as the
+/// agent commits it (for streaming logs and progress).
+pub fn run(
+    config: &VmConfig,
+    build_request: impl FnOnce(&mut Request) -> Result<(), VmError>,
+    mut on_frame: impl FnMut(&Frame),
+) -> Result<Run, VmError> {
+    let dir = work_dir(config)?;
+    let request_path = dir.path.join("request.img");
+    let response_path = dir.path.join("response.img");
+    let serial_path = dir.path.join("serial.log");
+    let mut request = Request::create(&request_path)?;
+    build_request(&mut request)?;
+    request.finish()?;
+    let response = File::create(&response_path).map_err(io("creating response disk"))?;
+    response.set_len(DATA_OFFSET + config.response_bytes).map_err(io("sizing response disk"))?;
+    let accel = config.accel.resolve();
+
+    let start = Instant::now();
+    let child = qemu_command(config, accel, &request_path, &response_path, &serial_path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|source| VmError::Spawn { qemu: config.qemu.display().to_string(), source })?;
+    let mut guard = QemuGuard(child);
+    let mut reader = ResponseReader {
+        file: File::open(&response_path).map_err(io("opening response disk"))?,
+        pos: 0,
+        pending: Vec::new(),
+    };
+    let mut frames = Vec::new();
+    let mut timings = Timings::default();
+    let serial = || std::fs::read_to_string(&serial_path).unwrap_or_default();
+    let mut handle = |new: Vec<Frame>, frames: &mut Vec<Frame>, timings: &mut Timings| {
+        for f in new {
+            if f.ty == Type::Hello && timings.boot_to_ready.is_zero() {
+                timings.boot_to_ready = start.elapsed();
+            }
+            on_frame(&f);
+            frames.push(f);
+        }
+    };
+    let status: ExitStatus = loop {
+        let new = reader.poll()?;
+        handle(new, &mut frames, &mut timings);
+        if let Some(status) = guard.0.try_wait().map_err(io("waiting for QEMU"))? {
+            break status;
+        }
+        if start.elapsed() > config.timeout {
+            return Err(VmError::Timeout(config.timeout, serial()));
+        }
+        std::thread::sleep(Duration::from_micros(if frames.is_empty() { 200 } else { 1000 }));
+    };
+    timings.total = start.elapsed();
+    let new = reader.poll()?;
+    handle(new, &mut frames, &mut timings);
+    let code = status.code().unwrap_or(-1);
+    if code != 0 {
+        if code & 1 == 1 && code > 1 {
+            return Err(VmError::AgentFailure { failure: describe_failure(code >> 1), status: code, serial: serial() });
+        }
+        let mut stderr = String::new();
+        if let Some(mut e) = guard.0.stderr.take() {
+            let _ = e.read_to_string(&mut stderr);
+        }
+        return Err(VmError::Qemu { status: format!("{status}"), stderr });
+    }
+    if frames.last().map(|f| f.ty) != Some(Type::Bye) {
+        return Err(VmError::NoBye { status: code, serial: serial() });
+    }
+    Ok(Run { frames, timings, serial: serial(), accel })
+}

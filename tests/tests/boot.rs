@@ -1,0 +1,138 @@
+//! The agent boots as firmware and talks to the loader: under KVM and forced TCG, with
+//! malformed frames, with a deliberate fault, and reproducibly.
+use agent::proto::{self, ErrorCode, Type};
+use integration_tests::{agent_bin, fault_test_bin, vm_config};
+use loader::vm::{self, Accel, VmError};
+
+fn ping(accel: Accel) {
+    let report = loader::ping(&vm_config(accel)).unwrap_or_else(|e| panic!("ping under {accel:?}: {e}"));
+    assert_eq!(report.agent_version, agent::VERSION);
+    assert_eq!(report.attestation, proto::AttestationKind::None as u8);
+    assert_eq!(report.accel, accel);
+    assert!(report.timings.boot_to_ready <= report.timings.total);
+}
+
+#[test]
+fn boot_and_ping_under_kvm() {
+    if !vm::kvm_usable() {
+        eprintln!("SKIPPED: /dev/kvm is not usable on this machine; the TCG test covers the boot");
+        return;
+    }
+    ping(Accel::Kvm);
+}
+
+#[test]
+fn boot_and_ping_under_tcg() {
+    ping(Accel::Tcg);
+}
+
+#[test]
+fn malformed_frames_get_error_frames_and_ping_still_works() {
+    let mut bad_magic = proto::frame(Type::Ping, b"x");
+    bad_magic[..4].copy_from_slice(b"EVIL");
+    let mut too_long = proto::encode_header(Type::Ping, 0).to_vec();
+    too_long[8..12].copy_from_slice(&(proto::MAX_PAYLOAD as u32 + 1).to_le_bytes());
+    let mut unknown = proto::frame(Type::Ping, b"payload of an unknown type");
+    unknown[6..8].copy_from_slice(&0x7777u16.to_le_bytes());
+    let mut bad_version = proto::frame(Type::Ping, b"v");
+    bad_version[4..6].copy_from_slice(&99u16.to_le_bytes());
+    let oversized_transfer = proto::frame(Type::BulkBegin, &(proto::MAX_TRANSFER + 1).to_le_bytes());
+    let mut truncated = proto::frame(Type::Ping, &[1; 64]);
+    truncated.truncate(40);
+
+    let cases: Vec<(&str, Vec<u8>, ErrorCode)> = vec![
+        ("bad magic", bad_magic, ErrorCode::BadMagic),
+        ("length over the limit", too_long, ErrorCode::TooLong),
+        ("unknown type", unknown, ErrorCode::UnknownType),
+        ("bad version", bad_version, ErrorCode::BadVersion),
+        ("transfer over the limit", oversized_transfer, ErrorCode::TransferTooLarge),
+        ("truncated payload", truncated, ErrorCode::Truncated),
+    ];
+    for (name, bad, code) in cases {
+        let truncates = code == ErrorCode::Truncated;
+        let run = vm::run(
+            &vm_config(Accel::Auto),
+            |r| {
+                r.frame(Type::Ping, b"before")?;
+                r.raw(&bad)?;
+                if !truncates {
+                    r.frame(Type::Ping, b"after")?;
+                }
+                Ok(())
+            },
+            |_| {},
+        )
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let errors = loader::errors(&run.frames);
+        assert!(!errors.is_empty(), "{name}: no Error frame");
+        assert_eq!(errors[0].0, code as u32, "{name}: {errors:?}");
+        let pongs: Vec<&[u8]> = run.frames.iter().filter(|f| f.ty == Type::Pong).map(|f| f.payload.as_slice()).collect();
+        let want: Vec<&[u8]> = if truncates { vec![b"before"] } else { vec![b"before", b"after"] };
+        assert_eq!(pongs, want, "{name}");
+        assert_eq!(run.frames.last().unwrap().ty, Type::Bye, "{name}");
+    }
+}
+
+#[test]
+fn bulk_transfers_both_ways_arrive_intact() {
+    use sha2::{Digest, Sha256};
+    let data: Vec<u8> = (0..(5u64 << 20) + 12345).map(|i| (i * 31 % 256) as u8).collect();
+    let want_out = 3u64 << 20;
+    let run = vm::run(
+        &vm_config(Accel::Auto),
+        |r| {
+            r.bulk(&mut data.as_slice(), data.len() as u64)?;
+            r.frame(Type::BulkRequest, &want_out.to_le_bytes())?;
+            Ok(())
+        },
+        |_| {},
+    )
+    .unwrap();
+    let ack = run.frames.iter().find(|f| f.ty == Type::BulkAck).expect("BulkAck");
+    assert_eq!(ack.payload[..8], (data.len() as u64).to_le_bytes());
+    assert_eq!(ack.payload[8..], Sha256::digest(&data)[..]);
+    let begin = run.frames.iter().position(|f| f.ty == Type::BulkBegin).expect("BulkBegin");
+    assert_eq!(proto::parse_u64(&run.frames[begin].payload), Some(want_out));
+    let received: Vec<u8> = run.frames[begin + 1..].iter().take_while(|f| f.ty == Type::BulkData).flat_map(|f| f.payload.clone()).collect();
+    assert_eq!(received.len() as u64, want_out);
+    assert!(received.iter().enumerate().all(|(i, &b)| b == proto::pattern_byte(i as u64)));
+}
+
+#[test]
+fn a_fault_in_the_agent_reports_the_exception_and_exits_with_its_status() {
+    let mut config = vm_config(Accel::Auto);
+    config.agent = fault_test_bin();
+    match loader::ping(&config) {
+        Err(VmError::AgentFailure { failure, status, serial }) => {
+            assert_eq!(failure, "CPU exception vector 6");
+            assert_eq!(status, ((0x20 + 6) << 1) | 1);
+            assert!(serial.contains("vector 6 (#UD invalid opcode)"), "{serial}");
+            assert!(serial.contains("RIP 0xffffffff8"), "{serial}");
+        }
+        other => panic!("expected an agent failure, got {other:?}"),
+    }
+}
+
+#[test]
+fn the_image_is_reproducible_from_another_directory() {
+    // Build the image again from a copy of the source in a different directory, with its own
+    // target directory, and compare with the image `make test` built.
+    let root = integration_tests::root();
+    let copy = std::env::temp_dir().join(format!("agent-repro-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&copy);
+    std::fs::create_dir_all(&copy).unwrap();
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "git -C {root} ls-files -z --cached --others --exclude-standard | (cd {root} && xargs -0 cp --parents -t {copy}) && make -s -C {copy} agent",
+            root = root.display(),
+            copy = copy.display()
+        ))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let a = std::fs::read(agent_bin()).unwrap();
+    let b = std::fs::read(copy.join("target/agent.bin")).unwrap();
+    let _ = std::fs::remove_dir_all(&copy);
+    assert!(a == b, "agent.bin differs when built from another directory");
+}
