@@ -21,3 +21,4 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub mod build;
 pub mod channel;
 pub mod proto;
+pub mod nix;

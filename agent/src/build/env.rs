@@ -12,6 +12,7 @@
 //!   host's temporary directory (a path that does not exist inside its own sandbox); later Nix
 //!   versions use the sandbox path, as we do.
 use super::json::{self, Json, JsonError};
+use crate::nix::base32::encode as nix32;
 use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::format;
 use alloc::string::{String, ToString};
@@ -58,21 +59,6 @@ pub struct DrvEnv<'a> {
     pub outputs: &'a BTreeMap<String, String>,
     /// Whether the derivation is fixed-output.
     pub fixed_output: bool,
-}
-
-/// Nix base-32 (`nix32`) of a digest, as in `libutil/hash.cc: printHash32`.
-pub fn nix32(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 32] = b"0123456789abcdfghijklmnpqrsvwxyz";
-    let len = (bytes.len() * 8).div_ceil(5);
-    let mut s = String::with_capacity(len);
-    for n in (0..len).rev() {
-        let b = n * 5;
-        let (i, j) = (b / 8, b % 8);
-        let lo = bytes[i] >> j;
-        let hi = if i + 1 < bytes.len() { bytes[i + 1].checked_shl(8 - j as u32).unwrap_or(0) } else { 0 };
-        s.push(ALPHABET[((lo | hi) & 0x1f) as usize] as char);
-    }
-    s
 }
 
 /// `hashPlaceholder(outputName)`: what `builtins.placeholder` returns.
@@ -233,14 +219,6 @@ pub fn structured_attrs_shell(attrs: &Json) -> String {
 mod tests {
     use super::*;
     use alloc::vec;
-
-    #[test]
-    fn nix32_of_known_lengths() {
-        // Length rule of printHash32: ceil(bits / 5).
-        assert_eq!(nix32(&[0u8; 32]).len(), 52);
-        assert_eq!(nix32(&[0u8; 20]).len(), 32);
-        assert_eq!(nix32(&[0u8; 32]), "0".repeat(52));
-    }
 
     #[test]
     fn shell_declares() {
