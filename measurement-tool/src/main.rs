@@ -1,6 +1,7 @@
 use clap::Parser;
 
 mod cli;
+mod nixfs;
 
 /// Recompute the agent's launch measurement and verify build evidence.
 #[derive(Parser)]
@@ -8,10 +9,13 @@ mod cli;
 enum Cli {
     /// Print the SHA-256 and SHA-384 of an image file.
     Digest(cli::digest::Args),
+    /// Nix semantics with the agent's own code: NAR, NAR hash, .drv path, output paths.
+    Nix(cli::nix::Args),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse() {
         Cli::Digest(a) => cli::digest::run(a),
+        Cli::Nix(a) => cli::nix::run(a),
     }
 }

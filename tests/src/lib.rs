@@ -33,3 +33,23 @@ pub fn vm_config(accel: loader::vm::Accel) -> loader::vm::VmConfig {
     c.timeout = std::time::Duration::from_secs(120);
     c
 }
+
+/// A workspace binary (`measurement-tool`, `loader`), built (once per test process, a no-op
+/// when up to date) so a test never runs a stale one.
+pub fn bin(name: &str) -> PathBuf {
+    static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let dir = std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().to_path_buf();
+    let mut built = BUILT.lock().unwrap();
+    if !built.iter().any(|b| b == name) {
+        let profile = if dir.ends_with("release") { vec!["--release"] } else { vec![] };
+        let status = std::process::Command::new(env!("CARGO"))
+            .args(["build", "-q", "--bin", name])
+            .args(profile)
+            .current_dir(root())
+            .status()
+            .unwrap();
+        assert!(status.success(), "building {name}");
+        built.push(name.to_string());
+    }
+    dir.join(name)
+}

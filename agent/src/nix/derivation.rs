@@ -337,9 +337,20 @@ impl FixedOutput {
 }
 
 impl Derivation {
-    /// The derivation's name: `env.name` (what `builtins.derivation` names the `.drv` after).
-    pub fn name(&self) -> Option<&str> {
-        self.env.get("name").map(String::as_str)
+    /// The derivation's name (what `builtins.derivation` names the `.drv` and its outputs
+    /// after): `env.name`, or `name` inside `__json` under structured attributes. Where the
+    /// `.drv` path is known, its name part is authoritative (Nix's `Derivation::name`).
+    pub fn name(&self) -> Option<String> {
+        if let Some(n) = self.env.get("name") {
+            return Some(n.clone());
+        }
+        match crate::build::json::parse(self.env.get("__json")?) {
+            Ok(crate::build::json::Json::Object(m)) => match m.get("name") {
+                Some(crate::build::json::Json::String(n)) => Some(n.clone()),
+                _ => None,
+            },
+            _ => None,
+        }
     }
 
     /// `Derivation::type()`, restricted to what the agent builds: `Some` for fixed-output (one
@@ -407,7 +418,7 @@ impl<'a> Resolver<'a> {
         if let Some(fixed) = d.fixed_output()? {
             // "fixed:out:<method algo>:<hex>:<output path>"
             let name = d.name().ok_or(DrvError::Unsupported("derivation without a name"))?;
-            let path = store_path::make_fixed_output_path(fixed.method, &fixed.hash, &store_path::output_path_name(name, "out"))?;
+            let path = store_path::make_fixed_output_path(fixed.method, &fixed.hash, &store_path::output_path_name(&name, "out"))?;
             let mut s = String::from("fixed:out:");
             s.push_str(&fixed.method_algo());
             s.push(':');
@@ -441,13 +452,13 @@ impl<'a> Resolver<'a> {
     pub fn output_paths(&mut self, d: &Derivation) -> Result<BTreeMap<String, StorePath>, DrvError> {
         let name = d.name().ok_or(DrvError::Unsupported("derivation without a name"))?;
         if let Some(fixed) = d.fixed_output()? {
-            let p = store_path::make_fixed_output_path(fixed.method, &fixed.hash, &store_path::output_path_name(name, "out"))?;
+            let p = store_path::make_fixed_output_path(fixed.method, &fixed.hash, &store_path::output_path_name(&name, "out"))?;
             return Ok(BTreeMap::from([(String::from("out"), p)]));
         }
         let hashes = self.hash_modulo(d, true)?;
         let mut out = BTreeMap::new();
         for (o, h) in hashes {
-            let p = store_path::make_output_path(&o, &h, name)?;
+            let p = store_path::make_output_path(&o, &h, &name)?;
             out.insert(o, p);
         }
         Ok(out)

@@ -1,2 +1,3 @@
 //! One module per subcommand; each owns its clap arguments and its `run`.
 pub mod digest;
+pub mod nix;
