@@ -59,9 +59,17 @@ demo: agent
 
 bench: agent
 	$(CARGO) run -q --release -p integration-tests --bin bench --locked | tee target/bench-boot.md
+	$(CARGO) run -q --release -p integration-tests --bin bench_nar --locked | tee target/bench-nar.md
 
+# Each fuzz target for FUZZ_SECONDS (libFuzzer via cargo-fuzz; needs the nightly toolchain).
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := aterm nar frames
 fuzz: setup
-	@echo "no fuzz targets yet"
+	@command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+	@for t in $(FUZZ_TARGETS); do \
+	  echo "fuzz: $$t for $(FUZZ_SECONDS) s"; \
+	  (cd fuzz && cargo +nightly fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048) || exit 1; \
+	done
 
 clean:
 	$(CARGO) clean

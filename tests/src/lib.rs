@@ -38,7 +38,9 @@ pub fn vm_config(accel: loader::vm::Accel) -> loader::vm::VmConfig {
 /// when up to date) so a test never runs a stale one.
 pub fn bin(name: &str) -> PathBuf {
     static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
-    let dir = std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().to_path_buf();
+    let exe_dir = std::env::current_exe().unwrap().parent().unwrap().to_path_buf();
+    // Test executables live in <profile>/deps, binaries in <profile>.
+    let dir = if exe_dir.ends_with("deps") { exe_dir.parent().unwrap().to_path_buf() } else { exe_dir };
     let mut built = BUILT.lock().unwrap();
     if !built.iter().any(|b| b == name) {
         let profile = if dir.ends_with("release") { vec!["--release"] } else { vec![] };
