@@ -1,1 +1,3 @@
 //! Host-side verification: image digests, launch measurements, evidence.
+
+pub mod measure;

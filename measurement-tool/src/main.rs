@@ -11,11 +11,14 @@ enum Cli {
     Digest(cli::digest::Args),
     /// Nix semantics with the agent's own code: NAR, NAR hash, .drv path, output paths.
     Nix(cli::nix::Args),
+    /// Launch measurement of an image: SEV-SNP launch digest, TDX MRTD, or plain digests.
+    Measure(cli::measure::Args),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse() {
         Cli::Digest(a) => cli::digest::run(a),
         Cli::Nix(a) => cli::nix::run(a),
+        Cli::Measure(a) => cli::measure::run(a),
     }
 }

@@ -16,6 +16,7 @@ pub mod virtio;
 core::arch::global_asm!(include_str!("reset.s"), options(att_syntax, raw));
 core::arch::global_asm!(include_str!("rom16.s"), options(att_syntax, raw));
 core::arch::global_asm!(include_str!("rom32.s"), options(att_syntax, raw));
+core::arch::global_asm!(include_str!("footer.s"), options(att_syntax, raw));
 
 /// The first Rust code: `rom32.s` jumps here in 64-bit mode, on the boot stack, in the higher half.
 #[unsafe(no_mangle)]

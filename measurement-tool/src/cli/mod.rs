@@ -1,3 +1,4 @@
 //! One module per subcommand; each owns its clap arguments and its `run`.
 pub mod digest;
 pub mod nix;
+pub mod measure;
