@@ -2,3 +2,4 @@
 pub mod digest;
 pub mod nix;
 pub mod measure;
+pub mod verify_report;

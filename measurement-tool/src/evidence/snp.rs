@@ -1,0 +1,316 @@
+//! SEV-SNP attestation reports (SEV-SNP firmware ABI, `ATTESTATION_REPORT` structure; VCEK
+//! certificate and KDS interface spec 57230).
+//!
+//! Verification order, each step naming what failed: parse (length, version, signature
+//! algorithm) → certificate chain (VCEK/VLEK → ASK → ARK, the ARK pinned: AMD's root for the
+//! processor generation, built into the `sev` crate) → signature over the report's raw bytes
+//! 0x000–0x29F → the VCEK's TCB and hardware-ID extensions against the report → policy.
+use super::policy::Policy;
+use super::Rejection;
+use p384::ecdsa::signature::Verifier;
+use sev::certs::snp::{builtin, ca, Certificate, Chain, Verifiable};
+use x509_cert::der::{Decode, Encode};
+
+pub const REPORT_LEN: usize = 0x4A0;
+const SIGNED_LEN: usize = 0x2A0;
+
+/// AMD processor generations (each has its own ARK/ASK).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Generation {
+    Milan,
+    Genoa,
+    Turin,
+}
+
+impl Generation {
+    pub fn name(self) -> &'static str {
+        match self {
+            Generation::Milan => "Milan",
+            Generation::Genoa => "Genoa",
+            Generation::Turin => "Turin",
+        }
+    }
+
+    /// AMD's ARK and ASK for this generation, as pinned in the `sev` crate.
+    pub fn pinned(self) -> ca::Chain {
+        let (ark, ask) = match self {
+            Generation::Milan => (builtin::milan::ark(), builtin::milan::ask()),
+            Generation::Genoa => (builtin::genoa::ark(), builtin::genoa::ask()),
+            Generation::Turin => (builtin::turin::ark(), builtin::turin::ask()),
+        };
+        ca::Chain { ark: ark.expect("pinned ARK parses"), ask: ask.expect("pinned ASK parses") }
+    }
+
+    const ALL: [Generation; 3] = [Generation::Milan, Generation::Genoa, Generation::Turin];
+}
+
+/// A TCB version, decoded per generation (Turin adds FMC and moves the fields).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tcb {
+    pub fmc: u8,
+    pub bootloader: u8,
+    pub tee: u8,
+    pub snp: u8,
+    pub microcode: u8,
+}
+
+impl Tcb {
+    fn decode(raw: u64, turin: bool) -> Tcb {
+        let b = raw.to_le_bytes();
+        if turin {
+            Tcb { fmc: b[0], bootloader: b[1], tee: b[2], snp: b[3], microcode: b[7] }
+        } else {
+            Tcb { fmc: 0, bootloader: b[0], tee: b[1], snp: b[6], microcode: b[7] }
+        }
+    }
+}
+
+/// The fields of a report the verifier uses, read from the raw bytes.
+#[derive(Clone, Debug)]
+pub struct Report {
+    pub raw: Vec<u8>,
+    pub version: u32,
+    pub policy: u64,
+    pub vmpl: u32,
+    pub report_data: [u8; 64],
+    pub measurement: [u8; 48],
+    pub host_data: [u8; 32],
+    pub reported_tcb_raw: u64,
+    pub chip_id: [u8; 64],
+    /// CPUID family/model (reports v3 and later).
+    pub cpuid: Option<(u8, u8)>,
+    /// 0 = VCEK, 1 = VLEK.
+    pub signing_key: u32,
+}
+
+/// Guest policy bit 19: debugging allowed.
+pub const POLICY_DEBUG: u64 = 1 << 19;
+
+impl Report {
+    pub fn parse(raw: &[u8]) -> Result<Report, Rejection> {
+        if raw.len() != REPORT_LEN {
+            return Err(Rejection::new("report length", format!("{REPORT_LEN} bytes"), format!("{} bytes", raw.len())));
+        }
+        let u32_at = |o: usize| u32::from_le_bytes(raw[o..o + 4].try_into().unwrap());
+        let u64_at = |o: usize| u64::from_le_bytes(raw[o..o + 8].try_into().unwrap());
+        let version = u32_at(0x00);
+        if !(2..=5).contains(&version) {
+            return Err(Rejection::new("report version", "2, 3, 4 or 5", version.to_string()));
+        }
+        let algo = u32_at(0x34);
+        if algo != 1 {
+            return Err(Rejection::new("signature algorithm", "1 (ECDSA P-384 with SHA-384)", algo.to_string()));
+        }
+        Ok(Report {
+            version,
+            policy: u64_at(0x08),
+            vmpl: u32_at(0x30),
+            report_data: raw[0x50..0x90].try_into().unwrap(),
+            measurement: raw[0x90..0xC0].try_into().unwrap(),
+            host_data: raw[0xC0..0xE0].try_into().unwrap(),
+            reported_tcb_raw: u64_at(0x180),
+            chip_id: raw[0x1A0..0x1E0].try_into().unwrap(),
+            cpuid: (version >= 3).then(|| (raw[0x188], raw[0x189])),
+            signing_key: (u32_at(0x48) >> 2) & 7,
+            raw: raw.to_vec(),
+        })
+    }
+
+    /// The generation the report says it comes from (v3+), if any.
+    pub fn generation(&self) -> Option<Generation> {
+        match self.cpuid? {
+            (0x19, 0x00..=0x0F) => Some(Generation::Milan),
+            (0x19, 0x10..=0x1F) | (0x19, 0xA0..=0xAF) => Some(Generation::Genoa),
+            (0x1A, _) => Some(Generation::Turin),
+            _ => None,
+        }
+    }
+
+    pub fn reported_tcb(&self, generation: Generation) -> Tcb {
+        Tcb::decode(self.reported_tcb_raw, generation == Generation::Turin)
+    }
+
+    /// The ECDSA signature: r and s, 72-byte little-endian fields of which 48 bytes are used.
+    fn signature(&self) -> Result<p384::ecdsa::Signature, Rejection> {
+        let field = |o: usize| -> Result<[u8; 48], Rejection> {
+            let le = &self.raw[o..o + 72];
+            if le[48..].iter().any(|&b| b != 0) {
+                return Err(Rejection::new("signature", "r and s below 2^384", "high bytes set"));
+            }
+            let mut be: [u8; 48] = le[..48].try_into().unwrap();
+            be.reverse();
+            Ok(be)
+        };
+        let (r, s) = (field(0x2A0)?, field(0x2E8)?);
+        p384::ecdsa::Signature::from_scalars(r, s).map_err(|e| Rejection::new("signature", "valid r and s", format!("{e}")))
+    }
+}
+
+/// Parses AMD KDS's `cert_chain` (PEM: the ASK, then the ARK).
+pub fn parse_cert_chain(pem: &[u8]) -> Result<ca::Chain, Rejection> {
+    let text = String::from_utf8_lossy(pem);
+    let end = "-----END CERTIFICATE-----";
+    let certs: Vec<String> = text.split_inclusive(end).filter(|c| c.contains("BEGIN CERTIFICATE")).map(|c| c.trim().to_string()).collect();
+    let [ask, ark] = certs.as_slice() else {
+        return Err(Rejection::new("certificate chain", "two PEM certificates (ASK, ARK)", format!("{}", certs.len())));
+    };
+    ca::Chain::from_pem(ark.as_bytes(), ask.as_bytes()).map_err(|e| Rejection::new("certificate chain", "ASK and ARK in PEM", e.to_string()))
+}
+
+/// What a successful verification established.
+#[derive(Clone, Debug)]
+pub struct Verified {
+    pub report: Report,
+    pub generation: Generation,
+    pub tcb: Tcb,
+}
+
+/// OIDs of the VCEK extensions (spec 57230, "VCEK certificate extensions").
+const OID_BL: &str = "1.3.6.1.4.1.3704.1.3.1";
+const OID_TEE: &str = "1.3.6.1.4.1.3704.1.3.2";
+const OID_SNP: &str = "1.3.6.1.4.1.3704.1.3.3";
+const OID_UCODE: &str = "1.3.6.1.4.1.3704.1.3.8";
+const OID_FMC: &str = "1.3.6.1.4.1.3704.1.3.9";
+const OID_HWID: &str = "1.3.6.1.4.1.3704.1.4";
+
+/// The TCB components and hardware ID a VCEK certifies.
+fn vcek_extensions(vcek: &Certificate) -> Result<(Tcb, Option<Vec<u8>>), Rejection> {
+    let der = vcek.to_der().map_err(|e| Rejection::new("VCEK", "DER", e.to_string()))?;
+    let cert = x509_cert::Certificate::from_der(&der).map_err(|e| Rejection::new("VCEK", "an X.509 certificate", e.to_string()))?;
+    let mut tcb = Tcb::default();
+    let mut hwid = None;
+    for ext in cert.tbs_certificate.extensions.iter().flatten() {
+        let oid = ext.extn_id.to_string();
+        let value = ext.extn_value.as_bytes();
+        let int = || -> Result<u8, Rejection> {
+            let i = x509_cert::der::asn1::Int::from_der(value).map_err(|e| Rejection::new("VCEK extension", "an INTEGER", format!("{oid}: {e}")))?;
+            let b = i.as_bytes();
+            match b {
+                [] => Ok(0),
+                [x] => Ok(*x),
+                [0, x] => Ok(*x),
+                _ => Err(Rejection::new("VCEK extension", "a value below 256", format!("{oid}: {b:?}"))),
+            }
+        };
+        match oid.as_str() {
+            OID_BL => tcb.bootloader = int()?,
+            OID_TEE => tcb.tee = int()?,
+            OID_SNP => tcb.snp = int()?,
+            OID_UCODE => tcb.microcode = int()?,
+            OID_FMC => tcb.fmc = int()?,
+            OID_HWID => {
+                let os = x509_cert::der::asn1::OctetString::from_der(value).map(|o| o.as_bytes().to_vec()).unwrap_or_else(|_| value.to_vec());
+                hwid = Some(os);
+            }
+            _ => {}
+        }
+    }
+    let _ = cert.to_der();
+    Ok((tcb, hwid))
+}
+
+/// Verifies a report's signature and chain, and the VCEK's extensions against it.
+///
+/// `chain`: the ASK/ARK the host supplied (optional). Whatever is supplied, the ARK must be the
+/// pinned ARK of the generation: a supplied chain can only ever select, never replace, the root.
+pub fn verify(raw: &[u8], vek_der: &[u8], chain: Option<&ca::Chain>) -> Result<Verified, Rejection> {
+    let report = Report::parse(raw)?;
+    let vek = Certificate::from_der(vek_der).map_err(|e| Rejection::new("VCEK", "a DER certificate", e.to_string()))?;
+    // Which generations to try: the one the report names, else all.
+    let candidates: Vec<Generation> = match report.generation() {
+        Some(g) => vec![g],
+        None => Generation::ALL.to_vec(),
+    };
+    let mut generation = None;
+    let mut last_err = String::new();
+    for g in candidates.iter().copied() {
+        let pinned = g.pinned();
+        let ca = match chain {
+            Some(c) => {
+                if c.ark != pinned.ark {
+                    last_err = format!("the supplied ARK is not AMD's {} ARK", g.name());
+                    continue;
+                }
+                c.clone()
+            }
+            None => pinned,
+        };
+        match (&Chain { ca, vek: vek.clone() }).verify() {
+            Ok(_) => {
+                generation = Some(g);
+                break;
+            }
+            Err(e) => last_err = format!("{} chain: {e}", g.name()),
+        }
+    }
+    let generation = generation.ok_or_else(|| {
+        let names: Vec<&str> = candidates.iter().map(|g| g.name()).collect();
+        Rejection::new("certificate chain", format!("VCEK signed by AMD's pinned {} root", names.join("/")), last_err)
+    })?;
+    // The signature over the raw bytes, not a re-encoding of parsed fields.
+    let key = p384::ecdsa::VerifyingKey::from_sec1_bytes(vek.public_key_sec1())
+        .map_err(|e| Rejection::new("VCEK", "a P-384 public key", e.to_string()))?;
+    let sig = report.signature()?;
+    key.verify(&raw[..SIGNED_LEN], &sig)
+        .map_err(|_| Rejection::new("signature", "the VCEK's signature over the report", "a signature that does not verify"))?;
+    // The VCEK certifies one TCB (and, for a VCEK, one chip): it must be the one reported.
+    let tcb = report.reported_tcb(generation);
+    if report.signing_key == 0 {
+        let (cert_tcb, hwid) = vcek_extensions(&vek)?;
+        let cert_tcb = Tcb { fmc: if generation == Generation::Turin { cert_tcb.fmc } else { 0 }, ..cert_tcb };
+        if cert_tcb != tcb {
+            return Err(Rejection::new("reported TCB", format!("the VCEK's TCB {cert_tcb:?}"), format!("{tcb:?}")));
+        }
+        if let Some(hwid) = hwid {
+            let n = hwid.len().min(64);
+            if report.chip_id[..n] != hwid[..n] {
+                return Err(Rejection::new("chip id", hex::encode(&hwid), hex::encode(report.chip_id)));
+            }
+        }
+    }
+    Ok(Verified { report, generation, tcb })
+}
+
+/// Applies the verifier's policy to a verified report.
+pub fn check_policy(v: &Verified, p: &Policy) -> Result<(), Rejection> {
+    let r = &v.report;
+    if !p.expected_measurements.is_empty() {
+        let m = hex::encode(r.measurement);
+        if !p.expected_measurements.iter().any(|e| e.eq_ignore_ascii_case(&m)) {
+            return Err(Rejection::new("measurement", p.expected_measurements.join(" or "), m));
+        }
+    }
+    if let Some(rd) = &p.report_data {
+        let got = hex::encode(r.report_data);
+        if !rd.eq_ignore_ascii_case(&got) {
+            return Err(Rejection::new("report data", rd.clone(), got));
+        }
+    }
+    if !p.allow_debug && r.policy & POLICY_DEBUG != 0 {
+        return Err(Rejection::new("debug policy", "debugging disallowed (policy bit 19 clear)", format!("policy {:#x}", r.policy)));
+    }
+    if p.require_vmpl0 && r.vmpl != 0 {
+        return Err(Rejection::new("VMPL", "0", r.vmpl.to_string()));
+    }
+    if let Some(allowed) = p.allowed_policy_bits {
+        let extra = (r.policy >> 16 << 16) & !allowed & !POLICY_DEBUG & !(1 << 17);
+        if extra != 0 {
+            return Err(Rejection::new("guest policy bits", format!("only {allowed:#x}"), format!("{:#x}", r.policy)));
+        }
+    }
+    if let Some(min) = &p.min_tcb {
+        let t = v.tcb;
+        for (name, have, want) in [
+            ("TCB fmc", t.fmc, min.fmc),
+            ("TCB bootloader", t.bootloader, min.bootloader),
+            ("TCB tee", t.tee, min.tee),
+            ("TCB snp", t.snp, min.snp),
+            ("TCB microcode", t.microcode, min.microcode),
+        ] {
+            if have < want {
+                return Err(Rejection::new(name, format!(">= {want}"), have.to_string()));
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,73 @@
+//! TDX DCAP quotes (v4, v5), verified with `dcap-qvl` against collateral supplied as a file
+//! (PCK CRL and chain, TCB info, QE identity, root CA CRL: the caller fetches them from Intel
+//! PCS or a PCCS; nothing here touches the network).
+use super::policy::Policy;
+use super::Rejection;
+use dcap_qvl::quote::Report;
+use dcap_qvl::QuoteCollateralV3;
+
+/// What a verified quote established.
+#[derive(Clone, Debug)]
+pub struct Verified {
+    /// Intel's TCB status for the platform ("UpToDate", "OutOfDate", …).
+    pub status: String,
+    pub advisory_ids: Vec<String>,
+    pub mr_td: [u8; 48],
+    pub rt_mr: [[u8; 48]; 4],
+    pub report_data: [u8; 64],
+    pub td_attributes: u64,
+}
+
+/// TD attribute bit 0: DEBUG.
+pub const TD_DEBUG: u64 = 1;
+
+pub fn parse_collateral(json: &[u8]) -> Result<QuoteCollateralV3, Rejection> {
+    serde_json::from_slice(json).map_err(|e| Rejection::new("collateral", "dcap-qvl QuoteCollateralV3 JSON", e.to_string()))
+}
+
+/// Verifies the quote's signatures, its PCK chain up to Intel's root (pinned in dcap-qvl), the
+/// collateral's validity at `now_secs`, and the QE identity and TCB level.
+pub fn verify(quote: &[u8], collateral: &QuoteCollateralV3, now_secs: u64) -> Result<Verified, Rejection> {
+    let v = dcap_qvl::verify::verify(quote, collateral, now_secs)
+        .map_err(|e| Rejection::new("quote verification", "a quote Intel's chain and the collateral vouch for", format!("{e:#}")))?;
+    let td = match &v.report {
+        Report::SgxEnclave(_) => return Err(Rejection::new("quote type", "a TD quote", "an SGX enclave quote")),
+        r => r.as_td10().expect("TD report"),
+    };
+    Ok(Verified {
+        status: v.status.clone(),
+        advisory_ids: v.advisory_ids.clone(),
+        mr_td: td.mr_td,
+        rt_mr: [td.rt_mr0, td.rt_mr1, td.rt_mr2, td.rt_mr3],
+        report_data: td.report_data,
+        td_attributes: u64::from_le_bytes(td.td_attributes),
+    })
+}
+
+pub fn check_policy(v: &Verified, p: &Policy) -> Result<(), Rejection> {
+    if !p.allowed_tcb_statuses.iter().any(|s| *s == v.status) {
+        return Err(Rejection::new("TCB status", p.allowed_tcb_statuses.join(" or "), v.status.clone()));
+    }
+    if !p.expected_measurements.is_empty() {
+        let m = hex::encode(v.mr_td);
+        if !p.expected_measurements.iter().any(|e| e.eq_ignore_ascii_case(&m)) {
+            return Err(Rejection::new("MRTD", p.expected_measurements.join(" or "), m));
+        }
+    }
+    if let Some(rd) = &p.report_data {
+        let got = hex::encode(v.report_data);
+        if !rd.eq_ignore_ascii_case(&got) {
+            return Err(Rejection::new("report data", rd.clone(), got));
+        }
+    }
+    if !p.allow_debug && v.td_attributes & TD_DEBUG != 0 {
+        return Err(Rejection::new("TD attributes", "DEBUG clear", format!("{:#x}", v.td_attributes)));
+    }
+    if let Some(allowed) = p.allowed_td_attributes {
+        let extra = v.td_attributes & !allowed & !TD_DEBUG;
+        if extra != 0 {
+            return Err(Rejection::new("TD attributes", format!("only {allowed:#x}"), format!("{:#x}", v.td_attributes)));
+        }
+    }
+    Ok(())
+}
