@@ -63,7 +63,7 @@ bench: agent
 
 # Each fuzz target for FUZZ_SECONDS (libFuzzer via cargo-fuzz; needs the nightly toolchain).
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS := aterm nar frames
+FUZZ_TARGETS := aterm nar frames snp_report tdx_quote
 fuzz: setup
 	@command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 	@for t in $(FUZZ_TARGETS); do \

@@ -22,3 +22,4 @@ pub mod build;
 pub mod channel;
 pub mod proto;
 pub mod nix;
+pub mod statement;

@@ -13,6 +13,8 @@ enum Cli {
     Nix(cli::nix::Args),
     /// Launch measurement of an image: SEV-SNP launch digest, TDX MRTD, or plain digests.
     Measure(cli::measure::Args),
+    /// Verify a build's evidence bundle: attestation, REPORT_DATA binding, outputs.
+    Verify(cli::verify::Args),
     /// Verify raw hardware evidence: an SEV-SNP report or a TDX quote.
     VerifyReport(cli::verify_report::Args),
 }
@@ -23,5 +25,6 @@ fn main() -> anyhow::Result<()> {
         Cli::Nix(a) => cli::nix::run(a),
         Cli::Measure(a) => cli::measure::run(a),
         Cli::VerifyReport(a) => cli::verify_report::run(a),
+        Cli::Verify(a) => cli::verify::run(a),
     }
 }

@@ -3,3 +3,4 @@ pub mod digest;
 pub mod nix;
 pub mod measure;
 pub mod verify_report;
+pub mod verify;

@@ -59,6 +59,10 @@ pub struct PolicyArgs {
 }
 
 impl PolicyArgs {
+    pub fn json(&self) -> bool {
+        self.json
+    }
+
     pub fn load(&self) -> anyhow::Result<Policy> {
         let mut p = match &self.policy {
             Some(f) => Policy::from_toml(&std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?)

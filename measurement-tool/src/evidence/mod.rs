@@ -6,6 +6,7 @@
 //! - [`policy`]: what the verifier requires of a verified report (measurement, debug, VMPL, TCB…).
 /// The `sev` crate, re-exported for callers handling certificates.
 pub use sev;
+pub mod bundle;
 pub mod policy;
 pub mod snp;
 pub mod tdx;

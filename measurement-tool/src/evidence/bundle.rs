@@ -1,0 +1,79 @@
+//! The evidence bundle (`evidence.json`) the loader writes next to a build's outputs and
+//! `measurement-tool verify` checks: the exact statement bytes, the attestation kind, the report
+//! or quote, and what verifies it (certificates, collateral, the launch parameters the
+//! measurement depends on).
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+
+pub const FORMAT: &str = "nix-attested-build-evidence/v1";
+/// Put in every bundle made without a TEE, where nobody can miss it.
+pub const UNATTESTED_WARNING: &str =
+    "UNATTESTED: made without a TEE; nothing in this bundle proves where or how the build ran";
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Bundle {
+    pub format: String,
+    /// "none", "sev-snp" or "tdx".
+    pub attestation: String,
+    /// Present (and equal to `UNATTESTED_WARNING`) exactly when `attestation` is "none".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
+    /// The statement's exact bytes, base64.
+    pub statement: String,
+    /// SNP report or TDX quote, base64.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report: Option<String>,
+    /// SNP: VCEK (DER, base64) and AMD cert_chain (PEM), when the host provided them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vcek: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_chain: Option<String>,
+    /// TDX: collateral JSON (dcap-qvl format).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collateral: Option<serde_json::Value>,
+    /// SNP launch parameters the measurement depends on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub launch: Option<Launch>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Launch {
+    pub vcpus: u32,
+    pub vcpu_type: String,
+    pub guest_features: u64,
+}
+
+fn b64() -> base64::engine::GeneralPurpose {
+    base64::engine::general_purpose::STANDARD
+}
+
+impl Bundle {
+    /// A bundle for a build made without a TEE.
+    pub fn unattested(statement: &[u8]) -> Bundle {
+        Bundle {
+            format: FORMAT.into(),
+            attestation: "none".into(),
+            warning: Some(UNATTESTED_WARNING.into()),
+            statement: b64().encode(statement),
+            report: None,
+            vcek: None,
+            cert_chain: None,
+            collateral: None,
+            launch: None,
+        }
+    }
+
+    pub fn statement_bytes(&self) -> Result<Vec<u8>, base64::DecodeError> {
+        b64().decode(&self.statement)
+    }
+
+    pub fn report_bytes(&self) -> Option<Result<Vec<u8>, base64::DecodeError>> {
+        self.report.as_ref().map(|r| b64().decode(r))
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("serialisable")
+    }
+}

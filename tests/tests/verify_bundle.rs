@@ -1,0 +1,129 @@
+//! `measurement-tool verify` on evidence bundles: the unattested kind is refused unless allowed,
+//! the statement's subjects must match the outputs, REPORT_DATA must bind the statement, and any
+//! tampering is rejected.
+use agent::proto::AttestationKind;
+use agent::statement::{Input, Output, Statement};
+use base64::Engine;
+use measurement_tool::evidence::bundle::Bundle;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output as Out};
+
+fn tool(args: &[&str]) -> Out {
+    Command::new(integration_tests::bin("measurement-tool")).env("RUST_BACKTRACE", "0").args(args).output().unwrap()
+}
+
+fn dir(test: &str) -> PathBuf {
+    let d = integration_tests::root().join(format!("target/verify-bundle-{}-{test}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// An output in the local store, its NAR, and a statement naming it.
+fn fixture(d: &Path) -> (String, PathBuf, Statement) {
+    let src = d.join("output-file");
+    std::fs::write(&src, format!("an output {:?}\n", std::time::SystemTime::now())).unwrap();
+    let out = Command::new("nix-store").arg("--add").arg(&src).output().unwrap();
+    let path = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let nar = Command::new("nix-store").args(["--dump", &path]).output().unwrap().stdout;
+    let nar_file = d.join("out.nar");
+    std::fs::write(&nar_file, &nar).unwrap();
+    use sha2::Digest;
+    let st = Statement {
+        drv_path: "/nix/store/00000000000000000000000000000000-x.drv".into(),
+        drv_sha256: [7; 32],
+        outputs: vec![Output { name: "out".into(), path: path.clone(), nar_sha256: sha2::Sha256::digest(&nar).into(), references: vec![] }],
+        inputs: vec![Input { path: "/nix/store/11111111111111111111111111111111-in".into(), nar_sha256: [9; 32] }],
+        agent_version: agent::VERSION.into(),
+        attestation: AttestationKind::None,
+    };
+    (path, nar_file, st)
+}
+
+fn write(d: &Path, b: &Bundle) -> String {
+    let p = d.join("evidence.json");
+    std::fs::write(&p, b.to_json()).unwrap();
+    p.to_string_lossy().into_owned()
+}
+
+fn stderr(o: &Out) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn unattested_evidence_is_refused_unless_allowed() {
+    let d = dir("unattested");
+    let (path, nar, st) = fixture(&d);
+    let ev = write(&d, &Bundle::unattested(st.to_json().as_bytes()));
+    let nar = nar.to_string_lossy().into_owned();
+    let o = tool(&["verify", &ev, "--nar", &nar]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("REJECTED: attestation: expected sev-snp or tdx, got none"), "{}", stderr(&o));
+    let o = tool(&["verify", &ev, "--nar", &nar, "--store-path", &path, "--allow-unattested", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("WARNING: UNATTESTED"), "{}", stderr(&o));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["unattested"], true);
+    assert_eq!(j["outputs"][0]["path"], path.as_str());
+}
+
+#[test]
+fn tampering_with_outputs_statement_or_bundle_is_rejected() {
+    let d = dir("tamper");
+    let (path, nar, st) = fixture(&d);
+    let bytes = st.to_json().into_bytes();
+    let nar_s = nar.to_string_lossy().into_owned();
+    // One byte of the output.
+    let mut data = std::fs::read(&nar).unwrap();
+    let last = data.len() - 9;
+    data[last] ^= 1;
+    let bad_nar = d.join("out-tampered.nar");
+    std::fs::write(&bad_nar, &data).unwrap();
+    std::fs::copy(&bad_nar, d.join("out.nar")).unwrap();
+    let ev = write(&d, &Bundle::unattested(&bytes));
+    let o = tool(&["verify", &ev, "--nar", &nar_s, "--allow-unattested"]);
+    assert!(stderr(&o).contains(&format!("REJECTED: output {path}: expected NAR sha256")), "{}", stderr(&o));
+    std::fs::write(&nar, std::process::Command::new("nix-store").args(["--dump", &path]).output().unwrap().stdout).unwrap();
+    // One byte of the statement (the subject's digest).
+    let text = String::from_utf8(bytes.clone()).unwrap();
+    let digest = hex::encode(st.outputs[0].nar_sha256);
+    let mut flipped = digest.clone().into_bytes();
+    flipped[0] = if flipped[0] == b'0' { b'1' } else { b'0' };
+    let tampered = text.replace(&digest, std::str::from_utf8(&flipped).unwrap());
+    let ev = write(&d, &Bundle::unattested(tampered.as_bytes()));
+    let o = tool(&["verify", &ev, "--nar", &nar_s, "--allow-unattested"]);
+    assert!(!o.status.success() && stderr(&o).contains("REJECTED: output"), "{}", stderr(&o));
+    // The bundle: the warning removed; an unknown kind; a claimed TEE without a report.
+    let mut b = Bundle::unattested(&bytes);
+    b.warning = None;
+    let o = tool(&["verify", &write(&d, &b), "--allow-unattested"]);
+    assert!(stderr(&o).contains("REJECTED: warning"), "{}", stderr(&o));
+    let mut b = Bundle::unattested(&bytes);
+    b.attestation = "trust-me".into();
+    let o = tool(&["verify", &write(&d, &b), "--allow-unattested"]);
+    assert!(stderr(&o).contains("REJECTED: attestation"), "{}", stderr(&o));
+    let mut b = Bundle::unattested(&bytes);
+    b.attestation = "sev-snp".into();
+    b.warning = None;
+    let o = tool(&["verify", &write(&d, &b)]);
+    assert!(!o.status.success());
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn an_snp_report_must_bind_the_statement() {
+    // Real, valid hardware evidence whose REPORT_DATA is not SHA-512 of this statement.
+    let d = dir("binding");
+    let (_, _, st) = fixture(&d);
+    let v = |p: &str| std::fs::read(integration_tests::root().join("tests/vectors/snp").join(p)).unwrap();
+    let report = hex::decode(String::from_utf8(v("report_milan.hex")).unwrap().trim()).unwrap();
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut b = Bundle::unattested(st.to_json().as_bytes());
+    b.attestation = "sev-snp".into();
+    b.warning = None;
+    b.report = Some(b64.encode(&report));
+    b.vcek = Some(b64.encode(v("vcek_milan.der")));
+    let o = tool(&["verify", &write(&d, &b)]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("REJECTED: report data: expected"), "{}", stderr(&o));
+    let _ = std::fs::remove_dir_all(&d);
+}
