@@ -54,25 +54,7 @@ pub fn attestation_name(k: AttestationKind) -> &'static str {
     }
 }
 
-/// A JSON string literal.
-fn string(out: &mut String, s: &str) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                use core::fmt::Write;
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-}
+use crate::build::json::dump_string as string;
 
 fn digest(out: &mut String, sha256: &[u8; 32]) {
     out.push_str("{\"sha256\":");

@@ -261,8 +261,9 @@ pub fn dump(v: &Json, out: &mut String) {
     }
 }
 
-/// nlohmann `serializer::dump_escaped` with `ensure_ascii = false`.
-fn dump_string(s: &str, out: &mut String) {
+/// A JSON string literal, escaped as nlohmann's `serializer::dump_escaped` with
+/// `ensure_ascii = false` does (also what the statement uses).
+pub fn dump_string(s: &str, out: &mut String) {
     out.push('"');
     for c in s.chars() {
         match c {

@@ -89,3 +89,23 @@ impl Policy {
         toml::from_str(text)
     }
 }
+
+impl Policy {
+    /// The checks every kind of evidence shares: the launch measurement (named `what`: the SNP
+    /// measurement, the TDX MRTD) is one of the expected ones, and REPORT_DATA is the expected one.
+    pub fn check_measurement_and_report_data(&self, what: &'static str, measurement: &[u8], report_data: &[u8]) -> Result<(), super::Rejection> {
+        if !self.expected_measurements.is_empty() {
+            let m = hex::encode(measurement);
+            if !self.expected_measurements.iter().any(|e| e.eq_ignore_ascii_case(&m)) {
+                return Err(super::Rejection::new(what, self.expected_measurements.join(" or "), m));
+            }
+        }
+        if let Some(rd) = &self.report_data {
+            let got = hex::encode(report_data);
+            if !rd.eq_ignore_ascii_case(&got) {
+                return Err(super::Rejection::new("report data", rd.clone(), got));
+            }
+        }
+        Ok(())
+    }
+}

@@ -274,18 +274,7 @@ pub fn verify(raw: &[u8], vek_der: &[u8], chain: Option<&ca::Chain>) -> Result<V
 /// Applies the verifier's policy to a verified report.
 pub fn check_policy(v: &Verified, p: &Policy) -> Result<(), Rejection> {
     let r = &v.report;
-    if !p.expected_measurements.is_empty() {
-        let m = hex::encode(r.measurement);
-        if !p.expected_measurements.iter().any(|e| e.eq_ignore_ascii_case(&m)) {
-            return Err(Rejection::new("measurement", p.expected_measurements.join(" or "), m));
-        }
-    }
-    if let Some(rd) = &p.report_data {
-        let got = hex::encode(r.report_data);
-        if !rd.eq_ignore_ascii_case(&got) {
-            return Err(Rejection::new("report data", rd.clone(), got));
-        }
-    }
+    p.check_measurement_and_report_data("measurement", &r.measurement, &r.report_data)?;
     if !p.allow_debug && r.policy & POLICY_DEBUG != 0 {
         return Err(Rejection::new("debug policy", "debugging disallowed (policy bit 19 clear)", format!("policy {:#x}", r.policy)));
     }

@@ -48,18 +48,7 @@ pub fn check_policy(v: &Verified, p: &Policy) -> Result<(), Rejection> {
     if !p.allowed_tcb_statuses.iter().any(|s| *s == v.status) {
         return Err(Rejection::new("TCB status", p.allowed_tcb_statuses.join(" or "), v.status.clone()));
     }
-    if !p.expected_measurements.is_empty() {
-        let m = hex::encode(v.mr_td);
-        if !p.expected_measurements.iter().any(|e| e.eq_ignore_ascii_case(&m)) {
-            return Err(Rejection::new("MRTD", p.expected_measurements.join(" or "), m));
-        }
-    }
-    if let Some(rd) = &p.report_data {
-        let got = hex::encode(v.report_data);
-        if !rd.eq_ignore_ascii_case(&got) {
-            return Err(Rejection::new("report data", rd.clone(), got));
-        }
-    }
+    p.check_measurement_and_report_data("MRTD", &v.mr_td, &v.report_data)?;
     if !p.allow_debug && v.td_attributes & TD_DEBUG != 0 {
         return Err(Rejection::new("TD attributes", "DEBUG clear", format!("{:#x}", v.td_attributes)));
     }
