@@ -54,7 +54,10 @@ pub fn attestation_name(k: AttestationKind) -> &'static str {
     }
 }
 
-use crate::build::json::dump_string as string;
+/// A JSON string literal (the same escaping as the structured-attrs printer).
+fn string(out: &mut String, s: &str) {
+    crate::build::json::dump_string(s, out);
+}
 
 fn digest(out: &mut String, sha256: &[u8; 32]) {
     out.push_str("{\"sha256\":");
