@@ -23,3 +23,4 @@ pub mod channel;
 pub mod proto;
 pub mod nix;
 pub mod statement;
+pub mod sandbox;

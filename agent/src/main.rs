@@ -79,6 +79,7 @@ fn serve(input: &mut Reader, out: &mut Writer) -> Result<(), StreamError> {
                 Type::Shutdown => return Ok(()),
                 Type::BulkBegin => receive_bulk(input, out, &payload)?,
                 Type::BulkRequest => send_bulk(out, &payload)?,
+                Type::Exec => exec(input, out, &payload)?,
                 _ => error(out, ErrorCode::UnexpectedMessage, "unexpected message type")?,
             },
         }
@@ -131,5 +132,109 @@ fn send_bulk(out: &mut Writer, request: &[u8]) -> Result<(), StreamError> {
         out.send(Type::BulkData, &chunk[..n])?;
         sent += n as u64;
     }
+    out.flush()
+}
+
+/// The largest executable the agent accepts.
+const MAX_PROGRAM: u64 = 256 << 20;
+/// Stack size given to a program.
+const STACK_SIZE: u64 = 1 << 20;
+
+/// Runs a static program in ring 3 (sandbox, first slice): load it, run it until it exits or
+/// faults, stream its stdout/stderr as Output frames, report its status.
+fn exec(input: &mut Reader, out: &mut Writer, request: &[u8]) -> Result<(), StreamError> {
+    use agent::sandbox::{elf, syscall};
+    let Some((argv, rest)) = proto::decode_strings(request) else {
+        return error(out, ErrorCode::BadPayload, "Exec: malformed argv");
+    };
+    let Some((envp, _)) = proto::decode_strings(rest) else {
+        return error(out, ErrorCode::BadPayload, "Exec: malformed envp");
+    };
+    // The executable follows as a bulk transfer.
+    let total = match input.next()? {
+        Incoming::Frame(Type::BulkBegin, p) => match proto::parse_u64(&p) {
+            Some(t) if t <= MAX_PROGRAM => t,
+            _ => return error(out, ErrorCode::TransferTooLarge, "Exec: program too large"),
+        },
+        _ => return error(out, ErrorCode::UnexpectedMessage, "Exec: expected the program as a bulk transfer"),
+    };
+    let mut program = alloc::vec::Vec::new();
+    if program.try_reserve_exact(total as usize).is_err() {
+        return error(out, ErrorCode::TransferTooLarge, "Exec: no memory for the program");
+    }
+    while (program.len() as u64) < total {
+        match input.next()? {
+            Incoming::Frame(Type::BulkData, d) if program.len() as u64 + d.len() as u64 <= total => program.extend_from_slice(&d),
+            _ => return error(out, ErrorCode::Truncated, "Exec: program transfer ended early"),
+        }
+    }
+    let image = match elf::parse(&program) {
+        Ok(i) => i,
+        Err(e) => return error(out, ErrorCode::BadPayload, &alloc::format!("Exec: not a static x86-64 executable: {e:?}")),
+    };
+    let Ok(mut space) = arch::user::AddressSpace::new() else {
+        return error(out, ErrorCode::Channel, "Exec: out of memory");
+    };
+    // Segments: map every page, copy the file bytes, leave the rest zero.
+    for seg in &image.segments {
+        let first = seg.vaddr & !0xFFF;
+        let end = (seg.vaddr + seg.mem_size + 0xFFF) & !0xFFF;
+        for page in (first..end).step_by(4096) {
+            let Ok(bytes) = space.map(page, seg.writable, seg.executable) else {
+                return error(out, ErrorCode::Channel, "Exec: out of memory");
+            };
+            let (lo, hi) = (page.max(seg.vaddr), (page + 4096).min(seg.vaddr + seg.file_size));
+            if lo < hi {
+                let from = (seg.file_offset + (lo - seg.vaddr)) as usize;
+                bytes[(lo - page) as usize..(hi - page) as usize].copy_from_slice(&program[from..from + (hi - lo) as usize]);
+            }
+        }
+    }
+    drop(program);
+    let top = elf::USER_TOP;
+    for page in ((top - STACK_SIZE)..top).step_by(4096) {
+        if space.map(page, true, false).is_err() {
+            return error(out, ErrorCode::Channel, "Exec: out of memory");
+        }
+    }
+    let stack = elf::initial_stack(top, &image, &argv, &envp, *b"nix-attested-rnd", 1000, 100);
+    if space.write(stack.rsp, &stack.bytes).is_none() {
+        return error(out, ErrorCode::BadPayload, "Exec: arguments do not fit on the stack");
+    }
+    let mut regs = arch::user::UserRegs { rip: image.entry, rsp: stack.rsp, rflags: 0x2, ..Default::default() };
+    let mut process = syscall::Process { max_output: 1 << 30, ..Default::default() };
+    let status = loop {
+        match arch::user::run(&space, &mut regs) {
+            arch::user::Event::Syscall => {
+                let a = [regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9];
+                let outcome = process.syscall(&mut space, regs.rax, a);
+                for (fd, bytes) in process.output.drain(..) {
+                    for chunk in bytes.chunks(proto::MAX_PAYLOAD - 1) {
+                        let mut frame = alloc::vec::Vec::with_capacity(chunk.len() + 1);
+                        frame.push(fd);
+                        frame.extend_from_slice(chunk);
+                        out.send(Type::Output, &frame)?;
+                    }
+                }
+                match outcome {
+                    syscall::Outcome::Return(v) => regs.rax = v as u64,
+                    syscall::Outcome::SetFsBase(b) => {
+                        regs.fs_base = b;
+                        regs.rax = 0;
+                    }
+                    syscall::Outcome::Exit(s) => break s & 0xFF,
+                }
+            }
+            arch::user::Event::Fault { vector, error, address } => {
+                log::warn!("exec: the program faulted: vector {vector}, error {error:#x}, address {address:#x}, rip {:#x}", regs.rip);
+                break syscall::fault_status(vector);
+            }
+        }
+    };
+    for nr in &process.unimplemented {
+        log::warn!("exec: unimplemented system call {nr} (returned ENOSYS)");
+    }
+    drop(space);
+    out.send(Type::ExitStatus, &status.to_le_bytes())?;
     out.flush()
 }

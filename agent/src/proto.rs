@@ -52,6 +52,13 @@ pub enum Type {
     /// loader → agent: `[total u64]`: send back a transfer of `total` pattern bytes
     /// (`pattern_byte`), to measure and test the guest → host direction.
     BulkRequest = 0x0013,
+    /// loader → agent: run a static program: `[u32 argc]([u32 len][arg])*[u32 envc]([u32 len][var])*`,
+    /// followed by a bulk transfer of the executable.
+    Exec = 0x0100,
+    /// agent → loader: `[fd u8][bytes]` the program wrote to stdout (1) or stderr (2).
+    Output = 0x0101,
+    /// agent → loader: `[status i32]`: the exit status (128 + signal when a fault ended it).
+    ExitStatus = 0x0102,
 }
 
 impl Type {
@@ -69,6 +76,9 @@ impl Type {
             0x0011 => BulkData,
             0x0012 => BulkAck,
             0x0013 => BulkRequest,
+            0x0100 => Exec,
+            0x0101 => Output,
+            0x0102 => ExitStatus,
             _ => return None,
         })
     }
@@ -180,6 +190,32 @@ pub fn frame(ty: Type, payload: &[u8]) -> Vec<u8> {
     f.extend_from_slice(payload);
     f.resize(HEADER_LEN + padded(payload.len()), 0);
     f
+}
+
+/// Encodes a list of strings: `[u32 n]([u32 len][bytes])*`.
+pub fn encode_strings(out: &mut Vec<u8>, items: &[&str]) {
+    out.extend_from_slice(&(items.len() as u32).to_le_bytes());
+    for s in items {
+        out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+        out.extend_from_slice(s.as_bytes());
+    }
+}
+
+/// Decodes a list from `encode_strings`, returning it and the rest; every length is checked.
+pub fn decode_strings(mut p: &[u8]) -> Option<(Vec<String>, &[u8])> {
+    let n = u32::from_le_bytes(p.get(..4)?.try_into().ok()?) as usize;
+    p = &p[4..];
+    if n > p.len() / 4 {
+        return None;
+    }
+    let mut v = Vec::with_capacity(n);
+    for _ in 0..n {
+        let len = u32::from_le_bytes(p.get(..4)?.try_into().ok()?) as usize;
+        let s = p.get(4..4 + len)?;
+        v.push(String::from_utf8(s.to_vec()).ok()?);
+        p = &p[4 + len..];
+    }
+    Some((v, p))
 }
 
 /// Attestation kinds announced in Hello and carried in evidence.

@@ -51,3 +51,63 @@ pub fn ping(config: &VmConfig) -> Result<PingReport, VmError> {
 pub fn errors(frames: &[Frame]) -> Vec<(u32, String)> {
     frames.iter().filter(|f| f.ty == Type::Error).filter_map(|f| proto::parse_error(&f.payload)).collect()
 }
+
+/// What `exec` observed.
+#[derive(Debug, Default)]
+pub struct ExecResult {
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    /// The exit status; 128 + signal when a fault ended the program.
+    pub status: i32,
+    pub errors: Vec<(u32, String)>,
+}
+
+/// The environment a program gets from `exec` (the variables Nix's sandbox sets that do not
+/// depend on a derivation).
+pub const EXEC_ENV: &[&str] = &[
+    "HOME=/homeless-shelter",
+    "NIX_BUILD_CORES=1",
+    "NIX_BUILD_TOP=/build",
+    "NIX_LOG_FD=2",
+    "NIX_STORE=/nix/store",
+    "PATH=/path-not-set",
+    "PWD=/build",
+    "TEMP=/build",
+    "TEMPDIR=/build",
+    "TERM=xterm-256color",
+    "TMP=/build",
+    "TMPDIR=/build",
+];
+
+/// Runs a static program in a fresh agent's sandbox; `on_output(fd, bytes)` streams its output.
+pub fn exec(config: &VmConfig, program: &[u8], argv: &[&str], mut on_output: impl FnMut(u8, &[u8])) -> Result<ExecResult, VmError> {
+    let mut request = Vec::new();
+    proto::encode_strings(&mut request, argv);
+    proto::encode_strings(&mut request, EXEC_ENV);
+    let mut result = ExecResult { status: -1, ..Default::default() };
+    let run = vm::run(
+        config,
+        |r| {
+            r.frame(Type::Exec, &request)?;
+            r.bulk(&mut &program[..], program.len() as u64)?;
+            Ok(())
+        },
+        |f| {
+            if f.ty == Type::Output && !f.payload.is_empty() {
+                on_output(f.payload[0], &f.payload[1..]);
+            }
+        },
+    )?;
+    for f in &run.frames {
+        match f.ty {
+            Type::Output if !f.payload.is_empty() => {
+                let dst = if f.payload[0] == 2 { &mut result.stderr } else { &mut result.stdout };
+                dst.extend_from_slice(&f.payload[1..]);
+            }
+            Type::ExitStatus if f.payload.len() == 4 => result.status = i32::from_le_bytes(f.payload[..4].try_into().unwrap()),
+            _ => {}
+        }
+    }
+    result.errors = errors(&run.frames);
+    Ok(result)
+}

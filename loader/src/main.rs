@@ -9,6 +9,15 @@ use std::path::PathBuf;
 enum Cli {
     /// Boot the agent, exchange Hello/Ping/Pong, shut it down, print timings.
     Ping(VmArgs),
+    /// Run a static x86-64 Linux program in a fresh agent's sandbox (ring 3), stream its output,
+    /// and exit with its status.
+    Exec {
+        #[command(flatten)]
+        vm: VmArgs,
+        /// The program and its arguments.
+        #[arg(trailing_var_arg = true, required = true)]
+        command: Vec<String>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -47,6 +56,20 @@ fn main() -> anyhow::Result<()> {
             println!("boot to ready: {:.1} ms", r.timings.boot_to_ready.as_secs_f64() * 1e3);
             println!("total:         {:.1} ms", r.timings.total.as_secs_f64() * 1e3);
             Ok(())
+        }
+        Cli::Exec { vm, command } => {
+            use std::io::Write;
+            let program = std::fs::read(&command[0]).with_context(|| format!("reading {}", command[0]))?;
+            let argv: Vec<&str> = command.iter().map(String::as_str).collect();
+            let r = loader::exec(&vm.config(), &program, &argv, |fd, bytes| {
+                let _ = if fd == 2 { std::io::stderr().write_all(bytes) } else { std::io::stdout().write_all(bytes) };
+            })
+            .context("running the program in the agent")?;
+            for (code, text) in &r.errors {
+                eprintln!("loader: the agent refused the program (error {code}): {text}");
+            }
+            std::io::stdout().flush()?;
+            std::process::exit(if r.errors.is_empty() { r.status } else { 125 });
         }
     }
 }

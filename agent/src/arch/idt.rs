@@ -124,6 +124,10 @@ const NAMES: [&str; 32] = [
 extern "C" fn exception(frame: &mut TrapFrame) {
     let vector = frame.vector as usize & 31;
     let cr2 = if vector == 14 { super::cpu::read_cr2() } else { 0 };
+    if frame.cs & 3 == 3 {
+        // The builder faulted: it ends, the agent goes on.
+        super::user::fault_from_user(frame, cr2);
+    }
     super::serial::emergency_print(format_args!(
         "agent exception: vector {} ({}), error code {:#x}, RIP {:#x}, CR2 {:#x}, RSP {:#x}\n",
         vector, NAMES[vector], frame.error_code, frame.rip, cr2, frame.rsp

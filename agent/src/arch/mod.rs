@@ -11,6 +11,7 @@ pub mod memory;
 pub mod pci;
 pub mod power;
 pub mod serial;
+pub mod user;
 pub mod virtio;
 
 core::arch::global_asm!(include_str!("reset.s"), options(att_syntax, raw));
@@ -25,6 +26,7 @@ extern "C" fn rust_start() -> ! {
     gdt::init();
     idt::init();
     memory::init();
+    user::init();
     crate::main()
 }
 

@@ -1,0 +1,83 @@
+//! The sandbox's first slice: a static program runs in ring 3 with its own page tables, gets
+//! argv/envp as Linux lays them out, prints through write(2), exits with its status; privileged
+//! instructions and touches of agent memory end it with a signal status while the agent goes on.
+use integration_tests::vm_config;
+use loader::vm::Accel;
+use std::process::Command;
+use std::sync::OnceLock;
+
+fn probe() -> &'static [u8] {
+    static P: OnceLock<Vec<u8>> = OnceLock::new();
+    P.get_or_init(|| {
+        let root = integration_tests::root();
+        let out = root.join("target/sandbox-probe");
+        let status = Command::new("gcc")
+            .args(["-static", "-nostdlib", "-fno-stack-protector", "-fno-pie", "-no-pie", "-O1", "-o"])
+            .arg(&out)
+            .arg(root.join("tests/sandbox/probe.c"))
+            .status()
+            .unwrap();
+        assert!(status.success(), "gcc");
+        std::fs::read(out).unwrap()
+    })
+}
+
+fn run(args: &[&str]) -> loader::ExecResult {
+    let mut argv = vec!["probe"];
+    argv.extend_from_slice(args);
+    loader::exec(&vm_config(Accel::Auto), probe(), &argv, |_, _| {}).unwrap()
+}
+
+#[test]
+fn a_static_program_runs_and_exits_with_its_status() {
+    let r = run(&["hello", "second arg"]);
+    assert_eq!(r.errors, vec![]);
+    assert_eq!(String::from_utf8_lossy(&r.stdout), "hello from ring 3\nprobe\nhello\nsecond arg\n");
+    let env = String::from_utf8_lossy(&r.stderr);
+    assert!(env.contains("HOME=/homeless-shelter\n") && env.contains("PATH=/path-not-set\n"), "{env}");
+    assert_eq!(r.status, 42);
+}
+
+#[test]
+fn bad_pointers_get_efault_and_unknown_calls_enosys() {
+    assert_eq!(String::from_utf8_lossy(&run(&["efault"]).stdout), "EFAULT\nEFAULT\n");
+    assert_eq!(String::from_utf8_lossy(&run(&["enosys"]).stdout), "ENOSYS\n");
+}
+
+#[test]
+fn faults_end_the_program_not_the_agent() {
+    for (mode, status) in [("hlt", 139), ("kernel-read", 139), ("kernel-write", 139), ("ud2", 132)] {
+        let r = run(&[mode]);
+        assert_eq!(r.status, status, "{mode}: {r:?}");
+        assert_eq!(r.errors, vec![], "{mode}");
+    }
+}
+
+#[test]
+fn non_executables_are_refused_with_an_error() {
+    let r = loader::exec(&vm_config(Accel::Auto), b"#!/bin/sh\necho not yet\n", &["script"], |_, _| {}).unwrap();
+    assert_eq!(r.errors.len(), 1, "{r:?}");
+    assert!(r.errors[0].1.contains("not a static x86-64 executable"), "{r:?}");
+}
+
+#[test]
+fn after_a_fault_the_agent_answers_the_next_request() {
+    use agent::proto::{self, Type};
+    let mut req = Vec::new();
+    proto::encode_strings(&mut req, &["probe", "kernel-write"]);
+    proto::encode_strings(&mut req, &[]);
+    let run = loader::vm::run(
+        &vm_config(Accel::Auto),
+        |r| {
+            r.frame(Type::Exec, &req)?;
+            r.bulk(&mut &probe()[..], probe().len() as u64)?;
+            r.frame(Type::Ping, b"still there?")?;
+            Ok(())
+        },
+        |_| {},
+    )
+    .unwrap();
+    let status = run.frames.iter().find(|f| f.ty == Type::ExitStatus).unwrap();
+    assert_eq!(i32::from_le_bytes(status.payload[..4].try_into().unwrap()), 139);
+    assert!(run.frames.iter().any(|f| f.ty == Type::Pong && f.payload == b"still there?"));
+}
