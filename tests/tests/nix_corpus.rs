@@ -1,6 +1,6 @@
 //! The agent's Nix core against real Nix 2.8, on a corpus of derivations and NAR cases. Every
 //! expected value is produced by Nix (`nix-instantiate`, `nix-store`, `nix-hash`) at test time.
-use agent::nix::derivation::{self, Derivation, Resolver};
+use agent::nix::derivation::{self, Resolver};
 use agent::nix::hash::{Algo, Hasher};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -31,8 +31,8 @@ fn tool() -> Command {
     Command::new(integration_tests::bin("measurement-tool"))
 }
 
-fn lookup(p: &str) -> Option<Derivation> {
-    derivation::parse(&std::fs::read(p).ok()?).ok()
+fn lookup(p: &str) -> Option<Vec<u8>> {
+    std::fs::read(p).ok()
 }
 
 #[test]
@@ -71,6 +71,20 @@ fn a_tampered_output_path_is_rejected() {
     out.path = out.path.replace(&out.path[11..15], "0000");
     let mut r = Resolver::new(&lookup);
     assert!(matches!(r.check_output_paths(&d), Err(derivation::DrvError::WrongOutputPath { .. })));
+}
+
+#[test]
+fn input_derivations_must_match_their_paths() {
+    // chain-2 depends on chain-1: supply chain-1's path with different (valid) bytes.
+    let drv_path = text(Command::new("nix-instantiate").arg(corpus()).args(["-A", "chain-2"]));
+    let other = text(Command::new("nix-instantiate").arg(corpus()).args(["-A", "single"]));
+    let d = derivation::parse(&std::fs::read(&drv_path).unwrap()).unwrap();
+    let input = d.input_drvs.keys().next().unwrap().clone();
+    let swapped = |p: &str| -> Option<Vec<u8>> { std::fs::read(if p == input { other.as_str() } else { p }).ok() };
+    let mut r = Resolver::new(&swapped);
+    assert_eq!(r.output_paths(&d), Err(derivation::DrvError::InputMismatch(input.clone())));
+    let missing = |_: &str| -> Option<Vec<u8>> { None };
+    assert_eq!(Resolver::new(&missing).output_paths(&d), Err(derivation::DrvError::MissingInput(input)));
 }
 
 fn nar_tree(root: &Path) {

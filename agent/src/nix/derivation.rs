@@ -57,6 +57,8 @@ pub enum DrvError {
     Unsupported(&'static str),
     /// An input derivation the caller could not supply.
     MissingInput(String),
+    /// Input derivation bytes whose `.drv` path is not the path they were supplied for.
+    InputMismatch(String),
     /// An input derivation that does not have the output asked for.
     MissingOutput { drv: String, output: String },
     /// A declared output path that differs from the one Nix computes.
@@ -395,15 +397,31 @@ pub fn drv_path(name: &str, aterm: &[u8], drv: &Derivation) -> Result<StorePath,
 }
 
 /// Computes `hashDerivationModulo` for a derivation and (recursively) its inputs, given a way to
-/// look up input derivations by path. Results are memoised per input path.
+/// look up the ATerm bytes of input derivations by path. Results are memoised per input path.
+///
+/// The bytes come from the host, so each input is checked before it is used: it must parse
+/// (strictly) and its own `.drv` path, recomputed from those bytes, must be the path it was
+/// looked up by ([`DrvError::InputMismatch`] otherwise).
 pub struct Resolver<'a> {
-    lookup: &'a dyn Fn(&str) -> Option<Derivation>,
+    lookup: &'a dyn Fn(&str) -> Option<Vec<u8>>,
     cache: BTreeMap<String, BTreeMap<String, Hash>>,
 }
 
 impl<'a> Resolver<'a> {
-    pub fn new(lookup: &'a dyn Fn(&str) -> Option<Derivation>) -> Self {
+    pub fn new(lookup: &'a dyn Fn(&str) -> Option<Vec<u8>>) -> Self {
         Self { lookup, cache: BTreeMap::new() }
+    }
+
+    /// An input derivation: its bytes, parsed and checked against its path.
+    fn input(&self, path: &str) -> Result<Derivation, DrvError> {
+        let bytes = (self.lookup)(path).ok_or_else(|| DrvError::MissingInput(path.into()))?;
+        let d = parse(&bytes)?;
+        let sp = StorePath::parse(path)?;
+        let name = sp.name().strip_suffix(".drv").ok_or_else(|| DrvError::InputMismatch(path.into()))?;
+        if drv_path(name, &bytes, &d)? != sp {
+            return Err(DrvError::InputMismatch(path.into()));
+        }
+        Ok(d)
     }
 
     /// `hashDerivationModulo(store, drv, maskOutputs)`: output name → hash.
@@ -432,7 +450,7 @@ impl<'a> Resolver<'a> {
             let hashes = match self.cache.get(path) {
                 Some(h) => h.clone(),
                 None => {
-                    let input = (self.lookup)(path).ok_or_else(|| DrvError::MissingInput(path.clone()))?;
+                    let input = self.input(path)?;
                     let h = self.hash_modulo_at(&input, false, depth + 1)?;
                     self.cache.insert(path.clone(), h.clone());
                     h
