@@ -81,3 +81,30 @@ fn after_a_fault_the_agent_answers_the_next_request() {
     assert_eq!(i32::from_le_bytes(status.payload[..4].try_into().unwrap()), 139);
     assert!(run.frames.iter().any(|f| f.ty == Type::Pong && f.payload == b"still there?"));
 }
+
+/// Debian's static busybox (glibc static: brk, mmap, TLS, getrandom…) inside the sandbox, compared
+/// byte for byte (stdout and exit status) with the same command run natively.
+#[test]
+fn busybox_matches_native_for_what_the_sandbox_supports() {
+    let busybox = std::fs::read("/bin/busybox").expect("apt: busybox-static");
+    let cases: &[&[&str]] = &[
+        &["echo", "hello", "world"],
+        &["seq", "1", "5"],
+        &["expr", "6", "*", "7"],
+        &["sh", "-c", "x=3; echo $((x*2)); for i in a b c; do echo $i$i; done"],
+        &["sh", "-c", "f() { echo in f $1; return 3; }; f one; echo status $?"],
+        &["sh", "-c", "exit 7"],
+        &["false"],
+        &["true"],
+        &["basename", "/nix/store/abc-name/file.txt", ".txt"],
+    ];
+    for args in cases {
+        let mut argv = vec!["busybox"];
+        argv.extend_from_slice(args);
+        let ours = loader::exec(&vm_config(Accel::Auto), &busybox, &argv, |_, _| {}).unwrap();
+        let native = Command::new("/bin/busybox").args(*args).env_clear().output().unwrap();
+        assert_eq!(ours.errors, vec![], "{args:?}");
+        assert_eq!(String::from_utf8_lossy(&ours.stdout), String::from_utf8_lossy(&native.stdout), "{args:?}");
+        assert_eq!(ours.status, native.status.code().unwrap(), "{args:?}");
+    }
+}

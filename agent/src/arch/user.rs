@@ -364,11 +364,76 @@ pub fn fault_from_user(f: &super::idt::TrapFrame, cr2: u64) -> ! {
     }
 }
 
+impl AddressSpace {
+    /// The leaf entry for a user page, if the tables down to it exist.
+    fn existing_leaf(&self, vaddr: u64) -> Option<*mut u64> {
+        if vaddr >= 0x0000_8000_0000_0000 {
+            return None;
+        }
+        let mut t = self.pml4;
+        for shift in [39u64, 30, 21] {
+            // SAFETY: walking tables this address space owns.
+            let e = unsafe { (*table(t)).0[((vaddr >> shift) & 511) as usize] };
+            if e & PRESENT == 0 {
+                return None;
+            }
+            t = e & ADDR_MASK;
+        }
+        // SAFETY: `t` is a last-level table this address space owns.
+        Some(unsafe { &mut (*table(t)).0[((vaddr >> 12) & 511) as usize] as *mut u64 })
+    }
+
+    fn flush_tlb() {
+        // SAFETY: reloading CR3 with its own value only flushes non-global TLB entries.
+        unsafe { asm!("mov {0}, cr3", "mov cr3, {0}", out(reg) _, options(nostack)) };
+    }
+}
+
 impl agent::sandbox::syscall::Memory for AddressSpace {
     fn read(&self, addr: u64, len: usize) -> Option<Vec<u8>> {
         AddressSpace::read(self, addr, len)
     }
     fn write(&mut self, addr: u64, data: &[u8]) -> Option<()> {
         AddressSpace::write(self, addr, data)
+    }
+    fn map(&mut self, addr: u64, len: u64, prot: agent::sandbox::syscall::Prot) -> bool {
+        for page in (addr..addr + len).step_by(4096) {
+            match self.map(page, prot.write, prot.exec) {
+                // Replacing a mapping gives fresh zero pages, as Linux does.
+                Ok(bytes) => bytes.fill(0),
+                Err(_) => return false,
+            }
+            if let Some(pte) = self.existing_leaf(page) {
+                // SAFETY: a leaf entry this address space owns: set exactly the requested rights.
+                unsafe {
+                    *pte = (*pte & !(WRITABLE | NO_EXECUTE)) | if prot.write { WRITABLE } else { 0 } | if prot.exec { 0 } else { NO_EXECUTE };
+                }
+            }
+        }
+        Self::flush_tlb();
+        true
+    }
+    fn unmap(&mut self, addr: u64, len: u64) {
+        for page in (addr..addr.saturating_add(len)).step_by(4096) {
+            if let Some(pte) = self.existing_leaf(page) {
+                // SAFETY: clearing a leaf entry this address space owns (the page itself stays
+                // allocated, and is freed with the address space).
+                unsafe { *pte = 0 };
+            }
+        }
+        Self::flush_tlb();
+    }
+    fn protect(&mut self, addr: u64, len: u64, prot: agent::sandbox::syscall::Prot) {
+        for page in (addr..addr.saturating_add(len)).step_by(4096) {
+            if let Some(pte) = self.existing_leaf(page) {
+                // SAFETY: changing the rights of a present leaf entry this address space owns.
+                unsafe {
+                    if *pte & PRESENT != 0 {
+                        *pte = (*pte & !(WRITABLE | NO_EXECUTE)) | if prot.write { WRITABLE } else { 0 } | if prot.exec { 0 } else { NO_EXECUTE };
+                    }
+                }
+            }
+        }
+        Self::flush_tlb();
     }
 }
