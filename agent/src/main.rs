@@ -203,7 +203,8 @@ fn exec(input: &mut Reader, out: &mut Writer, request: &[u8]) -> Result<(), Stre
     }
     let mut regs = arch::user::UserRegs { rip: image.entry, rsp: stack.rsp, rflags: 0x2, ..Default::default() };
     let brk = image.segments.iter().map(|s| s.vaddr + s.mem_size).max().unwrap_or(0).next_multiple_of(4096);
-    let mut process = syscall::Process { max_output: 1 << 30, brk_start: brk, brk, max_memory: 1 << 30, ..Default::default() };
+    let mut process = syscall::Process::new(agent::sandbox::fs::Fs::new(1 << 30));
+    (process.brk_start, process.brk) = (brk, brk);
     let status = loop {
         match arch::user::run(&space, &mut regs) {
             arch::user::Event::Syscall => {

@@ -31,6 +31,9 @@ struct VmArgs {
     /// Guest memory in MiB.
     #[arg(long, default_value_t = 2048)]
     memory: u64,
+    /// Keep the VM's disks and serial log in this directory (default: a temporary one, removed).
+    #[arg(long)]
+    work_dir: Option<PathBuf>,
 }
 
 impl VmArgs {
@@ -38,6 +41,7 @@ impl VmArgs {
         let mut c = VmConfig::new(&self.agent);
         c.accel = self.accel;
         c.memory_mib = self.memory;
+        c.work_dir = self.work_dir.clone();
         c
     }
 }

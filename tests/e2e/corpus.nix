@@ -98,6 +98,9 @@ in {
       sha256sum d/* > sums
     ''; };
 
+    # What the sandbox shows a builder in /etc (the agent's sandbox must show the same).
+    sandbox-etc = mk { name = "sandbox-etc"; script = "cat /etc/passwd /etc/group /etc/hosts > $out"; };
+
     odd-name = mk { name = "odd-name_1.2+3-x?=y"; script = "echo odd > $out"; };
 
     # Nix's chroot store is writable for new entries: the write succeeds and is discarded;

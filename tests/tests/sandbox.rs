@@ -108,3 +108,57 @@ fn busybox_matches_native_for_what_the_sandbox_supports() {
         assert_eq!(ours.status, native.status.code().unwrap(), "{args:?}");
     }
 }
+
+fn busybox() -> Vec<u8> {
+    std::fs::read("/bin/busybox").expect("apt: busybox-static")
+}
+
+/// Files through the shell's redirections and builtins, compared with a native run in an empty
+/// directory (relative paths: the sandbox's working directory is /build).
+#[test]
+fn busybox_file_io_matches_native() {
+    let cases: &[&str] = &[
+        "echo x > f; echo more >> f; while read y; do echo \"[$y]\"; done < f",
+        "echo a > f; read v < f; echo $v; echo b > f; read v < f; echo $v",
+        "echo one > f; exec 3< f; read l <&3; echo got $l; cd .; echo $?",
+        "cd /tmp && echo in tmp > t && read z < t && echo $z && cd / && echo $?",
+        "read q < missing; echo status $?",
+    ];
+    for script in cases {
+        let ours = loader::exec(&vm_config(Accel::Auto), &busybox(), &["busybox", "sh", "-c", script], |_, _| {}).unwrap();
+        let dir = integration_tests::root().join(format!("target/sandbox-native-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let native = Command::new("/bin/busybox").args(["sh", "-c", script]).current_dir(&dir).env_clear().output().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(String::from_utf8_lossy(&ours.stdout), String::from_utf8_lossy(&native.stdout), "{script}");
+        assert_eq!(ours.status, native.status.code().unwrap(), "{script}");
+    }
+}
+
+/// /etc as Nix 2.8's sandbox shows it to a builder, taken from a real sandboxed build.
+#[test]
+fn etc_files_equal_what_nixs_sandbox_shows() {
+    let drv = integration_tests::e2e::instantiate("ok.sandbox-etc");
+    let outs = integration_tests::e2e::realise_natively(&drv).unwrap();
+    let nix = std::fs::read(&outs[0].1).unwrap();
+    let ours = loader::exec(&vm_config(Accel::Auto), &busybox(), &["busybox", "cat", "/etc/passwd", "/etc/group", "/etc/hosts"], |_, _| {}).unwrap();
+    assert_eq!(String::from_utf8_lossy(&ours.stdout), String::from_utf8_lossy(&nix));
+}
+
+#[test]
+fn the_builder_cannot_write_outside_its_places() {
+    for (script, want) in [
+        ("echo a > /etc/passwd", "Permission denied"),
+        ("echo a > ../../etc/new", "Permission denied"),
+        ("echo a > /dev/new", "Permission denied"),
+        ("echo a > /nix", "Is a directory"),
+    ] {
+        let r = loader::exec(&vm_config(Accel::Auto), &busybox(), &["busybox", "sh", "-c", script], |_, _| {}).unwrap();
+        assert_ne!(r.status, 0, "{script}");
+        assert!(String::from_utf8_lossy(&r.stderr).contains(want), "{script}: {}", String::from_utf8_lossy(&r.stderr));
+    }
+    // New entries in the store are allowed (as in Nix's chroot store), inputs' places are not.
+    let r = loader::exec(&vm_config(Accel::Auto), &busybox(), &["busybox", "sh", "-c", "echo x > /nix/store/new && read y < /nix/store/new && echo $y"], |_, _| {}).unwrap();
+    assert_eq!((r.status, String::from_utf8_lossy(&r.stdout).into_owned()), (0, "x\n".to_string()));
+}
