@@ -433,3 +433,141 @@ mod tests {
         assert_eq!(fs.remove(ROOT, b"/etc/passwd", false), Err(EACCES));
     }
 }
+
+/// Unpacks a NAR into the file system below `/nix/store/<name>` (see [`Fs::unpack_sink`]):
+/// inputs arrive read-only and owned by root, as in Nix's store.
+pub struct StoreSink<'a> {
+    fs: &'a mut Fs,
+    /// The store directory.
+    store: Ino,
+    name: Vec<u8>,
+    /// The file being written.
+    current: Option<Ino>,
+}
+
+impl Fs {
+    /// A NAR sink that creates `/nix/store/<name>` from an archive.
+    pub fn unpack_sink(&mut self, name: &[u8]) -> Result<StoreSink<'_>, i64> {
+        let store = self.resolve(ROOT, b"/nix/store", true)?;
+        Ok(StoreSink { fs: self, store, name: name.to_vec(), current: None })
+    }
+
+    /// The node at a NAR path below `/nix/store/<name>` (none for `[]`: the store dir itself).
+    fn nar_parent(&self, store: Ino, name: &[u8], path: &[Vec<u8>]) -> Result<(Ino, Vec<u8>), i64> {
+        let Some((last, init)) = path.split_last() else { return Ok((store, name.to_vec())) };
+        let mut dir = match &self.node(store).ok_or(ENOENT)?.kind {
+            Kind::Dir(e) => *e.get(name).ok_or(ENOENT)?,
+            _ => return Err(ENOTDIR),
+        };
+        for p in init {
+            dir = match &self.node(dir).ok_or(ENOENT)?.kind {
+                Kind::Dir(e) => *e.get(p).ok_or(ENOENT)?,
+                _ => return Err(ENOTDIR),
+            };
+        }
+        Ok((dir, last.clone()))
+    }
+}
+
+impl crate::nix::nar::NarSink for StoreSink<'_> {
+    type Error = i64;
+    fn create_directory(&mut self, path: &[Vec<u8>]) -> Result<(), i64> {
+        let (dir, name) = self.fs.nar_parent(self.store, &self.name, path)?;
+        self.fs.add(dir, &name, Kind::Dir(BTreeMap::new()), 0o555, 0);
+        Ok(())
+    }
+    fn create_file(&mut self, path: &[Vec<u8>], executable: bool, size: u64) -> Result<(), i64> {
+        if self.fs.used.saturating_add(size) > self.fs.max_bytes {
+            return Err(ENOSPC);
+        }
+        let (dir, name) = self.fs.nar_parent(self.store, &self.name, path)?;
+        let mut data = Vec::new();
+        data.try_reserve_exact(size as usize).map_err(|_| ENOSPC)?;
+        self.current = Some(self.fs.add(dir, &name, Kind::File(data), if executable { 0o555 } else { 0o444 }, 0));
+        Ok(())
+    }
+    fn write_contents(&mut self, data: &[u8]) -> Result<(), i64> {
+        let ino = self.current.ok_or(EBADF)?;
+        self.fs.used += data.len() as u64;
+        match self.fs.node_mut(ino).map(|n| &mut n.kind) {
+            Some(Kind::File(d)) => {
+                d.extend_from_slice(data);
+                Ok(())
+            }
+            _ => Err(EBADF),
+        }
+    }
+    fn create_symlink(&mut self, path: &[Vec<u8>], target: &[u8]) -> Result<(), i64> {
+        let (dir, name) = self.fs.nar_parent(self.store, &self.name, path)?;
+        self.fs.add(dir, &name, Kind::Symlink(target.to_vec()), 0o777, 0);
+        Ok(())
+    }
+}
+
+/// Serialises a node of the file system as a NAR (an output, after the build).
+pub struct Tree<'a> {
+    pub fs: &'a Fs,
+    pub root: Ino,
+}
+
+impl crate::nix::nar::NarSource for Tree<'_> {
+    type Handle = Ino;
+    type Error = i64;
+    fn root(&self) -> Ino {
+        self.root
+    }
+    fn node(&self, h: &Ino) -> Result<crate::nix::nar::Node, i64> {
+        use crate::nix::nar::Node as N;
+        let n = self.fs.node(*h).ok_or(ENOENT)?;
+        Ok(match &n.kind {
+            // Nix records only the owner's execute bit.
+            Kind::File(d) => N::Regular { executable: n.mode & 0o100 != 0, size: d.len() as u64 },
+            Kind::Dir(_) => N::Directory,
+            Kind::Symlink(t) => N::Symlink(t.clone()),
+            Kind::Null | Kind::Zero => return Err(EINVAL), // a device in an output: refused
+        })
+    }
+    fn entries(&self, h: &Ino) -> Result<Vec<(Vec<u8>, Ino)>, i64> {
+        match &self.fs.node(*h).ok_or(ENOENT)?.kind {
+            Kind::Dir(e) => Ok(e.iter().map(|(k, v)| (k.clone(), *v)).collect()),
+            _ => Err(ENOTDIR),
+        }
+    }
+    fn contents(&self, h: &Ino, f: &mut dyn FnMut(&[u8])) -> Result<(), i64> {
+        match &self.fs.node(*h).ok_or(ENOENT)?.kind {
+            Kind::File(d) => {
+                for c in d.chunks(64 << 10) {
+                    f(c);
+                }
+                Ok(())
+            }
+            _ => Err(EISDIR),
+        }
+    }
+}
+
+#[cfg(test)]
+mod nar_tests {
+    use super::*;
+    use crate::nix::nar::{self, Limits};
+
+    #[test]
+    fn nar_into_and_out_of_the_file_system() {
+        let mut t = BTreeMap::new();
+        t.insert(b"bin".to_vec(), nar::Tree::Directory([(b"x".to_vec(), nar::Tree::File { executable: true, contents: b"#!x".to_vec() })].into_iter().collect()));
+        t.insert(b"l".to_vec(), nar::Tree::Symlink(b"bin/x".to_vec()));
+        t.insert(b"r".to_vec(), nar::Tree::File { executable: false, contents: b"data".to_vec() });
+        let bytes = nar::Tree::Directory(t).to_nar();
+        let mut fs = Fs::new(1 << 20);
+        let mut sink = fs.unpack_sink(b"aaaa-in").unwrap();
+        nar::parse(&mut bytes.as_slice(), &mut sink, Limits::default()).unwrap();
+        let root = fs.resolve(ROOT, b"/nix/store/aaaa-in", true).unwrap();
+        let mut out = Vec::new();
+        nar::serialize(&Tree { fs: &fs, root }, &mut |b| out.extend_from_slice(b)).unwrap();
+        assert_eq!(out, bytes);
+        // Inputs are read-only to the builder.
+        assert_eq!(fs.create(ROOT, b"/nix/store/aaaa-in/new", Kind::File(Vec::new()), 0o644), Err(EACCES));
+        let r = fs.resolve(ROOT, b"/nix/store/aaaa-in/r", true).unwrap();
+        assert!(!fs.access(r, 2));
+    }
+}
