@@ -143,7 +143,7 @@ fn real_tdx_quote_verifies_and_tampering_is_rejected() {
         q[off] ^= 1;
         assert_eq!(tdx::verify(&q, &coll, now).unwrap_err().check, "quote verification", "offset {off}");
     }
-    assert_eq!(tdx::verify(&quote[..quote.len() / 2], &coll, now).unwrap_err().check, "quote verification");
+    assert_eq!(tdx::verify(&quote[..quote.len() / 2], &coll, now).unwrap_err().check, "quote length");
     // Collateral that has expired, or that belongs to another quote.
     let today = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
     if today > now + 400 * 86400 {
@@ -217,4 +217,32 @@ fn verify_report_cli_exit_status_and_messages() {
     let j: serde_json::Value = serde_json::from_slice(&ok.stdout).unwrap();
     assert_eq!(j["verified"], true);
     assert_eq!(j["mrtd"].as_str().unwrap().len(), 96);
+}
+
+#[test]
+fn unsigned_bytes_cannot_be_changed_and_more_real_evidence_verifies() {
+    // Reserved bytes after the signature are not signed: any change must still be refused.
+    let vcek = vector("snp/vcek_milan.der");
+    let mut r = milan_report();
+    r[0x400] = 1;
+    check(snp::verify(&r, &vcek, None), "report");
+    // A real v5 report (GCP, Milan) with its VCEK in PEM.
+    let gcp_text: String = String::from_utf8(vector("snp/report_gcp_milan_v5.hex")).unwrap().split_whitespace().collect();
+    let gcp = hex::decode(gcp_text).unwrap();
+    let v = snp::verify(&gcp, &vector("snp/vcek_gcp_milan.pem"), None).unwrap();
+    assert_eq!((v.report.version, v.generation), (5, snp::Generation::Milan));
+    // TDX: a real v5 quote; trailing zero padding is fine, trailing garbage is not.
+    let q5 = vector("tdx/tdx_quote_td15ex");
+    let c5 = vector("tdx/tdx_quote_td15ex_collateral.json");
+    let coll5 = tdx::parse_collateral(&c5).unwrap();
+    tdx::verify(&q5, &coll5, within(&c5)).unwrap();
+    let quote = vector("tdx/tdx_quote");
+    let c4 = vector("tdx/tdx_quote_collateral.json");
+    let coll = tdx::parse_collateral(&c4).unwrap();
+    let mut padded = quote.clone();
+    padded.extend_from_slice(&[0; 16]);
+    tdx::verify(&padded, &coll, within(&c4)).unwrap();
+    let mut garbage = quote.clone();
+    garbage.push(1);
+    assert_eq!(tdx::verify(&garbage, &coll, within(&c4)).unwrap_err().check, "quote length");
 }

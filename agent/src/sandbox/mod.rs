@@ -3,3 +3,12 @@
 pub mod elf;
 pub mod fs;
 pub mod syscall;
+// The fuller kernel from the sandbox work (processes, pipes, fork/exec/wait, the broad syscall
+// set, its own file system `kfs`), landed side by side to be unified with the layer above; see
+// docs/sandbox-kernel.md.
+pub mod abi;
+pub mod image;
+pub mod kfs;
+pub mod linux;
+pub mod mem;
+pub mod process;

@@ -84,7 +84,7 @@ impl PolicyArgs {
 pub fn read_evidence(path: &Path) -> anyhow::Result<Vec<u8>> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let text = String::from_utf8_lossy(&bytes);
-    let t = text.trim();
+    let t: String = text.split_whitespace().collect();
     if !t.is_empty() && t.len() % 2 == 0 && t.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Ok(hex::decode(t)?);
     }

@@ -97,6 +97,11 @@ impl Report {
         if !(2..=5).contains(&version) {
             return Err(Rejection::new("report version", "2, 3, 4 or 5", version.to_string()));
         }
+        // The signature area after r and s (0x330–0x49F) is reserved and unsigned: it must be
+        // zero, or two different byte strings would pass as the same report.
+        if raw[0x330..REPORT_LEN].iter().any(|&b| b != 0) {
+            return Err(Rejection::new("report", "zero reserved bytes after the signature", "non-zero bytes"));
+        }
         let algo = u32_at(0x34);
         if algo != 1 {
             return Err(Rejection::new("signature algorithm", "1 (ECDSA P-384 with SHA-384)", algo.to_string()));
@@ -215,7 +220,8 @@ fn vcek_extensions(vcek: &Certificate) -> Result<(Tcb, Option<Vec<u8>>), Rejecti
 /// pinned ARK of the generation: a supplied chain can only ever select, never replace, the root.
 pub fn verify(raw: &[u8], vek_der: &[u8], chain: Option<&ca::Chain>) -> Result<Verified, Rejection> {
     let report = Report::parse(raw)?;
-    let vek = Certificate::from_der(vek_der).map_err(|e| Rejection::new("VCEK", "a DER certificate", e.to_string()))?;
+    let vek = if vek_der.starts_with(b"-----BEGIN") { Certificate::from_pem(vek_der) } else { Certificate::from_der(vek_der) }
+        .map_err(|e| Rejection::new("VCEK", "a DER or PEM certificate", e.to_string()))?;
     // Which generations to try: the one the report names, else all.
     let candidates: Vec<Generation> = match report.generation() {
         Some(g) => vec![g],

@@ -25,9 +25,30 @@ pub fn parse_collateral(json: &[u8]) -> Result<QuoteCollateralV3, Rejection> {
     serde_json::from_slice(json).map_err(|e| Rejection::new("collateral", "dcap-qvl QuoteCollateralV3 JSON", e.to_string()))
 }
 
+/// The length a quote declares for itself (DCAP quote format: v4 = 48-byte header + 584-byte
+/// TD report body; v5 = header + body type/size + body; then the signature data's length and
+/// the signature data). Bytes after it must be zero padding.
+pub fn quote_len(quote: &[u8]) -> Option<usize> {
+    let u16_at = |o: usize| Some(u16::from_le_bytes(quote.get(o..o + 2)?.try_into().ok()?));
+    let u32_at = |o: usize| Some(u32::from_le_bytes(quote.get(o..o + 4)?.try_into().ok()?) as usize);
+    let body_end = match u16_at(0)? {
+        4 => 48 + 584,
+        5 => 54 + u32_at(50)?,
+        _ => return None,
+    };
+    body_end.checked_add(4)?.checked_add(u32_at(body_end)?)
+}
+
 /// Verifies the quote's signatures, its PCK chain up to Intel's root (pinned in dcap-qvl), the
 /// collateral's validity at `now_secs`, and the QE identity and TCB level.
 pub fn verify(quote: &[u8], collateral: &QuoteCollateralV3, now_secs: u64) -> Result<Verified, Rejection> {
+    match quote_len(quote) {
+        Some(n) if n <= quote.len() && quote[n..].iter().all(|&b| b == 0) => {}
+        Some(n) if n <= quote.len() => {
+            return Err(Rejection::new("quote length", format!("{n} bytes then zero padding"), "non-zero bytes after the quote"));
+        }
+        _ => return Err(Rejection::new("quote length", "a complete v4 or v5 quote", format!("{} bytes", quote.len()))),
+    }
     let v = dcap_qvl::verify::verify(quote, collateral, now_secs)
         .map_err(|e| Rejection::new("quote verification", "a quote Intel's chain and the collateral vouch for", format!("{e:#}")))?;
     let td = match &v.report {

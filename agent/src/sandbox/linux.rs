@@ -1,0 +1,1464 @@
+//! The Linux syscall subset, dispatched on numbers.
+//!
+//! [`Kernel::syscall`] takes the registers saved at a `syscall` instruction
+//! (number in rax, arguments in rdi, rsi, rdx, r10, r8, r9) and answers with a
+//! [`Step`]. User memory is touched only through [`Memory`]; a bad pointer is
+//! `EFAULT`. Anything not listed answers `ENOSYS` and is noted once.
+
+use alloc::rc::Rc;
+use alloc::vec::Vec;
+use core::cell::RefCell;
+
+use super::abi::{nr, Errno, S_IFIFO};
+use super::image::{Prot, PAGE, USER_END};
+use super::kfs::{Device, Ino, Kind, PATH_MAX, R_OK, W_OK, X_OK};
+use super::mem::{user_range, Memory};
+use super::process::*;
+
+const AT_FDCWD: i64 = -100;
+const AT_SYMLINK_NOFOLLOW: u64 = 0x100;
+const AT_REMOVEDIR: u64 = 0x200;
+const AT_SYMLINK_FOLLOW: u64 = 0x400;
+const AT_EMPTY_PATH: u64 = 0x1000;
+const O_ACCMODE: u32 = 3;
+const O_WRONLY: u32 = 1;
+const O_CREAT: u32 = 0o100;
+const O_EXCL: u32 = 0o200;
+const O_TRUNC: u32 = 0o1000;
+const O_APPEND: u32 = 0o2000;
+const O_NONBLOCK: u32 = 0o4000;
+const O_DIRECTORY: u32 = 0o200000;
+const O_NOFOLLOW: u32 = 0o400000;
+const O_CLOEXEC: u32 = 0o2000000;
+/// Largest transfer per read/write call (a short count, as Linux's `MAX_RW_COUNT` does).
+const MAX_RW: usize = 1 << 20;
+const MAX_ARGS: usize = 1 << 16;
+
+type R = Result<i64, Errno>;
+
+/// A syscall's answer before it becomes a [`Step`].
+enum Out {
+    Ret(i64),
+    Block,
+    Resumed,
+    Ended,
+}
+
+impl From<Errno> for Out {
+    fn from(e: Errno) -> Out {
+        Out::Ret(e.ret())
+    }
+}
+
+impl<M: Memory> Kernel<M> {
+    /// Handles the syscall `pid` just made with registers `regs` (already saved in the process).
+    pub fn syscall(&mut self, pid: Pid) -> Step {
+        let Some(p) = self.procs.get(&pid) else { return Step::Ended };
+        let r = p.regs.gpr;
+        let (n, a) = (r[RAX], [r[RDI], r[RSI], r[RDX], r[R10], r[R8], r[R9]]);
+        let out = match self.dispatch(pid, n, a) {
+            Ok(o) => o,
+            Err(e) => Out::Ret(e.ret()),
+        };
+        match out {
+            Out::Ret(v) => {
+                self.pm(pid).regs.gpr[RAX] = v as u64;
+                Step::Ret(v)
+            }
+            Out::Block => {
+                self.block(pid);
+                Step::Block
+            }
+            Out::Resumed => Step::Resumed,
+            Out::Ended => Step::Ended,
+        }
+    }
+
+    fn dispatch(&mut self, pid: Pid, n: u64, a: [u64; 6]) -> Result<Out, Errno> {
+        let ret = |r: R| -> Result<Out, Errno> { Ok(Out::Ret(r.unwrap_or_else(|e| e.ret()))) };
+        match n {
+            nr::READ => self.rw(pid, a[0], a[1], a[2], None, false),
+            nr::WRITE => self.rw(pid, a[0], a[1], a[2], None, true),
+            nr::PREAD64 => self.rw(pid, a[0], a[1], a[2], Some(a[3]), false),
+            nr::PWRITE64 => self.rw(pid, a[0], a[1], a[2], Some(a[3]), true),
+            nr::READV | nr::WRITEV => self.rwv(pid, a[0], a[1], a[2], n == nr::WRITEV),
+            nr::CLOSE => ret(self.close(pid, a[0])),
+            nr::OPENAT => ret(self.openat(pid, a[0] as i64, a[1], a[2] as u32, a[3] as u32)),
+            nr::LSEEK => ret(self.lseek(pid, a[0], a[1] as i64, a[2])),
+            nr::FSTAT => ret(self.fstatat(pid, a[0] as i64, 0, a[1], AT_EMPTY_PATH)),
+            nr::NEWFSTATAT => ret(self.fstatat(pid, a[0] as i64, a[1], a[2], a[3])),
+            nr::STATX => ret(self.statx(pid, a[0] as i64, a[1], a[2], a[4])),
+            nr::GETDENTS64 => ret(self.getdents(pid, a[0], a[1], a[2])),
+            nr::MKDIRAT => ret(self.mkdirat(pid, a[0] as i64, a[1], a[2] as u32)),
+            nr::UNLINKAT => ret(self.unlinkat(pid, a[0] as i64, a[1], a[2])),
+            nr::RENAMEAT2 => ret(self.renameat(pid, a[0] as i64, a[1], a[2] as i64, a[3], a[4])),
+            nr::SYMLINKAT => ret(self.symlinkat(pid, a[0], a[1] as i64, a[2])),
+            nr::READLINKAT => ret(self.readlinkat(pid, a[0] as i64, a[1], a[2], a[3])),
+            nr::LINKAT => ret(self.linkat(pid, a[0] as i64, a[1], a[2] as i64, a[3], a[4])),
+            nr::FCHMOD => ret(self.fd_ino(pid, a[0]).and_then(|i| self.fs.chmod(i, a[1] as u32)).map(|_| 0)),
+            nr::FCHMODAT => ret(self.at(pid, a[0] as i64, a[1], true).and_then(|i| self.fs.chmod(i, a[2] as u32)).map(|_| 0)),
+            nr::UTIMENSAT => ret(self.utimensat(pid, a[0] as i64, a[1], a[2], a[3])),
+            nr::FACCESSAT | nr::FACCESSAT2 => ret(self.faccessat(pid, a[0] as i64, a[1], a[2] as u32, if n == nr::FACCESSAT2 { a[3] } else { 0 })),
+            nr::CHDIR => ret(self.chdir(pid, a[0])),
+            nr::GETCWD => ret(self.getcwd(pid, a[0], a[1])),
+            nr::UMASK => {
+                let p = self.pm(pid);
+                let old = p.umask;
+                p.umask = a[0] as u32 & 0o777;
+                ret(Ok(old as i64))
+            }
+            nr::DUP => ret(self.dup(pid, a[0], None, false)),
+            nr::DUP2 => ret(if a[0] == a[1] { self.fd(pid, a[0]).map(|_| a[0] as i64) } else { self.dup(pid, a[0], Some(a[1]), false) }),
+            nr::DUP3 => ret(if a[0] == a[1] || a[2] & !(O_CLOEXEC as u64) != 0 { Err(Errno::EINVAL) } else { self.dup(pid, a[0], Some(a[1]), a[2] & O_CLOEXEC as u64 != 0) }),
+            nr::FCNTL => ret(self.fcntl(pid, a[0], a[1], a[2])),
+            nr::IOCTL => ret(self.fd(pid, a[0]).and(Err(Errno::ENOTTY))),
+            nr::PIPE2 => ret(self.pipe2(pid, a[0], a[1])),
+            nr::BRK => ret(Ok(self.brk(pid, a[0]) as i64)),
+            nr::MMAP => ret(self.mmap(pid, a[0], a[1], a[2], a[3], a[4], a[5])),
+            nr::MUNMAP => ret(self.munmap(pid, a[0], a[1])),
+            nr::MPROTECT => ret(self.mprotect(pid, a[0], a[1], a[2])),
+            nr::FORK => ret(self.fork(pid, false).map(|c| c as i64)),
+            nr::VFORK => self.vfork(pid),
+            nr::CLONE => {
+                // Only process-creating clones: fork (SIGCHLD) and vfork (CLONE_VM|CLONE_VFORK|SIGCHLD, maybe with a stack).
+                const CLONE_VM: u64 = 0x100;
+                const CLONE_VFORK: u64 = 0x4000;
+                let flags = a[0];
+                if flags & !0xff == CLONE_VM | CLONE_VFORK {
+                    if a[1] != 0 {
+                        self.pm(pid).regs.gpr[RSP] = a[1];
+                    }
+                    self.vfork(pid)
+                } else if flags & !0xff == 0 && a[1] == 0 {
+                    ret(self.fork(pid, false).map(|c| c as i64))
+                } else {
+                    ret(Err(Errno::EINVAL))
+                }
+            }
+            nr::EXECVE => self.execve(pid, a[0], a[1], a[2]),
+            nr::EXIT | nr::EXIT_GROUP => {
+                self.end(pid, Status::Exited(a[0] as u8));
+                Ok(Out::Ended)
+            }
+            nr::WAIT4 => self.wait4(pid, a[0] as i32 as i64, a[1], a[2], a[3]),
+            nr::KILL => self.kill(pid, a[0] as i32 as i64, a[1]),
+            nr::GETPID | 186 /* gettid */ => ret(Ok(pid as i64)),
+            nr::GETPPID => ret(Ok(self.p(pid).ppid as i64)),
+            nr::GETUID | nr::GETEUID => ret(Ok(UID as i64)),
+            nr::GETGID | nr::GETEGID => ret(Ok(GID as i64)),
+            nr::UNAME => ret(self.uname(pid, a[0])),
+            nr::CLOCK_GETTIME => {
+                if a[0] > 11 {
+                    return ret(Err(Errno::EINVAL));
+                }
+                let mut b = [0u8; 16];
+                b[..8].copy_from_slice(&CLOCK_SECONDS.to_le_bytes());
+                ret(self.put(pid, a[1], &b).map(|_| 0))
+            }
+            nr::GETTIMEOFDAY => {
+                let mut b = [0u8; 16];
+                b[..8].copy_from_slice(&CLOCK_SECONDS.to_le_bytes());
+                let r = if a[0] != 0 { self.put(pid, a[0], &b) } else { Ok(()) };
+                ret(r.and_then(|_| if a[1] != 0 { self.put(pid, a[1], &[0; 8]) } else { Ok(()) }).map(|_| 0))
+            }
+            nr::GETRANDOM => {
+                let len = (a[1] as usize).min(MAX_RW);
+                let mut b = alloc::vec![0u8; len];
+                self.random(&mut b);
+                ret(self.put(pid, a[0], &b).map(|_| len as i64))
+            }
+            nr::ARCH_PRCTL => ret(match a[0] {
+                0x1002 => {
+                    if a[1] >= USER_END {
+                        Err(Errno::EPERM)
+                    } else {
+                        self.pm(pid).regs.fs_base = a[1];
+                        Ok(0)
+                    }
+                }
+                0x1003 => {
+                    let fsb = self.p(pid).regs.fs_base;
+                    self.put(pid, a[1], &fsb.to_le_bytes()).map(|_| 0)
+                }
+                _ => Err(Errno::EINVAL),
+            }),
+            nr::SET_TID_ADDRESS => ret(Ok(pid as i64)),
+            nr::RT_SIGACTION => ret(self.sigaction(pid, a[0], a[1], a[2], a[3])),
+            nr::RT_SIGPROCMASK => ret(if a[2] != 0 { self.put(pid, a[2], &[0; 8]).map(|_| 0) } else { Ok(0) }),
+            nr::PRLIMIT64 => ret(self.prlimit(pid, a[0], a[1], a[2], a[3])),
+            nr::SCHED_YIELD => {
+                self.pm(pid).regs.gpr[RAX] = 0;
+                self.yield_now();
+                Ok(Out::Ret(0))
+            }
+            _ => {
+                self.note_unimplemented(n);
+                Err(Errno::ENOSYS)
+            }
+        }
+    }
+
+    // ---- user memory helpers ----
+
+    fn get(&self, pid: Pid, va: u64, buf: &mut [u8]) -> Result<(), Errno> {
+        self.p(pid).mem.read(va, buf).map_err(Errno::from)
+    }
+    fn put(&mut self, pid: Pid, va: u64, data: &[u8]) -> Result<(), Errno> {
+        self.pm(pid).mem.write(va, data).map_err(Errno::from)
+    }
+    fn get_u64(&self, pid: Pid, va: u64) -> Result<u64, Errno> {
+        let mut b = [0; 8];
+        self.get(pid, va, &mut b)?;
+        Ok(u64::from_le_bytes(b))
+    }
+    /// A NUL-terminated string of at most `max` bytes (`ENAMETOOLONG` beyond).
+    fn cstr(&self, pid: Pid, va: u64, max: usize) -> Result<Vec<u8>, Errno> {
+        let mut out = Vec::new();
+        let mut b = [0u8; 64];
+        let mut at = va;
+        loop {
+            // Read up to the page end so a string ending just before an unmapped page works.
+            let n = (PAGE - at % PAGE).min(64) as usize;
+            self.get(pid, at, &mut b[..n])?;
+            if let Some(z) = b[..n].iter().position(|&c| c == 0) {
+                out.extend_from_slice(&b[..z]);
+                return Ok(out);
+            }
+            out.extend_from_slice(&b[..n]);
+            if out.len() >= max {
+                return Err(Errno::ENAMETOOLONG);
+            }
+            at = at.checked_add(n as u64).ok_or(Errno::EFAULT)?;
+        }
+    }
+    fn path(&self, pid: Pid, va: u64) -> Result<Vec<u8>, Errno> {
+        self.cstr(pid, va, PATH_MAX)
+    }
+
+    // ---- descriptors ----
+
+    fn fd(&self, pid: Pid, fd: u64) -> Result<FdEntry, Errno> {
+        self.p(pid).fds.get(fd as usize).and_then(|e| e.clone()).ok_or(Errno::EBADF)
+    }
+    fn fd_ino(&self, pid: Pid, fd: u64) -> Result<Ino, Errno> {
+        match self.fd(pid, fd)?.ofd.borrow().object {
+            Object::Inode(i) => Ok(i),
+            _ => Err(Errno::EINVAL),
+        }
+    }
+    fn install(&mut self, pid: Pid, e: FdEntry, min: usize) -> R {
+        let p = self.pm(pid);
+        let slot = (min..MAX_FDS).find(|&i| p.fds.get(i).is_none_or(|s| s.is_none()));
+        let Some(i) = slot else {
+            self.put_fd(e);
+            return Err(Errno::EMFILE);
+        };
+        if p.fds.len() <= i {
+            p.fds.resize(i + 1, None);
+        }
+        p.fds[i] = Some(e);
+        Ok(i as i64)
+    }
+    fn close(&mut self, pid: Pid, fd: u64) -> R {
+        let e = self.pm(pid).fds.get_mut(fd as usize).and_then(|s| s.take()).ok_or(Errno::EBADF)?;
+        self.put_fd(e);
+        self.wake_all();
+        Ok(0)
+    }
+    fn dup(&mut self, pid: Pid, old: u64, new: Option<u64>, cloexec: bool) -> R {
+        let e = FdEntry { ofd: self.fd(pid, old)?.ofd, cloexec };
+        match new {
+            None => self.install(pid, e, 0),
+            Some(n) => {
+                let n = n as usize;
+                if n >= MAX_FDS {
+                    return Err(Errno::EBADF);
+                }
+                let p = self.pm(pid);
+                if p.fds.len() <= n {
+                    p.fds.resize(n + 1, None);
+                }
+                if let Some(old) = p.fds[n].replace(e) {
+                    self.put_fd(old);
+                    self.wake_all();
+                }
+                Ok(n as i64)
+            }
+        }
+    }
+    fn fcntl(&mut self, pid: Pid, fd: u64, cmd: u64, arg: u64) -> R {
+        let e = self.fd(pid, fd)?;
+        match cmd {
+            0 | 1030 => self.install(pid, FdEntry { ofd: e.ofd, cloexec: cmd == 1030 }, arg as usize),
+            1 => Ok(e.cloexec as i64),
+            2 => {
+                if let Some(Some(s)) = self.pm(pid).fds.get_mut(fd as usize) {
+                    s.cloexec = arg & 1 != 0;
+                }
+                Ok(0)
+            }
+            3 => Ok(e.ofd.borrow().flags as i64),
+            4 => {
+                let mut o = e.ofd.borrow_mut();
+                o.flags = (o.flags & !(O_APPEND | O_NONBLOCK)) | (arg as u32 & (O_APPEND | O_NONBLOCK));
+                Ok(0)
+            }
+            _ => Err(Errno::EINVAL),
+        }
+    }
+    fn pipe2(&mut self, pid: Pid, va: u64, flags: u64) -> R {
+        if flags & !((O_CLOEXEC | O_NONBLOCK) as u64) != 0 {
+            return Err(Errno::EINVAL);
+        }
+        let cloexec = flags & O_CLOEXEC as u64 != 0;
+        let nb = flags as u32 & O_NONBLOCK;
+        // Check the destination before creating anything.
+        self.put(pid, va, &[0; 8])?;
+        let pipe = Rc::new(RefCell::new(Pipe::default()));
+        let r = self.new_fd(Object::Pipe(PipeEnd::new_end(pipe.clone(), false)), nb, cloexec);
+        let w = self.new_fd(Object::Pipe(PipeEnd::new_end(pipe, true)), O_WRONLY | nb, cloexec);
+        let rfd = self.install(pid, r, 0)?;
+        let wfd = match self.install(pid, w, 0) {
+            Ok(w) => w,
+            Err(e) => {
+                self.close(pid, rfd as u64)?;
+                return Err(e);
+            }
+        };
+        let mut b = [0u8; 8];
+        b[..4].copy_from_slice(&(rfd as i32).to_le_bytes());
+        b[4..].copy_from_slice(&(wfd as i32).to_le_bytes());
+        self.put(pid, va, &b)?;
+        Ok(0)
+    }
+
+    // ---- I/O ----
+
+    fn rw(&mut self, pid: Pid, fd: u64, buf: u64, len: u64, at: Option<u64>, write: bool) -> Result<Out, Errno> {
+        let e = self.fd(pid, fd)?;
+        let len = (len as usize).min(MAX_RW);
+        if len > 0 && !user_range(buf, len as u64) {
+            return Err(Errno::EFAULT);
+        }
+        let acc = e.ofd.borrow().flags & O_ACCMODE;
+        if write && acc == 0 || !write && acc == O_WRONLY {
+            return Err(Errno::EBADF);
+        }
+        if write {
+            let mut data = alloc::vec![0u8; len];
+            self.get(pid, buf, &mut data)?;
+            self.write_ofd(pid, &e.ofd, &data, at)
+        } else {
+            let mut data = alloc::vec![0u8; len];
+            match self.read_ofd(&e.ofd, &mut data, at)? {
+                Out::Ret(n) => {
+                    self.put(pid, buf, &data[..n as usize])?;
+                    Ok(Out::Ret(n))
+                }
+                o => Ok(o),
+            }
+        }
+    }
+
+    fn rwv(&mut self, pid: Pid, fd: u64, iov: u64, cnt: u64, write: bool) -> Result<Out, Errno> {
+        if cnt > 1024 {
+            return Err(Errno::EINVAL);
+        }
+        let mut total = 0i64;
+        for i in 0..cnt {
+            let at = iov.checked_add(16 * i).and_then(|a| a.checked_add(8)).ok_or(Errno::EFAULT)? - 8;
+            let base = self.get_u64(pid, at)?;
+            let len = self.get_u64(pid, at + 8)?;
+            if len == 0 {
+                continue;
+            }
+            match self.rw(pid, fd, base, len, None, write) {
+                Ok(Out::Ret(n)) => {
+                    total += n;
+                    if (n as u64) < len {
+                        break;
+                    }
+                }
+                Ok(Out::Block) if total > 0 => break,
+                Ok(o) if total == 0 => return Ok(o),
+                Ok(_) => break,
+                Err(e) if total == 0 => return Err(e),
+                Err(_) => break,
+            }
+        }
+        Ok(Out::Ret(total))
+    }
+
+    fn read_ofd(&mut self, ofd: &OfdRef, buf: &mut [u8], at: Option<u64>) -> Result<Out, Errno> {
+        let mut o = ofd.borrow_mut();
+        match &o.object {
+            Object::Inode(i) => {
+                let i = *i;
+                let off = at.unwrap_or(o.offset);
+                let n = self.fs.read_at(i, off, buf)?;
+                if at.is_none() {
+                    o.offset += n as u64;
+                }
+                Ok(Out::Ret(n as i64))
+            }
+            Object::Pipe(end) => {
+                if at.is_some() {
+                    return Err(Errno::ESPIPE);
+                }
+                let mut p = end.pipe.borrow_mut();
+                if p.buf.is_empty() {
+                    if p.writers == 0 {
+                        return Ok(Out::Ret(0));
+                    }
+                    if o.flags & O_NONBLOCK != 0 {
+                        return Err(Errno::EAGAIN);
+                    }
+                    return Ok(Out::Block);
+                }
+                let n = buf.len().min(p.buf.len());
+                for (d, s) in buf.iter_mut().zip(p.buf.drain(..n)) {
+                    *d = s;
+                }
+                drop(p);
+                drop(o);
+                self.wake_all();
+                Ok(Out::Ret(n as i64))
+            }
+            Object::Log(_) => Err(Errno::EBADF),
+        }
+    }
+
+    fn write_ofd(&mut self, pid: Pid, ofd: &OfdRef, data: &[u8], at: Option<u64>) -> Result<Out, Errno> {
+        let mut o = ofd.borrow_mut();
+        match &o.object {
+            Object::Inode(i) => {
+                let i = *i;
+                let off = match at {
+                    Some(a) => a,
+                    None if o.flags & O_APPEND != 0 => self.fs.get(i)?.size(),
+                    None => o.offset,
+                };
+                if matches!(self.fs.get(i)?.kind, Kind::Dev(_)) {
+                    return Ok(Out::Ret(data.len() as i64));
+                }
+                let n = self.fs.write_at(i, off, data)?;
+                if at.is_none() {
+                    o.offset = off + n as u64;
+                }
+                Ok(Out::Ret(n as i64))
+            }
+            Object::Pipe(end) => {
+                if at.is_some() {
+                    return Err(Errno::ESPIPE);
+                }
+                let mut p = end.pipe.borrow_mut();
+                if p.readers == 0 {
+                    drop(p);
+                    drop(o);
+                    if self.p(pid).ignored & (1 << (sig::SIGPIPE - 1)) != 0 {
+                        return Err(Errno::EPIPE);
+                    }
+                    self.end(pid, Status::Signaled(sig::SIGPIPE));
+                    return Ok(Out::Ended);
+                }
+                let room = PIPE_CAP - p.buf.len();
+                if room == 0 || (data.len() <= 4096 && room < data.len()) {
+                    if o.flags & O_NONBLOCK != 0 {
+                        return Err(Errno::EAGAIN);
+                    }
+                    return Ok(Out::Block);
+                }
+                let n = room.min(data.len());
+                p.buf.extend(&data[..n]);
+                drop(p);
+                drop(o);
+                self.wake_all();
+                Ok(Out::Ret(n as i64))
+            }
+            Object::Log(s) => {
+                let s = *s;
+                match self.output.last_mut() {
+                    Some((t, v)) if *t == s => v.extend_from_slice(data),
+                    _ => self.output.push((s, data.to_vec())),
+                }
+                Ok(Out::Ret(data.len() as i64))
+            }
+        }
+    }
+
+    fn lseek(&mut self, pid: Pid, fd: u64, off: i64, whence: u64) -> R {
+        let e = self.fd(pid, fd)?;
+        let mut o = e.ofd.borrow_mut();
+        let Object::Inode(i) = o.object else { return Err(Errno::ESPIPE) };
+        let base = match whence {
+            0 => 0,
+            1 => o.offset as i64,
+            2 => self.fs.get(i)?.size() as i64,
+            _ => return Err(Errno::EINVAL),
+        };
+        let new = base.checked_add(off).filter(|&v| v >= 0).ok_or(Errno::EINVAL)?;
+        o.offset = new as u64;
+        Ok(new)
+    }
+
+    // ---- paths ----
+
+    fn dir_of(&self, pid: Pid, dirfd: i64) -> Result<Ino, Errno> {
+        if dirfd == AT_FDCWD {
+            return Ok(self.p(pid).cwd);
+        }
+        if dirfd < 0 {
+            return Err(Errno::EBADF);
+        }
+        let i = self.fd_ino(pid, dirfd as u64).map_err(|_| Errno::ENOTDIR)?;
+        if !self.fs.get(i)?.is_dir() {
+            return Err(Errno::ENOTDIR);
+        }
+        Ok(i)
+    }
+    /// Resolves `dirfd` + user path `va`.
+    fn at(&self, pid: Pid, dirfd: i64, va: u64, follow: bool) -> Result<Ino, Errno> {
+        let path = self.path(pid, va)?;
+        let d = self.dir_of(pid, dirfd)?;
+        self.fs.resolve(d, &path, follow)
+    }
+    fn parent_at(&self, pid: Pid, dirfd: i64, va: u64) -> Result<(Ino, Vec<u8>), Errno> {
+        let path = self.path(pid, va)?;
+        let d = self.dir_of(pid, dirfd)?;
+        self.fs.resolve_parent(d, &path)
+    }
+
+    fn openat(&mut self, pid: Pid, dirfd: i64, va: u64, flags: u32, mode: u32) -> R {
+        let path = self.path(pid, va)?;
+        let d = self.dir_of(pid, dirfd)?;
+        let acc = flags & O_ACCMODE;
+        if acc == 3 {
+            return Err(Errno::EINVAL);
+        }
+        let ino = if flags & O_CREAT != 0 {
+            let (dir, name) = self.fs.resolve_parent(d, &path)?;
+            match self.fs.resolve(dir, &name, flags & O_NOFOLLOW == 0) {
+                Ok(_) if flags & O_EXCL != 0 => return Err(Errno::EEXIST),
+                Ok(i) => i,
+                Err(Errno::ENOENT) => {
+                    if name == b"." {
+                        return Err(Errno::EISDIR);
+                    }
+                    // A dangling symlink: create its target, as Linux does without O_EXCL.
+                    let (dir, name) = match self.fs.resolve(dir, &name, false) {
+                        Ok(l) => {
+                            let t = self.fs.readlink(l)?.to_vec();
+                            self.fs.resolve_parent(dir, &t)?
+                        }
+                        Err(_) => (dir, name),
+                    };
+                    self.fs.access(dir, W_OK | X_OK)?;
+                    let umask = self.p(pid).umask;
+                    self.fs.create(dir, &name, mode & 0o7777 & !umask)?
+                }
+                Err(e) => return Err(e),
+            }
+        } else {
+            self.fs.resolve(d, &path, flags & O_NOFOLLOW == 0)?
+        };
+        let node = self.fs.get(ino)?;
+        match node.kind {
+            Kind::Symlink(_) => return Err(Errno::ELOOP),
+            Kind::Dir { .. } if acc != 0 || flags & O_CREAT != 0 => return Err(Errno::EISDIR),
+            Kind::File(_) | Kind::Dev(_) if flags & O_DIRECTORY != 0 => return Err(Errno::ENOTDIR),
+            _ => {}
+        }
+        let want = match acc {
+            0 => R_OK,
+            1 => W_OK,
+            _ => R_OK | W_OK,
+        };
+        if !matches!(node.kind, Kind::Dev(_)) {
+            self.fs.access(ino, want)?;
+        }
+        if flags & O_TRUNC != 0 && acc != 0 && matches!(node.kind, Kind::File(_)) {
+            self.fs.truncate(ino, 0)?;
+        }
+        let e = self.new_fd(Object::Inode(ino), flags & (O_ACCMODE | O_APPEND | O_NONBLOCK), flags & O_CLOEXEC != 0);
+        self.install(pid, e, 0)
+    }
+
+    fn stat_fields(&self, ino: Ino) -> Result<(u32, u64, u64, u32, i64), Errno> {
+        let n = self.fs.get(ino)?;
+        Ok((n.mode(), n.size(), n.nlink as u64, if matches!(n.kind, Kind::Dev(Device::Null)) { 0x103 } else if matches!(n.kind, Kind::Dev(Device::Zero)) { 0x105 } else { 0 }, n.mtime))
+    }
+
+    fn target(&self, pid: Pid, dirfd: i64, va: u64, flags: u64) -> Result<(Ino, u32), Errno> {
+        if flags & AT_EMPTY_PATH != 0 && (va == 0 || self.path(pid, va).map(|p| p.is_empty()).unwrap_or(false)) {
+            if dirfd == AT_FDCWD {
+                return Ok((self.p(pid).cwd, 0));
+            }
+            let e = self.fd(pid, dirfd as u64)?;
+            let o = e.ofd.borrow();
+            return Ok(match o.object {
+                Object::Inode(i) => (i, 0),
+                _ => (0, S_IFIFO | 0o600),
+            });
+        }
+        Ok((self.at(pid, dirfd, va, flags & AT_SYMLINK_NOFOLLOW == 0)?, 0))
+    }
+
+    fn fstatat(&mut self, pid: Pid, dirfd: i64, va: u64, buf: u64, flags: u64) -> R {
+        let (ino, pipe_mode) = self.target(pid, dirfd, va, flags)?;
+        let mut s = [0u8; 144];
+        let (mode, size, nlink, rdev, mtime) = if pipe_mode != 0 { (pipe_mode, 0, 1, 0, CLOCK_SECONDS) } else { self.stat_fields(ino)? };
+        s[0..8].copy_from_slice(&1u64.to_le_bytes()); // st_dev
+        s[8..16].copy_from_slice(&(ino as u64).to_le_bytes());
+        s[16..24].copy_from_slice(&nlink.to_le_bytes());
+        s[24..28].copy_from_slice(&mode.to_le_bytes());
+        s[28..32].copy_from_slice(&UID.to_le_bytes());
+        s[32..36].copy_from_slice(&GID.to_le_bytes());
+        s[40..48].copy_from_slice(&(rdev as u64).to_le_bytes());
+        s[48..56].copy_from_slice(&size.to_le_bytes());
+        s[56..64].copy_from_slice(&4096u64.to_le_bytes());
+        s[64..72].copy_from_slice(&size.div_ceil(512).to_le_bytes());
+        for o in [72, 88, 104] {
+            s[o..o + 8].copy_from_slice(&mtime.to_le_bytes());
+        }
+        self.put(pid, buf, &s)?;
+        Ok(0)
+    }
+
+    fn statx(&mut self, pid: Pid, dirfd: i64, va: u64, flags: u64, buf: u64) -> R {
+        let (ino, pipe_mode) = self.target(pid, dirfd, va, flags)?;
+        let (mode, size, nlink, rdev, mtime) = if pipe_mode != 0 { (pipe_mode, 0, 1, 0, CLOCK_SECONDS) } else { self.stat_fields(ino)? };
+        let mut s = [0u8; 256];
+        s[0..4].copy_from_slice(&0x7ffu32.to_le_bytes()); // STATX_BASIC_STATS
+        s[4..8].copy_from_slice(&4096u32.to_le_bytes());
+        s[16..20].copy_from_slice(&(nlink as u32).to_le_bytes());
+        s[20..24].copy_from_slice(&UID.to_le_bytes());
+        s[24..28].copy_from_slice(&GID.to_le_bytes());
+        s[28..30].copy_from_slice(&(mode as u16).to_le_bytes());
+        s[32..40].copy_from_slice(&(ino as u64).to_le_bytes());
+        s[40..48].copy_from_slice(&size.to_le_bytes());
+        s[48..56].copy_from_slice(&size.div_ceil(512).to_le_bytes());
+        for o in [64, 96, 112] {
+            s[o..o + 8].copy_from_slice(&mtime.to_le_bytes());
+        }
+        s[128..132].copy_from_slice(&(rdev >> 8).to_le_bytes());
+        s[132..136].copy_from_slice(&(rdev & 0xff).to_le_bytes());
+        self.put(pid, buf, &s)?;
+        Ok(0)
+    }
+
+    fn getdents(&mut self, pid: Pid, fd: u64, buf: u64, count: u64) -> R {
+        let e = self.fd(pid, fd)?;
+        let Object::Inode(dir) = e.ofd.borrow().object else { return Err(Errno::ENOTDIR) };
+        let entries = self.fs.readdir(dir)?;
+        let mut out = Vec::new();
+        let mut pos = e.ofd.borrow().offset as usize;
+        while pos < entries.len() {
+            let (name, ino) = &entries[pos];
+            let reclen = (19 + name.len() + 1).div_ceil(8) * 8;
+            if out.len() + reclen > count as usize {
+                break;
+            }
+            let t = match self.fs.get(*ino).map(|n| &n.kind) {
+                Ok(Kind::Dir { .. }) => 4,
+                Ok(Kind::File(_)) => 8,
+                Ok(Kind::Symlink(_)) => 10,
+                Ok(Kind::Dev(_)) => 2,
+                Err(_) => 0,
+            };
+            let start = out.len();
+            out.extend_from_slice(&(*ino as u64).to_le_bytes());
+            out.extend_from_slice(&((pos + 1) as u64).to_le_bytes());
+            out.extend_from_slice(&(reclen as u16).to_le_bytes());
+            out.push(t);
+            out.extend_from_slice(name);
+            out.resize(start + reclen, 0);
+            pos += 1;
+        }
+        if out.is_empty() && pos < entries.len() {
+            return Err(Errno::EINVAL);
+        }
+        self.put(pid, buf, &out)?;
+        e.ofd.borrow_mut().offset = pos as u64;
+        Ok(out.len() as i64)
+    }
+
+    fn mkdirat(&mut self, pid: Pid, dirfd: i64, va: u64, mode: u32) -> R {
+        let (d, name) = self.parent_at(pid, dirfd, va)?;
+        if name == b"." || name == b".." {
+            return Err(Errno::EEXIST);
+        }
+        self.fs.access(d, W_OK | X_OK)?;
+        let umask = self.p(pid).umask;
+        self.fs.mkdir(d, &name, mode & 0o7777 & !umask)?;
+        Ok(0)
+    }
+    fn unlinkat(&mut self, pid: Pid, dirfd: i64, va: u64, flags: u64) -> R {
+        if flags & !AT_REMOVEDIR != 0 {
+            return Err(Errno::EINVAL);
+        }
+        let (d, name) = self.parent_at(pid, dirfd, va)?;
+        self.fs.access(d, W_OK | X_OK)?;
+        let ino = self.fs.unlink(d, &name, flags & AT_REMOVEDIR != 0)?;
+        self.release_if_closed(ino);
+        Ok(0)
+    }
+    fn renameat(&mut self, pid: Pid, od: i64, ova: u64, nd: i64, nva: u64, flags: u64) -> R {
+        if flags & !1 != 0 {
+            return Err(Errno::EINVAL);
+        }
+        let (a, an) = self.parent_at(pid, od, ova)?;
+        let (b, bn) = self.parent_at(pid, nd, nva)?;
+        self.fs.access(a, W_OK | X_OK)?;
+        self.fs.access(b, W_OK | X_OK)?;
+        if an == b"." || an == b".." || bn == b"." || bn == b".." {
+            return Err(Errno::EBUSY);
+        }
+        if let Some(gone) = self.fs.rename(a, &an, b, &bn, flags & 1 != 0)? {
+            self.release_if_closed(gone);
+        }
+        Ok(0)
+    }
+    fn symlinkat(&mut self, pid: Pid, tva: u64, dirfd: i64, va: u64) -> R {
+        let target = self.path(pid, tva)?;
+        let (d, name) = self.parent_at(pid, dirfd, va)?;
+        self.fs.access(d, W_OK | X_OK)?;
+        if name == b"." {
+            return Err(Errno::EEXIST);
+        }
+        self.fs.symlink(d, &name, &target)?;
+        Ok(0)
+    }
+    fn readlinkat(&mut self, pid: Pid, dirfd: i64, va: u64, buf: u64, size: u64) -> R {
+        if (size as i64) <= 0 {
+            return Err(Errno::EINVAL);
+        }
+        let ino = self.at(pid, dirfd, va, false)?;
+        let t = self.fs.readlink(ino)?.to_vec();
+        let n = t.len().min(size as usize);
+        self.put(pid, buf, &t[..n])?;
+        Ok(n as i64)
+    }
+    fn linkat(&mut self, pid: Pid, od: i64, ova: u64, nd: i64, nva: u64, flags: u64) -> R {
+        let src = self.at(pid, od, ova, flags & AT_SYMLINK_FOLLOW != 0)?;
+        let (d, name) = self.parent_at(pid, nd, nva)?;
+        self.fs.access(d, W_OK | X_OK)?;
+        if name == b"." {
+            return Err(Errno::EEXIST);
+        }
+        self.fs.link(src, d, &name)?;
+        Ok(0)
+    }
+    fn utimensat(&mut self, pid: Pid, dirfd: i64, va: u64, times: u64, flags: u64) -> R {
+        let ino = if va == 0 { self.fd_ino(pid, dirfd as u64)? } else { self.at(pid, dirfd, va, flags & AT_SYMLINK_NOFOLLOW == 0)? };
+        let t = if times == 0 {
+            CLOCK_SECONDS
+        } else {
+            let mut b = [0u8; 32];
+            self.get(pid, times, &mut b)?;
+            let sec = i64::from_le_bytes(b[16..24].try_into().expect("8"));
+            let nsec = i64::from_le_bytes(b[24..32].try_into().expect("8"));
+            match nsec {
+                0x3ffffffe => return Ok(0), // UTIME_OMIT
+                0x3fffffff => CLOCK_SECONDS, // UTIME_NOW
+                _ => sec,
+            }
+        };
+        self.fs.set_mtime(ino, t)?;
+        Ok(0)
+    }
+    fn faccessat(&mut self, pid: Pid, dirfd: i64, va: u64, mode: u32, flags: u64) -> R {
+        if mode & !7 != 0 {
+            return Err(Errno::EINVAL);
+        }
+        let ino = self.at(pid, dirfd, va, flags & AT_SYMLINK_NOFOLLOW == 0)?;
+        self.fs.access(ino, mode)?;
+        Ok(0)
+    }
+    fn chdir(&mut self, pid: Pid, va: u64) -> R {
+        let ino = self.at(pid, AT_FDCWD, va, true)?;
+        if !self.fs.get(ino)?.is_dir() {
+            return Err(Errno::ENOTDIR);
+        }
+        self.fs.access(ino, X_OK)?;
+        self.pm(pid).cwd = ino;
+        Ok(0)
+    }
+    fn getcwd(&mut self, pid: Pid, buf: u64, size: u64) -> R {
+        let mut p = self.fs.path_of(self.p(pid).cwd)?;
+        p.push(0);
+        if (size as usize) < p.len() {
+            return Err(Errno::ERANGE);
+        }
+        self.put(pid, buf, &p)?;
+        Ok(p.len() as i64)
+    }
+
+    // ---- memory ----
+
+    fn brk(&mut self, pid: Pid, want: u64) -> u64 {
+        let (start, cur) = (self.p(pid).brk_start, self.p(pid).brk);
+        if want < start || want > start + (1 << 40) {
+            return cur;
+        }
+        let (Some(old_end), Some(new_end)) = (page_up(cur), page_up(want)) else { return cur };
+        if new_end > old_end {
+            if self.p(pid).regions.range(..new_end).any(|(&s, &e)| s < new_end && e > old_end) {
+                return cur;
+            }
+            if self.map(pid, old_end, new_end - old_end, Prot { read: true, write: true, exec: false }).is_err() {
+                return cur;
+            }
+        } else if new_end < old_end {
+            self.unmap(pid, new_end, old_end - new_end);
+        }
+        self.pm(pid).brk = want;
+        want
+    }
+
+    fn mmap(&mut self, pid: Pid, addr: u64, len: u64, prot: u64, flags: u64, fd: u64, off: u64) -> R {
+        const MAP_SHARED: u64 = 1;
+        const MAP_PRIVATE: u64 = 2;
+        const MAP_FIXED: u64 = 0x10;
+        const MAP_ANONYMOUS: u64 = 0x20;
+        const MAP_FIXED_NOREPLACE: u64 = 0x100000;
+        let len = page_up(len).filter(|&l| l > 0 && l < USER_END).ok_or(Errno::EINVAL)?;
+        if off % PAGE != 0 || prot & !7 != 0 {
+            return Err(Errno::EINVAL);
+        }
+        let kind = flags & 3;
+        if kind != MAP_PRIVATE && kind != MAP_SHARED {
+            return Err(Errno::EINVAL);
+        }
+        let file = if flags & MAP_ANONYMOUS == 0 {
+            let e = self.fd(pid, fd)?;
+            let Object::Inode(i) = e.ofd.borrow().object else { return Err(Errno::EACCES) };
+            if !matches!(self.fs.get(i)?.kind, Kind::File(_)) {
+                return Err(Errno::EACCES);
+            }
+            if kind == MAP_SHARED && prot & 2 != 0 {
+                return Err(Errno::EACCES); // shared writable file mappings are not supported
+            }
+            Some(i)
+        } else {
+            None
+        };
+        let fixed = flags & (MAP_FIXED | MAP_FIXED_NOREPLACE) != 0;
+        let va = if fixed {
+            if addr % PAGE != 0 || !user_range(addr, len) {
+                return Err(Errno::EINVAL);
+            }
+            if flags & MAP_FIXED_NOREPLACE != 0 && self.p(pid).regions.iter().any(|(&s, &e)| s < addr + len && e > addr) {
+                return Err(Errno::EEXIST);
+            }
+            addr
+        } else {
+            let next = self.p(pid).mmap_next;
+            let va = next.checked_sub(len).filter(|&v| v >= self.p(pid).brk_start + (1 << 40)).ok_or(Errno::ENOMEM)?;
+            va
+        };
+        let p = Prot { read: prot & 1 != 0 || prot != 0, write: prot & 2 != 0, exec: prot & 4 != 0 };
+        self.map(pid, va, len, Prot { read: true, write: true, exec: false })?;
+        if let Some(i) = file {
+            let size = self.fs.get(i)?.size();
+            if off < size {
+                let n = (size - off).min(len) as usize;
+                let mut data = alloc::vec![0u8; n];
+                self.fs.read_at(i, off, &mut data)?;
+                self.pm(pid).mem.poke(va, &data).map_err(|_| Errno::EFAULT)?;
+            }
+        }
+        if prot == 0 {
+            self.pm(pid).mem.protect(va, len, Prot { read: false, write: false, exec: false })?;
+        } else {
+            self.pm(pid).mem.protect(va, len, p)?;
+        }
+        if !fixed {
+            self.pm(pid).mmap_next = va;
+        }
+        Ok(va as i64)
+    }
+
+    fn munmap(&mut self, pid: Pid, addr: u64, len: u64) -> R {
+        let len = page_up(len).filter(|&l| l > 0).ok_or(Errno::EINVAL)?;
+        if addr % PAGE != 0 || !user_range(addr, len) {
+            return Err(Errno::EINVAL);
+        }
+        self.unmap(pid, addr, len);
+        Ok(0)
+    }
+
+    fn mprotect(&mut self, pid: Pid, addr: u64, len: u64, prot: u64) -> R {
+        if addr % PAGE != 0 || prot & !7 != 0 {
+            return Err(Errno::EINVAL);
+        }
+        let len = page_up(len).ok_or(Errno::ENOMEM)?;
+        if len == 0 {
+            return Ok(0);
+        }
+        if !user_range(addr, len) {
+            return Err(Errno::ENOMEM);
+        }
+        let covered = self.p(pid).regions.iter().map(|(&s, &e)| e.min(addr + len).saturating_sub(s.max(addr))).sum::<u64>();
+        if covered != len {
+            return Err(Errno::ENOMEM);
+        }
+        let p = Prot { read: prot != 0, write: prot & 2 != 0, exec: prot & 4 != 0 };
+        self.pm(pid).mem.protect(addr, len, p)?;
+        Ok(0)
+    }
+
+    // ---- processes ----
+
+    fn vfork(&mut self, pid: Pid) -> Result<Out, Errno> {
+        let child = self.fork(pid, true)?;
+        let p = self.pm(pid);
+        p.regs.gpr[RAX] = child as u64;
+        p.state = State::VforkWait(child);
+        // The parent leaves the queue until the child execs or exits; its rax already holds the result.
+        self.park_vfork(pid);
+        Ok(Out::Resumed)
+    }
+
+    fn execve(&mut self, pid: Pid, pva: u64, argv: u64, envp: u64) -> Result<Out, Errno> {
+        let path = self.path(pid, pva)?;
+        let read_list = |k: &Self, mut va: u64| -> Result<Vec<Vec<u8>>, Errno> {
+            let mut v = Vec::new();
+            let mut total = 0usize;
+            if va == 0 {
+                return Ok(v);
+            }
+            loop {
+                let p = k.get_u64(pid, va)?;
+                if p == 0 {
+                    return Ok(v);
+                }
+                let s = k.cstr(pid, p, super::image::MAX_ARG_BYTES).map_err(|e| if e == Errno::ENAMETOOLONG { Errno::E2BIG } else { e })?;
+                total += s.len() + 1;
+                if total > super::image::MAX_ARG_BYTES || v.len() >= MAX_ARGS {
+                    return Err(Errno::E2BIG);
+                }
+                v.push(s);
+                va = va.checked_add(8).ok_or(Errno::EFAULT)?;
+            }
+        };
+        let args = read_list(self, argv)?;
+        let env = read_list(self, envp)?;
+        match self.exec(pid, &path, args, env) {
+            Ok(()) => Ok(Out::Resumed),
+            Err(e) => {
+                // Before the point of no return the old image is intact; after it, the process cannot continue.
+                if self.p(pid).regions.is_empty() {
+                    self.notes.push(alloc::format!("sandbox: pid {pid}: execve failed after replacing the image ({e:?})"));
+                    self.end(pid, Status::Signaled(sig::SIGSEGV));
+                    return Ok(Out::Ended);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn wait4(&mut self, pid: Pid, who: i64, status: u64, options: u64, rusage: u64) -> Result<Out, Errno> {
+        const WNOHANG: u64 = 1;
+        if options & !(WNOHANG | 2 | 8 | 0x4000_0000 | 0x8000_0000 | 0x2000_0000) != 0 {
+            return Err(Errno::EINVAL);
+        }
+        let kids: Vec<(Pid, State)> = self.procs.values().filter(|c| c.ppid == pid && (who <= 0 || c.pid as i64 == who)).map(|c| (c.pid, c.state)).collect();
+        if kids.is_empty() {
+            return Err(Errno::ECHILD);
+        }
+        if let Some((k, State::Zombie(s))) = kids.iter().find(|(_, s)| matches!(s, State::Zombie(_))) {
+            let k = *k;
+            if status != 0 {
+                self.put(pid, status, &s.wait_word().to_le_bytes())?;
+            }
+            if rusage != 0 {
+                self.put(pid, rusage, &[0; 144])?;
+            }
+            self.procs.remove(&k);
+            return Ok(Out::Ret(k as i64));
+        }
+        if options & WNOHANG != 0 {
+            return Ok(Out::Ret(0));
+        }
+        Ok(Out::Block)
+    }
+
+    fn kill(&mut self, pid: Pid, who: i64, signal: u64) -> Result<Out, Errno> {
+        if signal > 64 {
+            return Err(Errno::EINVAL);
+        }
+        if who <= 0 {
+            return Err(Errno::EPERM); // no process groups in the sandbox
+        }
+        let who = who as Pid;
+        let allowed = who == pid || self.procs.get(&who).is_some_and(|c| c.ppid == pid);
+        if !self.procs.contains_key(&who) {
+            return Err(Errno::ESRCH);
+        }
+        if !allowed {
+            return Err(Errno::EPERM);
+        }
+        if signal == 0 || matches!(self.p(who).state, State::Zombie(_)) {
+            return Ok(Out::Ret(0));
+        }
+        // No handlers run in the sandbox: a signal not ignored ends the process (SIGCHLD, SIGURG, SIGWINCH are ignored by default).
+        let ignored = self.p(who).ignored & (1 << (signal - 1)) != 0 || matches!(signal, 17 | 23 | 28);
+        if signal != 9 && ignored {
+            return Ok(Out::Ret(0));
+        }
+        self.end(who, Status::Signaled(signal as u8));
+        if who == pid {
+            return Ok(Out::Ended);
+        }
+        Ok(Out::Ret(0))
+    }
+
+    fn sigaction(&mut self, pid: Pid, signal: u64, act: u64, old: u64, size: u64) -> R {
+        if signal == 0 || signal > 64 || size != 8 || (act != 0 && (signal == 9 || signal == 19)) {
+            return Err(Errno::EINVAL);
+        }
+        let bit = 1u64 << (signal - 1);
+        let was_ignored = self.p(pid).ignored & bit != 0;
+        if act != 0 {
+            let handler = self.get_u64(pid, act)?;
+            let p = self.pm(pid);
+            if handler == 1 {
+                p.ignored |= bit;
+            } else {
+                p.ignored &= !bit;
+            }
+        }
+        if old != 0 {
+            let mut b = [0u8; 32];
+            b[..8].copy_from_slice(&(was_ignored as u64).to_le_bytes());
+            self.put(pid, old, &b)?;
+        }
+        Ok(0)
+    }
+
+    fn prlimit(&mut self, pid: Pid, who: u64, res: u64, new: u64, old: u64) -> R {
+        if who != 0 && who != pid as u64 {
+            return Err(Errno::ESRCH);
+        }
+        const INF: u64 = u64::MAX;
+        let cur = match res {
+            3 => STACK_SIZE,               // RLIMIT_STACK
+            7 => MAX_FDS as u64,           // RLIMIT_NOFILE
+            6 => self.limits.processes as u64, // RLIMIT_NPROC
+            9 | 2 => self.limits.memory,   // RLIMIT_AS, RLIMIT_DATA
+            0..=15 => INF,
+            _ => return Err(Errno::EINVAL),
+        };
+        if new != 0 {
+            let mut b = [0u8; 16];
+            self.get(pid, new, &mut b)?;
+            let want_max = u64::from_le_bytes(b[8..16].try_into().expect("8"));
+            if want_max > cur {
+                return Err(Errno::EPERM);
+            }
+        }
+        if old != 0 {
+            let mut b = [0u8; 16];
+            b[..8].copy_from_slice(&cur.to_le_bytes());
+            b[8..].copy_from_slice(&cur.to_le_bytes());
+            self.put(pid, old, &b)?;
+        }
+        Ok(0)
+    }
+
+    fn uname(&mut self, pid: Pid, buf: u64) -> R {
+        let mut u = [0u8; 390];
+        let hostname = self.hostname;
+        for (i, f) in [&b"Linux"[..], hostname, b"5.10.0", b"#1 SMP", b"x86_64", b"(none)"].iter().enumerate() {
+            u[i * 65..i * 65 + f.len()].copy_from_slice(f);
+        }
+        self.put(pid, buf, &u)?;
+        Ok(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use crate::sandbox::abi::nr;
+    use crate::sandbox::kfs::{Fs, ROOT};
+    use crate::sandbox::mem::MockMemory;
+    use alloc::vec;
+
+    const SCRATCH: u64 = 0x1000_0000;
+
+    struct H {
+        k: Kernel<MockMemory>,
+        pid: Pid,
+    }
+
+    /// A kernel running /bin/busybox (loaded by the real exec path) with a scratch page area.
+    fn boot() -> H {
+        let mut fs = Fs::nix_sandbox(64 << 20, 10_000).unwrap();
+        let bb = std::fs::read("/bin/busybox").expect("/bin/busybox (busybox-static) is needed");
+        let store = fs.resolve(ROOT, b"/nix/store", true).unwrap();
+        let d = fs.mkdir(store, b"0000-busybox", 0o755).unwrap();
+        let f = fs.create(d, b"busybox", 0o555).unwrap();
+        fs.write_at(f, 0, &bb).unwrap();
+        fs.set_readonly(d);
+        let mut k = Kernel::new(fs, Limits { memory: 256 << 20, processes: 8, cpu_ticks: 1000 });
+        let pid = k
+            .spawn(MockMemory::new(), b"/nix/store/0000-busybox/busybox", vec![b"sh".to_vec()], vec![b"HOME=/homeless-shelter".to_vec()])
+            .unwrap();
+        let mut h = H { k, pid };
+        let rw = Prot { read: true, write: true, exec: false };
+        h.k.map(pid, SCRATCH, 0x10000, rw).unwrap();
+        h
+    }
+
+    impl H {
+        fn call(&mut self, n: u64, a: &[u64]) -> i64 {
+            let mut r = [0u64; 6];
+            r[..a.len()].copy_from_slice(a);
+            let p = self.k.process(self.pid).unwrap();
+            p.regs.gpr[RAX] = n;
+            for (i, reg) in [RDI, RSI, RDX, R10, R8, R9].iter().enumerate() {
+                p.regs.gpr[*reg] = r[i];
+            }
+            match self.k.syscall(self.pid) {
+                Step::Ret(v) => v,
+                s => panic!("syscall {n} gave {s:?}"),
+            }
+        }
+        fn poke(&mut self, va: u64, d: &[u8]) {
+            self.k.process(self.pid).unwrap().mem.write(va, d).unwrap();
+        }
+        fn peek(&mut self, va: u64, n: usize) -> Vec<u8> {
+            let mut b = vec![0; n];
+            self.k.process(self.pid).unwrap().mem.read(va, &mut b).unwrap();
+            b
+        }
+        fn s(&mut self, va: u64, s: &str) -> u64 {
+            let mut v = s.as_bytes().to_vec();
+            v.push(0);
+            self.poke(va, &v);
+            va
+        }
+    }
+
+    #[test]
+    fn builder_gets_nix_env_and_files() {
+        use crate::build::env::{builder_setup, DrvEnv};
+        use alloc::collections::BTreeMap;
+        use alloc::string::{String, ToString};
+        let mut fs = Fs::nix_sandbox(64 << 20, 10_000).unwrap();
+        let store = fs.resolve(ROOT, b"/nix/store", true).unwrap();
+        let d = fs.mkdir(store, b"b-bb", 0o755).unwrap();
+        let bin = fs.mkdir(d, b"bin", 0o755).unwrap();
+        let f = fs.create(bin, b"busybox", 0o555).unwrap();
+        fs.write_at(f, 0, &std::fs::read("/bin/busybox").unwrap()).unwrap();
+        let args = vec![String::from("sh"), String::from("-c"), String::from("true")];
+        let mut env = BTreeMap::new();
+        env.insert("passAsFile".to_string(), "big".to_string());
+        env.insert("big".to_string(), "contents".to_string());
+        let mut outputs = BTreeMap::new();
+        outputs.insert("out".to_string(), "/nix/store/o-out".to_string());
+        let setup = builder_setup(&DrvEnv { builder: "/nix/store/b-bb/bin/busybox", args: &args, env: &env, outputs: &outputs, fixed_output: false }, 1).unwrap();
+        let mut k: Kernel<MockMemory> = Kernel::new(fs, Limits { memory: 256 << 20, processes: 8, cpu_ticks: 1000 });
+        let pid = k.start_builder(MockMemory::new(), &setup).unwrap();
+        // The initial stack carries exactly the setup's argv and envp.
+        let p = k.process(pid).unwrap();
+        let sp = p.regs.gpr[RSP];
+        let word = |va: u64| {
+            let mut b = [0u8; 8];
+            p.mem.read(va, &mut b).unwrap();
+            u64::from_le_bytes(b)
+        };
+        let cstr = |va: u64| {
+            let mut out = vec![];
+            let mut b = [0u8; 1];
+            let mut a = va;
+            loop {
+                p.mem.read(a, &mut b).unwrap();
+                if b[0] == 0 {
+                    return String::from_utf8(out).unwrap();
+                }
+                out.push(b[0]);
+                a += 1;
+            }
+        };
+        let argc = word(sp) as usize;
+        let argv: Vec<String> = (0..argc).map(|i| cstr(word(sp + 8 + 8 * i as u64))).collect();
+        assert_eq!(argv, setup.argv);
+        let mut envp = vec![];
+        let mut at = sp + 16 + 8 * argc as u64;
+        while word(at) != 0 {
+            envp.push(cstr(word(at)));
+            at += 8;
+        }
+        assert_eq!(envp, setup.envp);
+        assert!(envp.iter().any(|e| e == "HOME=/homeless-shelter"));
+        for (name, contents) in &setup.files {
+            let i = k.fs.resolve(ROOT, alloc::format!("/build/{name}").as_bytes(), true).unwrap();
+            let mut b = vec![0; contents.len() + 1];
+            assert_eq!(k.fs.read_at(i, 0, &mut b), Ok(contents.len()));
+            assert_eq!(&b[..contents.len()], &contents[..]);
+        }
+        assert!(!setup.files.is_empty());
+    }
+
+    #[test]
+    fn exec_builds_a_linux_process() {
+        let mut h = boot();
+        let p = h.k.process(h.pid).unwrap();
+        assert_eq!(p.regs.rip, crate::sandbox::image::parse(&std::fs::read("/bin/busybox").unwrap()).unwrap().entry);
+        let sp = p.regs.gpr[RSP];
+        assert_eq!(sp % 16, 0);
+        let argc = h.peek(sp, 8);
+        assert_eq!(argc, 1u64.to_le_bytes());
+        // Text is mapped executable and not writable; the stack is not executable.
+        let p = h.k.process(h.pid).unwrap();
+        let t = p.mem.prot(0x401000).unwrap();
+        assert!(t.exec && !t.write);
+        assert!(!p.mem.prot(sp).unwrap().exec);
+    }
+
+    #[test]
+    fn file_io_round_trip() {
+        let mut h = boot();
+        let path = h.s(SCRATCH, "out.txt");
+        let fd = h.call(nr::OPENAT, &[AT_FDCWD as u64, path, (O_CREAT | O_WRONLY | O_TRUNC) as u64, 0o666]);
+        assert_eq!(fd, 3);
+        h.poke(SCRATCH + 0x100, b"hello world\n");
+        assert_eq!(h.call(nr::WRITE, &[3, SCRATCH + 0x100, 12]), 12);
+        assert_eq!(h.call(nr::READ, &[3, SCRATCH + 0x200, 12]), Errno::EBADF.ret());
+        assert_eq!(h.call(nr::CLOSE, &[3]), 0);
+        assert_eq!(h.call(nr::CLOSE, &[3]), Errno::EBADF.ret());
+        let fd = h.call(nr::OPENAT, &[AT_FDCWD as u64, path, 0, 0]) as u64;
+        assert_eq!(h.call(nr::PREAD64, &[fd, SCRATCH + 0x200, 5, 6]), 5);
+        assert_eq!(h.peek(SCRATCH + 0x200, 5), b"world");
+        assert_eq!(h.call(nr::LSEEK, &[fd, 0, 2]), 12);
+        // fstat: mode 0644 after umask 022, size 12, uid 1000.
+        assert_eq!(h.call(nr::FSTAT, &[fd, SCRATCH + 0x300]), 0);
+        let st = h.peek(SCRATCH + 0x300, 144);
+        assert_eq!(u32::from_le_bytes(st[24..28].try_into().unwrap()), 0o100644);
+        assert_eq!(u32::from_le_bytes(st[28..32].try_into().unwrap()), 1000);
+        assert_eq!(u64::from_le_bytes(st[48..56].try_into().unwrap()), 12);
+        // getcwd is /build
+        assert_eq!(h.call(nr::GETCWD, &[SCRATCH + 0x400, 100]), 7);
+        assert_eq!(h.peek(SCRATCH + 0x400, 7), b"/build\0");
+        assert_eq!(h.call(nr::GETCWD, &[SCRATCH + 0x400, 3]), Errno::ERANGE.ret());
+        // writev to stdout lands in the output log.
+        h.poke(SCRATCH + 0x500, b"abcdef");
+        let mut iov = vec![];
+        for (b, l) in [(SCRATCH + 0x500, 3u64), (SCRATCH + 0x503, 3)] {
+            iov.extend_from_slice(&b.to_le_bytes());
+            iov.extend_from_slice(&l.to_le_bytes());
+        }
+        h.poke(SCRATCH + 0x600, &iov);
+        assert_eq!(h.call(nr::WRITEV, &[1, SCRATCH + 0x600, 2]), 6);
+        assert_eq!(h.k.output, vec![(1u8, b"abcdef".to_vec())]);
+        // ioctl is ENOTTY; the store and /etc are read-only.
+        assert_eq!(h.call(nr::IOCTL, &[1, 0x5401, 0]), Errno::ENOTTY.ret());
+        let p = h.s(SCRATCH + 0x700, "/nix/store/0000-busybox/busybox");
+        assert_eq!(h.call(nr::OPENAT, &[AT_FDCWD as u64, p, O_WRONLY as u64, 0]), Errno::EROFS.ret());
+        let p = h.s(SCRATCH + 0x700, "/etc/new");
+        assert_eq!(h.call(nr::OPENAT, &[AT_FDCWD as u64, p, (O_CREAT | O_WRONLY) as u64, 0o644]), Errno::EROFS.ret());
+    }
+
+    #[test]
+    fn bad_pointers_are_efault() {
+        let mut h = boot();
+        for bad in [0u64, 8, 0xffff_8000_0000_0000, 0xffff_ffff_8000_0000, 0x0000_8000_0000_0000, 0x8000_0000_0000_0000, u64::MAX, 0x2000_0000] {
+            assert_eq!(h.call(nr::WRITE, &[1, bad, 16]), Errno::EFAULT.ret(), "{bad:#x}");
+            if bad >= USER_END {
+                assert_eq!(h.call(nr::READ, &[0, bad, 16]), Errno::EFAULT.ret(), "access_ok first, as Linux");
+            }
+            assert_eq!(h.call(nr::OPENAT, &[AT_FDCWD as u64, bad, 0, 0]), Errno::EFAULT.ret());
+            assert_eq!(h.call(nr::FSTAT, &[0, bad]), Errno::EFAULT.ret());
+            assert_eq!(h.call(nr::UNAME, &[bad]), Errno::EFAULT.ret());
+            assert_eq!(h.call(nr::CLOCK_GETTIME, &[0, bad]), Errno::EFAULT.ret());
+            assert_eq!(h.call(nr::PIPE2, &[bad, 0]), Errno::EFAULT.ret());
+            assert_eq!(h.call(nr::EXECVE, &[bad, 0, 0]), Errno::EFAULT.ret());
+        }
+        // An iovec array at the very top of the address space: EFAULT, no overflow.
+        assert_eq!(h.call(nr::WRITEV, &[1, u64::MAX - 8, 2]), Errno::EFAULT.ret());
+        // A 2 GiB write from a 64 KiB buffer: EFAULT, nothing written.
+        assert_eq!(h.call(nr::WRITE, &[1, SCRATCH, 2 << 30]), Errno::EFAULT.ret());
+        // Text is read-only: the kernel does not write into it either.
+        assert_eq!(h.call(nr::CLOCK_GETTIME, &[0, 0x401000]), Errno::EFAULT.ret());
+        assert!(h.k.output.is_empty());
+        // Unimplemented: ENOSYS, noted once.
+        assert_eq!(h.call(999, &[]), Errno::ENOSYS.ret());
+        assert_eq!(h.call(999, &[]), Errno::ENOSYS.ret());
+        assert_eq!(h.k.notes.iter().filter(|n| n.contains("999")).count(), 1);
+    }
+
+    #[test]
+    fn identity_time_random() {
+        let mut h = boot();
+        assert_eq!(h.call(nr::GETUID, &[]), 1000);
+        assert_eq!(h.call(nr::GETEGID, &[]), 100);
+        assert_eq!(h.call(nr::GETPID, &[]), 1);
+        assert_eq!(h.call(nr::UNAME, &[SCRATCH]), 0);
+        assert_eq!(&h.peek(SCRATCH + 65, 10), b"localhost\0");
+        assert_eq!(h.call(nr::CLOCK_GETTIME, &[0, SCRATCH]), 0);
+        assert_eq!(h.peek(SCRATCH, 16), [1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(h.call(nr::GETRANDOM, &[SCRATCH, 32, 0]), 32);
+        let a = h.peek(SCRATCH, 32);
+        let mut h2 = boot();
+        assert_eq!(h2.call(nr::GETRANDOM, &[SCRATCH, 32, 0]), 32);
+        assert_eq!(a, h2.peek(SCRATCH, 32), "deterministic");
+        assert_ne!(a, vec![0; 32]);
+        assert_eq!(h.call(nr::ARCH_PRCTL, &[0x1002, 0xffff_8000_0000_0000]), Errno::EPERM.ret());
+        assert_eq!(h.call(nr::ARCH_PRCTL, &[0x1002, 0x5000]), 0);
+        assert_eq!(h.k.process(1).unwrap().regs.fs_base, 0x5000);
+    }
+
+    #[test]
+    fn memory_calls_and_limits() {
+        let mut h = boot();
+        let b0 = h.call(nr::BRK, &[0]) as u64;
+        assert_eq!(h.call(nr::BRK, &[b0 + 0x3000]) as u64, b0 + 0x3000);
+        h.poke(b0 + 0x2ff0, b"x");
+        assert_eq!(h.call(nr::BRK, &[b0 + (1 << 30)]) as u64, b0 + 0x3000, "over the memory limit: unchanged");
+        let m = h.call(nr::MMAP, &[0, 0x5000, 3, 0x22, u64::MAX, 0]);
+        assert!(m > 0 && m as u64 % PAGE == 0);
+        h.poke(m as u64 + 0x4fff, b"y");
+        assert_eq!(h.call(nr::MPROTECT, &[m as u64, 0x1000, 1]), 0);
+        assert_eq!(h.call(nr::CLOCK_GETTIME, &[0, m as u64]), Errno::EFAULT.ret());
+        assert_eq!(h.call(nr::MUNMAP, &[m as u64, 0x5000]), 0);
+        assert_eq!(h.call(nr::CLOCK_GETTIME, &[0, m as u64 + 0x1000]), Errno::EFAULT.ret());
+        assert_eq!(h.call(nr::MMAP, &[0, 1 << 30, 3, 0x22, u64::MAX, 0]), Errno::ENOMEM.ret());
+        assert_eq!(h.call(nr::MMAP, &[0xffff_8000_0000_0000, 0x1000, 3, 0x32, u64::MAX, 0]), Errno::EINVAL.ret());
+        assert_eq!(h.call(nr::MPROTECT, &[0x3000_0000, 0x1000, 7]), Errno::ENOMEM.ret());
+    }
+
+    #[test]
+    fn pipes_fork_wait_exit() {
+        let mut h = boot();
+        assert_eq!(h.call(nr::PIPE2, &[SCRATCH, 0]), 0);
+        let fds = h.peek(SCRATCH, 8);
+        let (r, w) = (u32::from_le_bytes(fds[..4].try_into().unwrap()) as u64, u32::from_le_bytes(fds[4..].try_into().unwrap()) as u64);
+        assert_eq!((r, w), (3, 4));
+        // Reading an empty pipe with a writer blocks.
+        h.k.process(1).unwrap().regs.gpr[RAX] = nr::READ;
+        let child = h.call(nr::FORK, &[]) as Pid;
+        assert_eq!(child, 2);
+        assert_eq!(h.k.process(2).unwrap().regs.gpr[RAX], 0);
+        // The child writes and exits 7.
+        let parent = h.pid;
+        h.pid = child;
+        h.poke(SCRATCH + 0x100, b"ping");
+        assert_eq!(h.call(nr::WRITE, &[w, SCRATCH + 0x100, 4]), 4);
+        assert_eq!(h.call(nr::GETPPID, &[]), 1);
+        assert_eq!(h.call(nr::KILL, &[1, 9]), Errno::EPERM.ret(), "a child cannot kill its parent");
+        h.k.process(child).unwrap().regs.gpr[RAX] = nr::EXIT_GROUP;
+        h.k.process(child).unwrap().regs.gpr[RDI] = 7;
+        assert_eq!(h.k.syscall(child), Step::Ended);
+        h.pid = parent;
+        assert_eq!(h.call(nr::READ, &[r, SCRATCH + 0x200, 100]), 4);
+        assert_eq!(h.peek(SCRATCH + 0x200, 4), b"ping");
+        assert_eq!(h.call(nr::WAIT4, &[u64::MAX, SCRATCH + 0x300, 0, 0]), 2);
+        assert_eq!(h.peek(SCRATCH + 0x300, 4), (7u32 << 8).to_le_bytes());
+        assert_eq!(h.call(nr::WAIT4, &[u64::MAX, 0, 0, 0]), Errno::ECHILD.ret());
+        // Close the writer: read sees end of file.
+        assert_eq!(h.call(nr::CLOSE, &[w]), 0);
+        assert_eq!(h.call(nr::READ, &[r, SCRATCH + 0x200, 100]), 0);
+        // Write with no reader: SIGPIPE ends the process unless ignored.
+        assert_eq!(h.call(nr::PIPE2, &[SCRATCH, 0]), 0);
+        let fds = h.peek(SCRATCH, 8);
+        let (r2, w2) = (u32::from_le_bytes(fds[..4].try_into().unwrap()) as u64, u32::from_le_bytes(fds[4..].try_into().unwrap()) as u64);
+        assert_eq!(h.call(nr::CLOSE, &[r2]), 0);
+        h.poke(SCRATCH + 0x400, &1u64.to_le_bytes());
+        assert_eq!(h.call(nr::RT_SIGACTION, &[13, SCRATCH + 0x400, 0, 8]), 0);
+        assert_eq!(h.call(nr::WRITE, &[w2, SCRATCH, 1]), Errno::EPIPE.ret());
+        h.poke(SCRATCH + 0x400, &0u64.to_le_bytes());
+        assert_eq!(h.call(nr::RT_SIGACTION, &[13, SCRATCH + 0x400, 0, 8]), 0);
+        h.k.process(1).unwrap().regs.gpr[RAX] = nr::WRITE;
+        h.k.process(1).unwrap().regs.gpr[RDI] = w2;
+        assert_eq!(h.k.syscall(1), Step::Ended);
+        assert_eq!(h.k.finished(), Some(Status::Signaled(sig::SIGPIPE)));
+    }
+
+    #[test]
+    fn fork_bomb_hits_the_process_limit() {
+        let mut h = boot();
+        let mut n = 0;
+        loop {
+            let r = h.call(nr::FORK, &[]);
+            if r < 0 {
+                assert_eq!(r, Errno::EAGAIN.ret());
+                break;
+            }
+            n += 1;
+        }
+        assert_eq!(n, 7);
+        // The builder's end takes everything with it.
+        h.k.process(1).unwrap().regs.gpr[RAX] = nr::EXIT_GROUP;
+        h.k.process(1).unwrap().regs.gpr[RDI] = 3;
+        assert_eq!(h.k.syscall(1), Step::Ended);
+        assert_eq!(h.k.finished(), Some(Status::Exited(3)));
+        assert!(h.k.procs.is_empty());
+        assert_eq!(h.k.memory_used(), 0);
+    }
+
+    #[test]
+    fn faults_cpu_limit_and_deadlock_end_the_builder() {
+        let mut h = boot();
+        h.k.fault(1, Exception { vector: 13, error: 0, address: 0 });
+        assert_eq!(h.k.finished(), Some(Status::Signaled(sig::SIGSEGV)));
+        assert!(h.k.notes.iter().any(|n| n.contains("exception 13")));
+        let mut h = boot();
+        for _ in 0..1001 {
+            h.k.tick();
+        }
+        assert_eq!(h.k.finished(), Some(Status::Signaled(sig::SIGXCPU)));
+        let mut h = boot();
+        assert_eq!(h.call(nr::PIPE2, &[SCRATCH, 0]), 0);
+        h.k.process(1).unwrap().regs.gpr[RAX] = nr::READ;
+        h.k.process(1).unwrap().regs.gpr[RDI] = 3;
+        h.k.process(1).unwrap().regs.gpr[RSI] = SCRATCH;
+        h.k.process(1).unwrap().regs.gpr[RDX] = 1;
+        assert_eq!(h.k.syscall(1), Step::Block);
+        assert_eq!(h.k.finished(), Some(Status::Signaled(sig::SIGKILL)));
+    }
+
+    #[test]
+    fn dir_ops_and_escapes() {
+        let mut h = boot();
+        let d = h.s(SCRATCH, "sub");
+        assert_eq!(h.call(nr::MKDIRAT, &[AT_FDCWD as u64, d, 0o777]), 0);
+        let l = h.s(SCRATCH + 0x100, "sub/up");
+        let t = h.s(SCRATCH + 0x200, "../../../../..");
+        assert_eq!(h.call(nr::SYMLINKAT, &[t, AT_FDCWD as u64, l]), 0);
+        assert_eq!(h.call(nr::CHDIR, &[l]), 0);
+        assert_eq!(h.call(nr::GETCWD, &[SCRATCH + 0x300, 100]), 2);
+        let p = h.s(SCRATCH + 0x400, "../../../build/sub/up/build/sub");
+        assert_eq!(h.call(nr::CHDIR, &[p]), 0);
+        assert_eq!(h.call(nr::GETCWD, &[SCRATCH + 0x300, 100]), 11);
+        assert_eq!(h.peek(SCRATCH + 0x300, 11), b"/build/sub\0");
+        let a = h.s(SCRATCH + 0x500, "a");
+        let b = h.s(SCRATCH + 0x600, "b");
+        assert_eq!(h.call(nr::SYMLINKAT, &[b, AT_FDCWD as u64, a]), 0);
+        assert_eq!(h.call(nr::SYMLINKAT, &[a, AT_FDCWD as u64, b]), 0);
+        assert_eq!(h.call(nr::OPENAT, &[AT_FDCWD as u64, a, 0, 0]), Errno::ELOOP.ret());
+        assert_eq!(h.call(nr::READLINKAT, &[AT_FDCWD as u64, a, SCRATCH + 0x700, 100]), 1);
+        assert_eq!(h.call(nr::RENAMEAT2, &[AT_FDCWD as u64, a, AT_FDCWD as u64, b, 1]), Errno::EEXIST.ret());
+        assert_eq!(h.call(nr::RENAMEAT2, &[AT_FDCWD as u64, a, AT_FDCWD as u64, b, 0]), 0);
+        // getdents64 lists ., .., b, up
+        let dot = h.s(SCRATCH + 0x800, ".");
+        let fd = h.call(nr::OPENAT, &[AT_FDCWD as u64, dot, O_DIRECTORY as u64, 0]) as u64;
+        let n = h.call(nr::GETDENTS64, &[fd, SCRATCH + 0x1000, 4096]) as usize;
+        let buf = h.peek(SCRATCH + 0x1000, n);
+        let mut names = vec![];
+        let mut o = 0;
+        while o < n {
+            let rl = u16::from_le_bytes([buf[o + 16], buf[o + 17]]) as usize;
+            let nm = &buf[o + 19..o + rl];
+            names.push(std::string::String::from_utf8(nm[..nm.iter().position(|&c| c == 0).unwrap()].to_vec()).unwrap());
+            o += rl;
+        }
+        assert_eq!(names, ["." , "..", "b", "up"]);
+        assert_eq!(h.call(nr::GETDENTS64, &[fd, SCRATCH + 0x1000, 4096]), 0);
+        assert_eq!(h.call(nr::UNLINKAT, &[AT_FDCWD as u64, b, 0]), 0);
+        let sub = h.s(SCRATCH, "/build/sub");
+        assert_eq!(h.call(nr::UNLINKAT, &[AT_FDCWD as u64, sub, AT_REMOVEDIR]), Errno::ENOTEMPTY.ret());
+    }
+}

@@ -1,0 +1,699 @@
+//! Processes, descriptors, address-space bookkeeping and the scheduler model.
+//!
+//! The arch layer drives a [`Kernel`]: it asks for the [`Kernel::current`]
+//! process, runs it in ring 3 with its registers and page tables until an
+//! event, and reports the event ([`Kernel::syscall`], [`Kernel::fault`],
+//! [`Kernel::tick`]). Scheduling is round-robin: a timer tick or a blocking
+//! syscall moves on to the next runnable process. When the first process
+//! (the builder, pid 1) ends, every other process is ended too, as Nix does
+//! when the builder exits, and [`Kernel::finished`] reports its status.
+//!
+//! Determinism (documented for users of the sandbox):
+//! - the clocks are fixed at [`CLOCK_SECONDS`] (1970-01-01T00:00:01Z, the
+//!   timestamp Nix gives store files) and do not advance;
+//! - `AT_RANDOM` and `getrandom` come from a SplitMix64 stream with the fixed
+//!   seed [`RANDOM_SEED`] — predictable, which is the point: builds must not
+//!   depend on secrets;
+//! - pids count up from 1; static-PIE programs load at a fixed base.
+
+use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
+use alloc::rc::Rc;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::cell::RefCell;
+
+use super::abi::Errno;
+use super::image::{self as elf, Prot, StackSpec, PAGE};
+use super::kfs::{Fs, Ino, Kind, ROOT};
+use super::mem::Memory;
+
+pub type Pid = u32;
+
+/// Seconds since the epoch every clock reports.
+pub const CLOCK_SECONDS: i64 = 1;
+/// Seed of the deterministic random stream.
+pub const RANDOM_SEED: u64 = 0x6e69_782d_6275_696c; // "nix-buil"
+/// The builder's uid and gid in Nix's sandbox.
+pub const UID: u32 = 1000;
+pub const GID: u32 = 100;
+/// Top of the user stack and its size (mapped eagerly).
+pub const STACK_TOP: u64 = 0x7fff_ffff_f000;
+pub const STACK_SIZE: u64 = 1 << 20;
+/// `mmap` without `MAP_FIXED` places mappings downward from here.
+pub const MMAP_TOP: u64 = 0x7f00_0000_0000;
+/// Most open descriptors per process (`RLIMIT_NOFILE`).
+pub const MAX_FDS: usize = 1024;
+/// Pipe capacity (Linux's default 16 pages).
+pub const PIPE_CAP: usize = 65536;
+
+/// Signals the sandbox raises (`include/uapi/asm-generic/signal.h`).
+pub mod sig {
+    pub const SIGILL: u8 = 4;
+    pub const SIGTRAP: u8 = 5;
+    pub const SIGBUS: u8 = 7;
+    pub const SIGFPE: u8 = 8;
+    pub const SIGKILL: u8 = 9;
+    pub const SIGSEGV: u8 = 11;
+    pub const SIGPIPE: u8 = 13;
+    pub const SIGXCPU: u8 = 24;
+}
+
+/// How a process ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    Exited(u8),
+    Signaled(u8),
+}
+
+impl Status {
+    /// The `wait4` status word (`WIFEXITED`/`WIFSIGNALED` encoding).
+    pub fn wait_word(self) -> u32 {
+        match self {
+            Status::Exited(c) => (c as u32) << 8,
+            Status::Signaled(s) => s as u32 & 0x7f,
+        }
+    }
+}
+
+/// Resource limits for one build.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Bytes of user memory mapped across all processes.
+    pub memory: u64,
+    pub processes: usize,
+    /// Timer ticks of CPU time across all processes.
+    pub cpu_ticks: u64,
+}
+
+/// User registers, saved at every event (hardware encoding order for `gpr`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Regs {
+    pub gpr: [u64; 16],
+    pub rip: u64,
+    pub rflags: u64,
+    pub fs_base: u64,
+}
+
+pub const RAX: usize = 0;
+pub const RCX: usize = 1;
+pub const RDX: usize = 2;
+pub const RSP: usize = 4;
+pub const RSI: usize = 6;
+pub const RDI: usize = 7;
+pub const R8: usize = 8;
+pub const R9: usize = 9;
+pub const R10: usize = 10;
+pub const R11: usize = 11;
+
+/// A pipe's buffer; the end counts are kept by [`PipeEnd`] guards.
+#[derive(Debug, Default)]
+pub struct Pipe {
+    pub buf: VecDeque<u8>,
+    pub readers: usize,
+    pub writers: usize,
+}
+
+/// One end of a pipe; dropping the last descriptor of it closes that end.
+#[derive(Debug)]
+pub struct PipeEnd {
+    pub pipe: Rc<RefCell<Pipe>>,
+    pub write: bool,
+}
+
+impl PipeEnd {
+    pub fn new_end(pipe: Rc<RefCell<Pipe>>, write: bool) -> PipeEnd {
+        if write {
+            pipe.borrow_mut().writers += 1;
+        } else {
+            pipe.borrow_mut().readers += 1;
+        }
+        PipeEnd { pipe, write }
+    }
+}
+
+impl Drop for PipeEnd {
+    fn drop(&mut self) {
+        let mut p = self.pipe.borrow_mut();
+        if self.write {
+            p.writers -= 1;
+        } else {
+            p.readers -= 1;
+        }
+    }
+}
+
+/// What an open file description refers to.
+#[derive(Debug)]
+pub enum Object {
+    /// A file-system inode (file, directory or device).
+    Inode(Ino),
+    Pipe(PipeEnd),
+    /// The builder's stdout (1) or stderr (2), streamed to the loader.
+    Log(u8),
+}
+
+/// An open file description (shared by `dup` and `fork`).
+#[derive(Debug)]
+pub struct Ofd {
+    pub object: Object,
+    pub offset: u64,
+    /// `O_ACCMODE`, `O_APPEND`, `O_NONBLOCK` bits.
+    pub flags: u32,
+}
+
+pub type OfdRef = Rc<RefCell<Ofd>>;
+
+#[derive(Clone, Debug)]
+pub struct FdEntry {
+    pub ofd: OfdRef,
+    pub cloexec: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    Runnable,
+    /// Waiting in a syscall that is retried when it is scheduled again.
+    Blocked,
+    /// A vfork parent, waiting for its child to exec or exit.
+    VforkWait(Pid),
+    Zombie(Status),
+}
+
+/// One process.
+pub struct Process<M> {
+    pub pid: Pid,
+    pub ppid: Pid,
+    pub regs: Regs,
+    pub mem: M,
+    pub state: State,
+    pub fds: Vec<Option<FdEntry>>,
+    pub cwd: Ino,
+    pub umask: u32,
+    pub brk_start: u64,
+    pub brk: u64,
+    pub mmap_next: u64,
+    /// Mapped page ranges, start -> end (disjoint, for accounting).
+    pub regions: BTreeMap<u64, u64>,
+    /// Signals set to `SIG_IGN` (bit n-1 for signal n).
+    pub ignored: u64,
+    pub vfork_parent: Option<Pid>,
+}
+
+impl<M> Process<M> {
+    fn mapped(&self) -> u64 {
+        self.regions.iter().map(|(s, e)| e - s).sum()
+    }
+}
+
+/// What the arch layer does after a syscall.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Return this value in rax and continue.
+    Ret(i64),
+    /// The process cannot continue yet; the syscall is retried later (rip/rax unchanged).
+    Block,
+    /// Registers were replaced (execve); resume with them.
+    Resumed,
+    /// The process ended.
+    Ended,
+}
+
+/// A CPU exception raised by user code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Exception {
+    pub vector: u8,
+    pub error: u64,
+    /// CR2 for page faults.
+    pub address: u64,
+}
+
+/// The sandbox kernel: file system, processes, scheduler.
+pub struct Kernel<M: Memory> {
+    pub fs: Fs,
+    pub procs: BTreeMap<Pid, Process<M>>,
+    queue: VecDeque<Pid>,
+    next_pid: Pid,
+    rng: u64,
+    /// Builder output not yet sent: (1 = stdout, 2 = stderr, bytes).
+    pub output: Vec<(u8, Vec<u8>)>,
+    /// Diagnostics for the agent's log (unimplemented syscalls, faults, limits).
+    pub notes: Vec<String>,
+    unimplemented: BTreeSet<u64>,
+    pub limits: Limits,
+    pub ticks: u64,
+    /// Open descriptions per inode, so unlinked-but-open files stay readable.
+    open_count: BTreeMap<Ino, usize>,
+    result: Option<Status>,
+    /// `NIX_BUILD_CORES` and the like are the caller's business; this is uname's nodename.
+    pub hostname: &'static [u8],
+}
+
+impl<M: Memory> Kernel<M> {
+    /// A kernel over `fs` (see [`Fs::nix_sandbox`]).
+    pub fn new(fs: Fs, limits: Limits) -> Kernel<M> {
+        Kernel {
+            fs,
+            procs: BTreeMap::new(),
+            queue: VecDeque::new(),
+            next_pid: 1,
+            rng: RANDOM_SEED,
+            output: Vec::new(),
+            notes: Vec::new(),
+            unimplemented: BTreeSet::new(),
+            limits,
+            ticks: 0,
+            open_count: BTreeMap::new(),
+            result: None,
+            hostname: b"localhost",
+        }
+    }
+
+    /// The deterministic random stream (SplitMix64).
+    pub fn random(&mut self, out: &mut [u8]) {
+        for chunk in out.chunks_mut(8) {
+            self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = self.rng;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^= z >> 31;
+            chunk.copy_from_slice(&z.to_le_bytes()[..chunk.len()]);
+        }
+    }
+
+    /// The builder's status once pid 1 has ended.
+    pub fn finished(&self) -> Option<Status> {
+        self.result
+    }
+
+    /// The process to run next (the front of the run queue).
+    pub fn current(&self) -> Option<Pid> {
+        self.queue.front().copied()
+    }
+
+    pub fn process(&mut self, pid: Pid) -> Option<&mut Process<M>> {
+        self.procs.get_mut(&pid)
+    }
+
+    pub(crate) fn p(&self, pid: Pid) -> &Process<M> {
+        &self.procs[&pid]
+    }
+    pub(crate) fn pm(&mut self, pid: Pid) -> &mut Process<M> {
+        self.procs.get_mut(&pid).expect("live pid")
+    }
+
+    /// Starts pid 1: runs `path` (resolved in the sandbox, from `/build`)
+    /// with `argv` and `envp`, stdin `/dev/null`, stdout/stderr to the log.
+    pub fn spawn(&mut self, mem: M, path: &[u8], argv: Vec<Vec<u8>>, envp: Vec<Vec<u8>>) -> Result<Pid, Errno> {
+        let cwd = self.fs.resolve(ROOT, b"/build", true)?;
+        let pid = self.next_pid;
+        self.next_pid += 1;
+        let null = self.fs.resolve(ROOT, b"/dev/null", true)?;
+        let mut fds = Vec::new();
+        fds.push(Some(self.new_fd(Object::Inode(null), 0, false)));
+        fds.push(Some(self.new_fd(Object::Log(1), 1, false)));
+        fds.push(Some(self.new_fd(Object::Log(2), 1, false)));
+        let proc = Process {
+            pid,
+            ppid: 0,
+            regs: Regs::default(),
+            mem,
+            state: State::Runnable,
+            fds,
+            cwd,
+            umask: 0o022,
+            brk_start: 0,
+            brk: 0,
+            mmap_next: MMAP_TOP,
+            regions: BTreeMap::new(),
+            ignored: 0,
+            vfork_parent: None,
+        };
+        self.procs.insert(pid, proc);
+        if let Err(e) = self.exec(pid, path, argv, envp) {
+            self.procs.remove(&pid);
+            return Err(e);
+        }
+        self.queue.push_back(pid);
+        Ok(pid)
+    }
+
+    /// Starts a derivation's builder as Nix 2.8 does (`LocalDerivationGoal::startBuilder`
+    /// then `runChild`): the setup's files are written into `/build` (mode 0644, as Nix's
+    /// `writeFile` under umask 022), then `program` runs with `argv` and `envp` from
+    /// [`crate::build::env::builder_setup`], cwd `/build`, umask 022.
+    pub fn start_builder(&mut self, mem: M, setup: &crate::build::env::BuilderSetup) -> Result<Pid, Errno> {
+        let build = self.fs.resolve(ROOT, b"/build", true)?;
+        for (name, contents) in &setup.files {
+            let f = self.fs.create(build, name.as_bytes(), 0o644)?;
+            self.fs.write_at(f, 0, contents)?;
+        }
+        let argv = setup.argv.iter().map(|a| a.as_bytes().to_vec()).collect();
+        let envp = setup.envp.iter().map(|e| e.as_bytes().to_vec()).collect();
+        self.spawn(mem, setup.program.as_bytes(), argv, envp)
+    }
+
+    pub(crate) fn new_fd(&mut self, object: Object, flags: u32, cloexec: bool) -> FdEntry {
+        if let Object::Inode(i) = object {
+            *self.open_count.entry(i).or_insert(0) += 1;
+        }
+        FdEntry { ofd: Rc::new(RefCell::new(Ofd { object, offset: 0, flags })), cloexec }
+    }
+
+    /// Drops a descriptor; the last one of an unlinked file frees it.
+    pub(crate) fn put_fd(&mut self, e: FdEntry) {
+        if Rc::strong_count(&e.ofd) == 1 {
+            if let Object::Inode(i) = e.ofd.borrow().object {
+                let c = self.open_count.entry(i).or_insert(1);
+                *c -= 1;
+                if *c == 0 {
+                    self.open_count.remove(&i);
+                    self.fs.release(i);
+                }
+            }
+        }
+    }
+
+    /// Frees an inode that lost its last name, unless a descriptor holds it.
+    pub(crate) fn release_if_closed(&mut self, ino: Ino) {
+        if !self.open_count.contains_key(&ino) {
+            self.fs.release(ino);
+        }
+    }
+
+    /// Total user memory mapped.
+    pub fn memory_used(&self) -> u64 {
+        self.procs.values().map(|p| p.mapped()).sum()
+    }
+
+    /// Maps `[va, va+len)` for `pid` with accounting against the memory limit.
+    pub(crate) fn map(&mut self, pid: Pid, va: u64, len: u64, prot: Prot) -> Result<(), Errno> {
+        let new = len - overlap(&self.p(pid).regions, va, va + len);
+        if self.memory_used().saturating_add(new) > self.limits.memory {
+            return Err(Errno::ENOMEM);
+        }
+        self.pm(pid).mem.map(va, len, prot)?;
+        let p = self.pm(pid);
+        remove_range(&mut p.regions, va, va + len);
+        p.regions.insert(va, va + len);
+        Ok(())
+    }
+
+    pub(crate) fn unmap(&mut self, pid: Pid, va: u64, len: u64) {
+        let p = self.pm(pid);
+        p.mem.unmap(va, len);
+        remove_range(&mut p.regions, va, va + len);
+    }
+
+    /// `execve` after the path has been read: loads the program (following
+    /// up to 4 `#!` levels, as `binfmt_script`), replaces the address space,
+    /// builds the stack, closes close-on-exec descriptors.
+    pub fn exec(&mut self, pid: Pid, path: &[u8], mut argv: Vec<Vec<u8>>, envp: Vec<Vec<u8>>) -> Result<(), Errno> {
+        let cwd = self.p(pid).cwd;
+        let mut path = path.to_vec();
+        let execfn = path.clone();
+        let mut depth = 0;
+        let (image, ino) = loop {
+            let ino = self.fs.resolve(cwd, &path, true)?;
+            let node = self.fs.get(ino)?;
+            if !matches!(node.kind, Kind::File(_)) {
+                return Err(Errno::EACCES);
+            }
+            self.fs.access(ino, super::kfs::X_OK)?;
+            let Kind::File(data) = &node.kind else { return Err(Errno::EACCES) };
+            match elf::shebang(data) {
+                None => break (elf::parse(data).map_err(|_| Errno::ENOEXEC)?, ino),
+                Some(Err(_)) => return Err(Errno::ENOEXEC),
+                Some(Ok((interp, arg))) => {
+                    depth += 1;
+                    if depth > 4 {
+                        return Err(Errno::ELOOP);
+                    }
+                    // argv becomes: interp [arg] path argv[1..]
+                    let mut nv = Vec::with_capacity(argv.len() + 2);
+                    nv.push(interp.clone());
+                    if let Some(a) = arg {
+                        nv.push(a);
+                    }
+                    nv.push(path.clone());
+                    nv.extend(argv.into_iter().skip(1));
+                    argv = nv;
+                    path = interp;
+                }
+            }
+        };
+        let mut random = [0u8; 16];
+        self.random(&mut random);
+        let spec = StackSpec { argv: &argv, envp: &envp, execfn: &execfn, random, uid: UID as u64, gid: GID as u64, hwcap: 0x178b_fbff };
+        let (stack, sp) = elf::build_stack(STACK_TOP, &image, &spec).map_err(|_| Errno::E2BIG)?;
+        if stack.len() as u64 > STACK_SIZE / 2 {
+            return Err(Errno::E2BIG);
+        }
+        // Point of no return: from here a failure ends the process.
+        let old: u64 = self.p(pid).mapped();
+        let need: u64 = image.segments.iter().map(|s| s.pages().1 - s.pages().0).sum::<u64>() + STACK_SIZE;
+        if self.memory_used() - old + need > self.limits.memory {
+            return Err(Errno::ENOMEM);
+        }
+        {
+            let p = self.pm(pid);
+            p.mem.clear();
+            p.regions.clear();
+        }
+        let rw = Prot { read: true, write: true, exec: false };
+        for s in &image.segments {
+            let (a, b) = s.pages();
+            self.map(pid, a, b - a, rw)?;
+        }
+        for s in &image.segments {
+            let data = match &self.fs.get(ino)?.kind {
+                Kind::File(d) => d[s.offset as usize..(s.offset + s.filesz) as usize].to_vec(),
+                _ => return Err(Errno::EACCES),
+            };
+            let p = self.pm(pid);
+            p.mem.poke(s.vaddr, &data).map_err(|_| Errno::EFAULT)?;
+        }
+        for s in &image.segments {
+            let (a, b) = s.pages();
+            self.pm(pid).mem.protect(a, b - a, s.prot)?;
+        }
+        self.map(pid, STACK_TOP - STACK_SIZE, STACK_SIZE, rw)?;
+        self.pm(pid).mem.poke(sp, &stack).map_err(|_| Errno::EFAULT)?;
+        let mut closing = Vec::new();
+        let p = self.pm(pid);
+        p.regs = Regs { rip: image.entry, rflags: 0x202, ..Regs::default() };
+        p.regs.gpr[RSP] = sp;
+        p.brk_start = image.brk;
+        p.brk = image.brk;
+        p.mmap_next = MMAP_TOP;
+        p.ignored = 0;
+        for slot in p.fds.iter_mut() {
+            if slot.as_ref().is_some_and(|e| e.cloexec) {
+                closing.push(slot.take().expect("checked"));
+            }
+        }
+        for e in closing {
+            self.put_fd(e);
+        }
+        self.release_vfork_parent(pid);
+        Ok(())
+    }
+
+    fn release_vfork_parent(&mut self, pid: Pid) {
+        if let Some(pp) = self.pm(pid).vfork_parent.take() {
+            if let Some(parent) = self.procs.get_mut(&pp) {
+                if parent.state == State::VforkWait(pid) {
+                    parent.state = State::Runnable;
+                    self.queue.push_back(pp);
+                }
+            }
+        }
+    }
+
+    /// `fork`/`vfork`: a copy of `pid` whose syscall returns 0.
+    pub fn fork(&mut self, pid: Pid, vfork: bool) -> Result<Pid, Errno> {
+        let live = self.procs.values().filter(|p| !matches!(p.state, State::Zombie(_))).count();
+        if live >= self.limits.processes {
+            return Err(Errno::EAGAIN);
+        }
+        let parent = self.p(pid);
+        if self.memory_used().saturating_add(parent.mapped()) > self.limits.memory {
+            return Err(Errno::ENOMEM);
+        }
+        let mem = parent.mem.fork()?;
+        let child_pid = self.next_pid;
+        let mut regs = parent.regs;
+        regs.gpr[RAX] = 0;
+        let child = Process {
+            pid: child_pid,
+            ppid: pid,
+            regs,
+            mem,
+            state: State::Runnable,
+            fds: parent.fds.clone(),
+            cwd: parent.cwd,
+            umask: parent.umask,
+            brk_start: parent.brk_start,
+            brk: parent.brk,
+            mmap_next: parent.mmap_next,
+            regions: parent.regions.clone(),
+            ignored: parent.ignored,
+            vfork_parent: if vfork { Some(pid) } else { None },
+        };
+        self.next_pid += 1;
+        self.procs.insert(child_pid, child);
+        self.queue.push_back(child_pid);
+        Ok(child_pid)
+    }
+
+    /// Ends `pid` with `status`: closes its descriptors, frees its memory,
+    /// hands its children to pid 1 and wakes a waiting parent.
+    pub fn end(&mut self, pid: Pid, status: Status) {
+        let Some(p) = self.procs.get_mut(&pid) else { return };
+        if matches!(p.state, State::Zombie(_)) {
+            return;
+        }
+        p.state = State::Zombie(status);
+        p.mem.clear();
+        p.regions.clear();
+        let fds: Vec<FdEntry> = p.fds.drain(..).flatten().collect();
+        let ppid = p.ppid;
+        for e in fds {
+            self.put_fd(e);
+        }
+        self.release_vfork_parent(pid);
+        self.queue.retain(|&q| q != pid);
+        if pid == 1 {
+            self.result = Some(status);
+            let others: Vec<Pid> = self.procs.keys().copied().filter(|&q| q != 1).collect();
+            for q in others {
+                self.end(q, Status::Signaled(sig::SIGKILL));
+            }
+            self.procs.clear();
+            self.queue.clear();
+            return;
+        }
+        // Orphans: reap zombies now, hand the living to pid 1.
+        let kids: Vec<Pid> = self.procs.values().filter(|c| c.ppid == pid).map(|c| c.pid).collect();
+        for k in kids {
+            if matches!(self.p(k).state, State::Zombie(_)) {
+                self.procs.remove(&k);
+            } else {
+                self.pm(k).ppid = 1;
+            }
+        }
+        // A parent blocked in wait4 retries.
+        if let Some(parent) = self.procs.get_mut(&ppid) {
+            if parent.state == State::Blocked {
+                parent.state = State::Runnable;
+                if !self.queue.contains(&ppid) {
+                    self.queue.push_back(ppid);
+                }
+            }
+        } else {
+            self.procs.remove(&pid);
+        }
+    }
+
+    /// Wakes every blocked process (pipe state changed); each retries its syscall.
+    pub(crate) fn wake_all(&mut self) {
+        let blocked: Vec<Pid> = self.procs.values().filter(|p| p.state == State::Blocked).map(|p| p.pid).collect();
+        for b in blocked {
+            self.pm(b).state = State::Runnable;
+            if !self.queue.contains(&b) {
+                self.queue.push_back(b);
+            }
+        }
+    }
+
+    /// After `pid`'s syscall blocked: park it; if nothing can run, the build is deadlocked.
+    pub(crate) fn block(&mut self, pid: Pid) {
+        self.pm(pid).state = State::Blocked;
+        self.queue.retain(|&q| q != pid);
+        if self.queue.is_empty() && self.result.is_none() {
+            self.notes.push(String::from("sandbox: every process is blocked (deadlock); ending the build"));
+            self.end(1, Status::Signaled(sig::SIGKILL));
+        }
+    }
+
+    /// A timer tick while `pid` ran: charges CPU time, enforces the limit, rotates the queue.
+    pub fn tick(&mut self) {
+        self.ticks += 1;
+        if self.ticks > self.limits.cpu_ticks {
+            if self.result.is_none() {
+                self.notes.push(String::from("sandbox: CPU time limit reached; ending the build"));
+                self.end(1, Status::Signaled(sig::SIGXCPU));
+            }
+            return;
+        }
+        if let Some(p) = self.queue.pop_front() {
+            self.queue.push_back(p);
+        }
+    }
+
+    /// A vfork parent leaves the run queue until its child execs or exits.
+    pub(crate) fn park_vfork(&mut self, pid: Pid) {
+        self.queue.retain(|&q| q != pid);
+    }
+
+    /// `sched_yield`.
+    pub(crate) fn yield_now(&mut self) {
+        self.tick_free_rotate();
+    }
+    fn tick_free_rotate(&mut self) {
+        if let Some(p) = self.queue.pop_front() {
+            self.queue.push_back(p);
+        }
+    }
+
+    /// A CPU exception in user code ends that process with the matching signal.
+    pub fn fault(&mut self, pid: Pid, e: Exception) {
+        let s = match e.vector {
+            0 => sig::SIGFPE,  // #DE
+            1 | 3 => sig::SIGTRAP,
+            6 => sig::SIGILL,  // #UD
+            16 | 19 => sig::SIGFPE,
+            17 => sig::SIGBUS, // #AC
+            _ => sig::SIGSEGV, // #GP (privileged instructions), #PF, #SS, ...
+        };
+        let rip = self.procs.get(&pid).map(|p| p.regs.rip).unwrap_or(0);
+        self.notes.push(alloc::format!(
+            "sandbox: pid {pid} killed by signal {s}: exception {} (error {:#x}, address {:#x}) at rip {rip:#x}",
+            e.vector, e.error, e.address
+        ));
+        self.end(pid, Status::Signaled(s));
+    }
+
+    pub(crate) fn note_unimplemented(&mut self, nr: u64) {
+        if self.unimplemented.insert(nr) {
+            self.notes.push(alloc::format!("sandbox: unimplemented syscall {nr} (ENOSYS)"));
+        }
+    }
+
+    /// Syscall numbers that were asked for and answered `ENOSYS`.
+    pub fn unimplemented(&self) -> impl Iterator<Item = &u64> {
+        self.unimplemented.iter()
+    }
+}
+
+/// Bytes of `[a, b)` already covered by `regions`.
+fn overlap(regions: &BTreeMap<u64, u64>, a: u64, b: u64) -> u64 {
+    regions.iter().map(|(&s, &e)| e.min(b).saturating_sub(s.max(a))).sum()
+}
+
+/// Removes `[a, b)` from `regions`, splitting ranges it cuts.
+pub(crate) fn remove_range(regions: &mut BTreeMap<u64, u64>, a: u64, b: u64) {
+    let hit: Vec<(u64, u64)> = regions.iter().filter(|(&s, &e)| s < b && e > a).map(|(&s, &e)| (s, e)).collect();
+    for (s, e) in hit {
+        regions.remove(&s);
+        if s < a {
+            regions.insert(s, a);
+        }
+        if e > b {
+            regions.insert(b, e);
+        }
+    }
+}
+
+pub(crate) fn page_up(x: u64) -> Option<u64> {
+    x.checked_add(PAGE - 1).map(|v| v & !(PAGE - 1))
+}
