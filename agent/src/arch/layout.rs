@@ -2,7 +2,8 @@
 
 /// Where the image's Rust code runs: virtual = physical + `KERNEL_BASE` (for phys < 1 GiB).
 pub const KERNEL_BASE: u64 = 0xFFFF_FFFF_8000_0000;
-/// Physical address the image is copied to from ROM.
+/// Physical address the image is copied to from ROM (linker.ld and rom32.s use the same value).
+#[allow(dead_code)]
 pub const KERNEL_PHYS: u64 = 0x10_0000;
 /// All physical memory below 4 GiB is mapped at `DIRECT_MAP + phys`.
 pub const DIRECT_MAP: u64 = 0xFFFF_8000_0000_0000;

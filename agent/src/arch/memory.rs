@@ -46,11 +46,6 @@ pub fn init() {
     log::info!("memory: {} MiB RAM, heap {} MiB at {:#x}", end >> 20, size >> 20, start);
 }
 
-/// Bytes of heap still free (for limits and benchmarks).
-pub fn heap_free() -> usize {
-    HEAP.lock().free()
-}
-
 /// Allocates zeroed, page-aligned memory for device DMA. Returns (physical, virtual).
 pub fn alloc_dma_pages(pages: usize) -> Option<(u64, core::ptr::NonNull<u8>)> {
     let layout = core::alloc::Layout::from_size_align(pages * PAGE_SIZE as usize, PAGE_SIZE as usize).ok()?;

@@ -389,6 +389,11 @@ impl AddressSpace {
     }
 }
 
+/// A page-table entry with exactly the rights `prot` asks for (present and user bits kept).
+fn with_rights(pte: u64, prot: agent::sandbox::syscall::Prot) -> u64 {
+    (pte & !(WRITABLE | NO_EXECUTE)) | if prot.write { WRITABLE } else { 0 } | if prot.exec { 0 } else { NO_EXECUTE }
+}
+
 impl agent::sandbox::syscall::Memory for AddressSpace {
     fn read(&self, addr: u64, len: usize) -> Option<Vec<u8>> {
         AddressSpace::read(self, addr, len)
@@ -406,7 +411,7 @@ impl agent::sandbox::syscall::Memory for AddressSpace {
             if let Some(pte) = self.existing_leaf(page) {
                 // SAFETY: a leaf entry this address space owns: set exactly the requested rights.
                 unsafe {
-                    *pte = (*pte & !(WRITABLE | NO_EXECUTE)) | if prot.write { WRITABLE } else { 0 } | if prot.exec { 0 } else { NO_EXECUTE };
+                    *pte = with_rights(*pte, prot);
                 }
             }
         }
@@ -429,7 +434,7 @@ impl agent::sandbox::syscall::Memory for AddressSpace {
                 // SAFETY: changing the rights of a present leaf entry this address space owns.
                 unsafe {
                     if *pte & PRESENT != 0 {
-                        *pte = (*pte & !(WRITABLE | NO_EXECUTE)) | if prot.write { WRITABLE } else { 0 } | if prot.exec { 0 } else { NO_EXECUTE };
+                        *pte = with_rights(*pte, prot);
                     }
                 }
             }

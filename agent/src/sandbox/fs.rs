@@ -327,6 +327,15 @@ impl Fs {
         }
     }
 
+    /// A file's size (0 for devices), without copying it.
+    pub fn size(&self, ino: Ino) -> Option<u64> {
+        match &self.node(ino)?.kind {
+            Kind::File(d) => Some(d.len() as u64),
+            Kind::Symlink(t) => Some(t.len() as u64),
+            _ => Some(0),
+        }
+    }
+
     /// Reads up to `len` bytes at `pos` from file `ino`.
     pub fn read_at(&self, ino: Ino, pos: u64, len: usize) -> Result<Vec<u8>, i64> {
         match self.node(ino).map(|n| &n.kind) {

@@ -148,7 +148,7 @@ impl Process {
                     return EBADF;
                 }
                 if *append {
-                    *pos = self.fs.read_at(*ino, 0, usize::MAX).map(|d| d.len() as u64).unwrap_or(*pos);
+                    *pos = self.fs.size(*ino).unwrap_or(*pos);
                 }
                 match self.fs.write_at(*ino, *pos, &bytes) {
                     Ok(n) => {
@@ -178,20 +178,45 @@ impl Process {
         data.len() as i64
     }
 
-    /// A NUL-terminated path from the builder's memory.
+    /// readv/writev: the iovec array, then each buffer in turn; like Linux, a short transfer
+    /// ends the call, and an error after some bytes returns the bytes.
+    fn vectored(&mut self, mem: &mut dyn Memory, fd: u64, iov: u64, count: u64, write: bool) -> i64 {
+        if count > 1024 {
+            return EINVAL;
+        }
+        let Some(iov) = mem.read(iov, count as usize * 16) else { return EFAULT };
+        let mut total = 0i64;
+        for v in iov.chunks(16) {
+            let base = u64::from_le_bytes(v[..8].try_into().unwrap());
+            let len = u64::from_le_bytes(v[8..].try_into().unwrap());
+            let r = if write { self.write_fd(mem, fd, base, len) } else { self.read_fd(mem, fd, base, len, None) };
+            if r < 0 {
+                return if total > 0 { total } else { r };
+            }
+            total += r;
+            if (r as u64) < len {
+                break;
+            }
+        }
+        total
+    }
+
+    /// A NUL-terminated path from the builder's memory, read a page piece at a time.
     fn path(mem: &dyn Memory, addr: u64) -> Result<Vec<u8>, i64> {
         let mut out = Vec::new();
         let mut a = addr;
         loop {
-            let chunk = mem.read(a, 1).ok_or(EFAULT)?;
-            if chunk[0] == 0 {
-                return Ok(out);
+            let n = (PAGE - (a % PAGE)) as usize;
+            let chunk = mem.read(a, n).ok_or(EFAULT)?;
+            if let Some(end) = chunk.iter().position(|&b| b == 0) {
+                out.extend_from_slice(&chunk[..end]);
+                return if out.len() > 4096 { Err(-(fs::errno::ENAMETOOLONG)) } else { Ok(out) };
             }
-            out.push(chunk[0]);
+            out.extend_from_slice(&chunk);
             if out.len() > 4096 {
                 return Err(-(fs::errno::ENAMETOOLONG));
             }
-            a += 1;
+            a += n as u64;
         }
     }
 
@@ -419,7 +444,7 @@ impl Process {
                 let Some(f) = self.fds.get(&(a[0] as i32)).cloned() else { return Outcome::Return(EBADF) };
                 let mut o = f.borrow_mut();
                 let Open::Node { ino, pos, .. } = &mut *o else { return Outcome::Return(-29) }; // ESPIPE
-                let size = self.fs.read_at(*ino, 0, usize::MAX).map(|d| d.len() as i64).unwrap_or(0);
+                let size = self.fs.size(*ino).unwrap_or(0) as i64;
                 let new = match a[2] {
                     0 => a[1] as i64,
                     1 => *pos as i64 + a[1] as i64,
@@ -611,45 +636,8 @@ impl Process {
                 },
                 None => EBADF,
             },
-            19 => {
-                // readv
-                if a[2] > 1024 {
-                    return Outcome::Return(EINVAL);
-                }
-                let Some(iov) = mem.read(a[1], a[2] as usize * 16) else { return Outcome::Return(EFAULT) };
-                let mut total = 0i64;
-                for v in iov.chunks(16) {
-                    let base = u64::from_le_bytes(v[..8].try_into().unwrap());
-                    let len = u64::from_le_bytes(v[8..].try_into().unwrap());
-                    let r = self.read_fd(mem, a[0], base, len, None);
-                    if r < 0 {
-                        return Outcome::Return(if total > 0 { total } else { r });
-                    }
-                    total += r;
-                    if (r as u64) < len {
-                        break;
-                    }
-                }
-                total
-            }
-            20 => {
-                // writev(fd, iov, iovcnt)
-                if a[2] > 1024 {
-                    return Outcome::Return(EINVAL);
-                }
-                let Some(iov) = mem.read(a[1], a[2] as usize * 16) else { return Outcome::Return(EFAULT) };
-                let mut total = 0i64;
-                for v in iov.chunks(16) {
-                    let base = u64::from_le_bytes(v[..8].try_into().unwrap());
-                    let len = u64::from_le_bytes(v[8..].try_into().unwrap());
-                    let r = self.write_fd(mem, a[0], base, len);
-                    if r < 0 {
-                        return Outcome::Return(if total > 0 { total } else { r });
-                    }
-                    total += r;
-                }
-                total
-            }
+            19 => self.vectored(mem, a[0], a[1], a[2], false),
+            20 => self.vectored(mem, a[0], a[1], a[2], true),
             60 | 231 => return Outcome::Exit(a[0] as i32),
             12 => self.brk(mem, a[0]),
             9 => self.mmap(mem, a),
