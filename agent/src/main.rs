@@ -15,6 +15,11 @@ mod arch;
 
 use agent::channel::{FrameReader, FrameWriter, InStream, Incoming, OutStream, StreamError};
 use agent::proto::{self, AttestationKind, ErrorCode, Type};
+use agent::sandbox::abi::Errno;
+use agent::sandbox::fs::{self, Fs};
+use agent::sandbox::process::{Exception, Kernel, Limits, Status};
+use alloc::format;
+use alloc::vec::Vec;
 use sha2::{Digest, Sha256};
 
 type Reader = FrameReader<arch::virtio::BlkDisk>;
@@ -125,7 +130,7 @@ fn send_bulk(out: &mut Writer, request: &[u8]) -> Result<(), StreamError> {
     out.send(Type::BulkBegin, &total.to_le_bytes())?;
     // One period of the pattern, MAX_PAYLOAD long, reused: chunk starts stay multiples of 251.
     let chunk_len = proto::MAX_PAYLOAD / 251 * 251;
-    let chunk: alloc::vec::Vec<u8> = (0..chunk_len as u64).map(proto::pattern_byte).collect();
+    let chunk: Vec<u8> = (0..chunk_len as u64).map(proto::pattern_byte).collect();
     let mut sent = 0u64;
     while sent < total {
         let n = (total - sent).min(chunk_len as u64) as usize;
@@ -137,13 +142,16 @@ fn send_bulk(out: &mut Writer, request: &[u8]) -> Result<(), StreamError> {
 
 /// The largest executable the agent accepts.
 const MAX_PROGRAM: u64 = 256 << 20;
-/// Stack size given to a program.
-const STACK_SIZE: u64 = 1 << 20;
 
-/// Runs a static program in ring 3 (sandbox, first slice): load it, run it until it exits or
-/// faults, stream its stdout/stderr as Output frames, report its status.
+/// Limits for `Exec` (a development request: one program, no derivation).
+const EXEC_LIMITS: Limits = Limits { memory: 1 << 30, processes: 64, cpu_ticks: 60 * 100 };
+const EXEC_FS_BYTES: u64 = 1 << 30;
+const EXEC_FS_INODES: usize = 100_000;
+
+/// Runs a static program in the sandbox (no derivation): the program is placed read-only at
+/// `/nix/store/exec/program` in a fresh sandbox file system and started with the request's
+/// argv and envp; its stdout/stderr stream back as Output frames, then its status.
 fn exec(input: &mut Reader, out: &mut Writer, request: &[u8]) -> Result<(), StreamError> {
-    use agent::sandbox::{elf, syscall};
     let Some((argv, rest)) = proto::decode_strings(request) else {
         return error(out, ErrorCode::BadPayload, "Exec: malformed argv");
     };
@@ -158,7 +166,7 @@ fn exec(input: &mut Reader, out: &mut Writer, request: &[u8]) -> Result<(), Stre
         },
         _ => return error(out, ErrorCode::UnexpectedMessage, "Exec: expected the program as a bulk transfer"),
     };
-    let mut program = alloc::vec::Vec::new();
+    let mut program = Vec::new();
     if program.try_reserve_exact(total as usize).is_err() {
         return error(out, ErrorCode::TransferTooLarge, "Exec: no memory for the program");
     }
@@ -168,75 +176,79 @@ fn exec(input: &mut Reader, out: &mut Writer, request: &[u8]) -> Result<(), Stre
             _ => return error(out, ErrorCode::Truncated, "Exec: program transfer ended early"),
         }
     }
-    let image = match elf::parse(&program) {
-        Ok(i) => i,
-        Err(e) => return error(out, ErrorCode::BadPayload, &alloc::format!("Exec: not a static x86-64 executable: {e:?}")),
+    let place = |fs: &mut Fs| -> Result<(), Errno> {
+        let store = fs.resolve(fs::ROOT, b"/nix/store", true)?;
+        let dir = fs.mkdir(store, b"exec", 0o555)?;
+        let file = fs.create(dir, b"program", 0o555)?;
+        fs.write_at(file, 0, &program)?;
+        fs.set_readonly(dir);
+        Ok(())
     };
-    let Ok(mut space) = arch::user::AddressSpace::new() else {
-        return error(out, ErrorCode::Channel, "Exec: out of memory");
+    let mut fs = match Fs::nix_sandbox(EXEC_FS_BYTES, EXEC_FS_INODES) {
+        Ok(fs) => fs,
+        Err(e) => return error(out, ErrorCode::Sandbox, &format!("Exec: sandbox file system: {}", e.name())),
     };
-    // Segments: map every page, copy the file bytes, leave the rest zero.
-    for seg in &image.segments {
-        let first = seg.vaddr & !0xFFF;
-        let end = (seg.vaddr + seg.mem_size + 0xFFF) & !0xFFF;
-        for page in (first..end).step_by(4096) {
-            let Ok(bytes) = space.map(page, seg.writable, seg.executable) else {
-                return error(out, ErrorCode::Channel, "Exec: out of memory");
-            };
-            let (lo, hi) = (page.max(seg.vaddr), (page + 4096).min(seg.vaddr + seg.file_size));
-            if lo < hi {
-                let from = (seg.file_offset + (lo - seg.vaddr)) as usize;
-                bytes[(lo - page) as usize..(hi - page) as usize].copy_from_slice(&program[from..from + (hi - lo) as usize]);
-            }
-        }
+    if let Err(e) = place(&mut fs) {
+        return error(out, ErrorCode::Sandbox, &format!("Exec: cannot place the program: {}", e.name()));
     }
     drop(program);
-    let top = elf::USER_TOP;
-    for page in ((top - STACK_SIZE)..top).step_by(4096) {
-        if space.map(page, true, false).is_err() {
-            return error(out, ErrorCode::Channel, "Exec: out of memory");
-        }
-    }
-    let stack = elf::initial_stack(top, &image, &argv, &envp, *b"nix-attested-rnd", 1000, 100);
-    if space.write(stack.rsp, &stack.bytes).is_none() {
-        return error(out, ErrorCode::BadPayload, "Exec: arguments do not fit on the stack");
-    }
-    let mut regs = arch::user::UserRegs { rip: image.entry, rsp: stack.rsp, rflags: 0x2, ..Default::default() };
-    let brk = image.segments.iter().map(|s| s.vaddr + s.mem_size).max().unwrap_or(0).next_multiple_of(4096);
-    let mut process = syscall::Process::new(agent::sandbox::fs::Fs::new(1 << 30));
-    (process.brk_start, process.brk) = (brk, brk);
-    let status = loop {
-        match arch::user::run(&space, &mut regs) {
-            arch::user::Event::Syscall => {
-                let a = [regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9];
-                let outcome = process.syscall(&mut space, regs.rax, a);
-                for (fd, bytes) in process.output.drain(..) {
-                    for chunk in bytes.chunks(proto::MAX_PAYLOAD - 1) {
-                        let mut frame = alloc::vec::Vec::with_capacity(chunk.len() + 1);
-                        frame.push(fd);
-                        frame.extend_from_slice(chunk);
-                        out.send(Type::Output, &frame)?;
-                    }
-                }
-                match outcome {
-                    syscall::Outcome::Return(v) => regs.rax = v as u64,
-                    syscall::Outcome::SetFsBase(b) => {
-                        regs.fs_base = b;
-                        regs.rax = 0;
-                    }
-                    syscall::Outcome::Exit(s) => break s & 0xFF,
-                }
-            }
-            arch::user::Event::Fault { vector, error, address } => {
-                log::warn!("exec: the program faulted: vector {vector}, error {error:#x}, address {address:#x}, rip {:#x}", regs.rip);
-                break syscall::fault_status(vector);
-            }
-        }
+    let mut kernel = Kernel::new(fs, EXEC_LIMITS);
+    let space = match arch::user::AddressSpace::new() {
+        Ok(s) => s,
+        Err(_) => return error(out, ErrorCode::Sandbox, "Exec: out of memory"),
     };
-    for nr in &process.unimplemented {
-        log::warn!("exec: unimplemented system call {nr} (returned ENOSYS)");
+    let bytes = |v: Vec<alloc::string::String>| v.into_iter().map(alloc::string::String::into_bytes).collect();
+    if let Err(e) = kernel.spawn(space, b"/nix/store/exec/program", bytes(argv), bytes(envp)) {
+        return error(out, ErrorCode::Sandbox, &format!("Exec: cannot start the program: {}", e.name()));
     }
-    drop(space);
-    out.send(Type::ExitStatus, &status.to_le_bytes())?;
+    let status = run_sandbox(&mut kernel, out)?;
+    out.send(Type::ExitStatus, &exit_code(status).to_le_bytes())?;
     out.flush()
+}
+
+/// The shell's view of a status: the exit code, or 128 + the signal.
+fn exit_code(status: Status) -> i32 {
+    match status {
+        Status::Exited(c) => i32::from(c),
+        Status::Signaled(s) => 128 + i32::from(s),
+    }
+}
+
+/// Runs the sandbox until its first process (the builder) ends: each process runs in ring 3
+/// until an event, which the kernel handles; output streams out as Output frames (fd byte +
+/// bytes) and the kernel's notes go to the agent log as they appear.
+fn run_sandbox(kernel: &mut Kernel<arch::user::AddressSpace>, out: &mut Writer) -> Result<Status, StreamError> {
+    use arch::user::Event;
+    loop {
+        if let Some(status) = kernel.finished() {
+            for nr in kernel.unimplemented() {
+                log::warn!("sandbox: system call {nr} was asked for and is not implemented (ENOSYS)");
+            }
+            return Ok(status);
+        }
+        let Some(pid) = kernel.current() else {
+            // Cannot happen while unfinished (the kernel ends a deadlocked build itself).
+            kernel.end(1, Status::Signaled(agent::sandbox::process::sig::SIGKILL));
+            continue;
+        };
+        let Some(p) = kernel.process(pid) else { continue };
+        match arch::user::run(&p.mem, &mut p.regs) {
+            Event::Syscall => {
+                kernel.syscall(pid);
+            }
+            Event::Fault { vector, error, address } => kernel.fault(pid, Exception { vector, error, address }),
+            Event::Timer => kernel.tick(),
+        }
+        for (fd, bytes) in kernel.output.drain(..) {
+            for chunk in bytes.chunks(proto::MAX_PAYLOAD - 1) {
+                let mut frame = Vec::with_capacity(chunk.len() + 1);
+                frame.push(fd);
+                frame.extend_from_slice(chunk);
+                out.send(Type::Output, &frame)?;
+            }
+        }
+        for note in kernel.notes.drain(..) {
+            log::warn!("{note}");
+        }
+    }
 }

@@ -97,6 +97,18 @@ pub enum ErrorCode {
     TransferTooLarge = 7,
     UnexpectedMessage = 8,
     Channel = 9,
+    /// The sandbox could not be set up or could not start the program.
+    Sandbox = 10,
+    /// A derivation or input derivation is malformed, or its path does not match its bytes.
+    BadDerivation = 11,
+    /// An input is missing, unexpected, or its bytes do not match what the derivation needs.
+    BadInput = 12,
+    /// The builder failed: non-zero exit, killed by a signal or a limit.
+    BuildFailed = 13,
+    /// The builder succeeded but its outputs break a rule (missing output, Nix's output checks).
+    BadOutput = 14,
+    /// The attester could not produce evidence.
+    Attestation = 15,
 }
 
 impl ErrorCode {
@@ -112,6 +124,12 @@ impl ErrorCode {
             7 => TransferTooLarge,
             8 => UnexpectedMessage,
             9 => Channel,
+            10 => Sandbox,
+            11 => BadDerivation,
+            12 => BadInput,
+            13 => BuildFailed,
+            14 => BadOutput,
+            15 => Attestation,
             _ => return None,
         })
     }

@@ -55,9 +55,13 @@ fn faults_end_the_program_not_the_agent() {
 
 #[test]
 fn non_executables_are_refused_with_an_error() {
-    let r = loader::exec(&vm_config(Accel::Auto), b"#!/bin/sh\necho not yet\n", &["script"], |_, _| {}).unwrap();
+    // Not an executable at all: ENOEXEC, as execve says.
+    let r = loader::exec(&vm_config(Accel::Auto), b"just some text\n", &["text"], |_, _| {}).unwrap();
     assert_eq!(r.errors.len(), 1, "{r:?}");
-    assert!(r.errors[0].1.contains("not a static x86-64 executable"), "{r:?}");
+    assert!(r.errors[0].1.contains("cannot start the program: ENOEXEC"), "{r:?}");
+    // A script whose interpreter is absent (the sandbox has no /bin/sh): ENOENT.
+    let r = loader::exec(&vm_config(Accel::Auto), b"#!/bin/sh\necho hi\n", &["script"], |_, _| {}).unwrap();
+    assert!(r.errors.len() == 1 && r.errors[0].1.contains("cannot start the program: ENOENT"), "{r:?}");
 }
 
 #[test]

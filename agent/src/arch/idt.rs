@@ -52,6 +52,8 @@ exception_stub_\vec:
 .irp v, 8,10,11,12,13,14,17,21,29,30
     STUB \v, 1
 .endr
+    STUB 32, 0
+    STUB 255, 0
 
 exception_common:
     push rax
@@ -97,6 +99,10 @@ exception_stubs:
 .irp v, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31
     .quad exception_stub_\v
 .endr
+.globl interrupt_stubs
+interrupt_stubs:
+    .quad exception_stub_32
+    .quad exception_stub_255
 .text
 "#,
     handler = sym exception,
@@ -104,6 +110,7 @@ exception_stubs:
 
 unsafe extern "C" {
     static exception_stubs: [u64; 32];
+    static interrupt_stubs: [u64; 2];
 }
 
 #[repr(C, align(16))]
@@ -122,6 +129,17 @@ const NAMES: [&str; 32] = [
 ];
 
 extern "C" fn exception(frame: &mut TrapFrame) {
+    if frame.vector == u64::from(super::timer::VECTOR) {
+        super::timer::end_of_interrupt();
+        if frame.cs & 3 == 3 {
+            // The tick preempted the process: the sandbox decides what runs next.
+            super::user::timer_from_user(frame);
+        }
+        return;
+    }
+    if frame.vector == u64::from(super::timer::SPURIOUS) {
+        return; // no end-of-interrupt for a spurious interrupt
+    }
     let vector = frame.vector as usize & 31;
     let cr2 = if vector == 14 { super::cpu::read_cr2() } else { 0 };
     if frame.cs & 3 == 3 {
@@ -140,15 +158,20 @@ pub fn init() {
     // each gate points at an entry stub defined above in this file.
     unsafe {
         let stubs = &*addr_of!(exception_stubs);
-        for (v, &addr) in stubs.iter().enumerate() {
-            let ist = if v == 8 { 1u64 } else { 0 }; // double fault on its own stack
+        let gate = |addr: u64, ist: u64| {
             let low = (addr & 0xFFFF)
                 | (u64::from(super::gdt::KERNEL_CODE) << 16)
                 | (ist << 32)
                 | (0x8E << 40) // present, DPL 0, 64-bit interrupt gate
                 | ((addr >> 16) & 0xFFFF) << 48;
-            IDT.0[v] = [low, addr >> 32];
+            [low, addr >> 32]
+        };
+        for (v, &addr) in stubs.iter().enumerate() {
+            IDT.0[v] = gate(addr, if v == 8 { 1 } else { 0 }); // double fault on its own stack
         }
+        let irqs = &*addr_of!(interrupt_stubs);
+        IDT.0[super::timer::VECTOR as usize] = gate(irqs[0], 0);
+        IDT.0[super::timer::SPURIOUS as usize] = gate(irqs[1], 0);
         #[repr(C, packed)]
         struct Descriptor {
             limit: u16,

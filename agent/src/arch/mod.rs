@@ -2,7 +2,7 @@
 //!
 //! The vCPU runs, in order: `reset.s` (the reset vector at 0xFFFFFFF0) → `rom16.s` (real mode to
 //! protected mode) → `rom32.s` (copy the image to RAM, boot page tables, long mode) →
-//! [`rust_start`] → serial → GDT/TSS → IDT → memory (heap, DMA) → `crate::main`.
+//! [`rust_start`] → serial → GDT/TSS → IDT → memory (heap, DMA) → system calls → timer → `crate::main`.
 pub mod cpu;
 pub mod gdt;
 pub mod idt;
@@ -11,6 +11,7 @@ pub mod memory;
 pub mod pci;
 pub mod power;
 pub mod serial;
+pub mod timer;
 pub mod user;
 pub mod virtio;
 
@@ -27,6 +28,7 @@ extern "C" fn rust_start() -> ! {
     idt::init();
     memory::init();
     user::init();
+    timer::init();
     crate::main()
 }
 

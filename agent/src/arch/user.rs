@@ -1,10 +1,18 @@
-//! Ring 3. The builder gets its own page tables: the agent's half of the address space (PML4
-//! entries 256–511) is shared *without* the user bit, the lower half is the builder's own. The
-//! agent runs it with [`run`] until it makes a system call or faults, and gets control back
-//! either way ("run until event"); everything about what the event means is safe code above.
+//! Ring 3. Each sandboxed process gets its own page tables: the agent's half of the address
+//! space (PML4 entries 256–511) is shared *without* the user bit, the lower half is the
+//! process's own. The agent runs a process with [`run`] until it makes a system call, faults or
+//! is preempted by the timer, and gets control back in every case ("run until event"); what the
+//! event means is decided by safe code above (`agent::sandbox`).
+//!
+//! [`AddressSpace`] implements `agent::sandbox::mem::Memory`, the only way the sandbox kernel
+//! touches user memory. Leaf pages belong to the page tables that map them: unmapping frees
+//! them, `fork` copies them, dropping the address space frees everything.
 use super::gdt::{KERNEL_CODE, KERNEL_DATA, USER_CODE, USER_DATA};
 use super::layout;
 use super::memory::{self, PageTable};
+use agent::sandbox::abi::Errno;
+use agent::sandbox::mem::{user_range, Fault, Memory, Prot};
+use agent::sandbox::process::Regs;
 use alloc::vec::Vec;
 use core::arch::{asm, global_asm};
 use core::ptr::{addr_of, addr_of_mut, NonNull};
@@ -12,33 +20,12 @@ use core::ptr::{addr_of, addr_of_mut, NonNull};
 const PRESENT: u64 = 1;
 const WRITABLE: u64 = 2;
 const USER: u64 = 4;
+/// A software bit (ignored by the MMU): "this leaf maps a page of ours". A `PROT_NONE` page
+/// keeps its frame with PRESENT clear, so any access faults, as on Linux.
+const MAPPED: u64 = 1 << 9;
 const NO_EXECUTE: u64 = 1 << 63;
 const ADDR_MASK: u64 = 0x000F_FFFF_FFFF_F000;
-
-/// The builder's registers while it is not running.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
-pub struct UserRegs {
-    pub rax: u64,
-    pub rbx: u64,
-    pub rcx: u64,
-    pub rdx: u64,
-    pub rsi: u64,
-    pub rdi: u64,
-    pub rbp: u64,
-    pub r8: u64,
-    pub r9: u64,
-    pub r10: u64,
-    pub r11: u64,
-    pub r12: u64,
-    pub r13: u64,
-    pub r14: u64,
-    pub r15: u64,
-    pub rip: u64,
-    pub rsp: u64,
-    pub rflags: u64,
-    pub fs_base: u64,
-}
+const PAGE: u64 = 4096;
 
 /// Why [`run`] returned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,169 +34,297 @@ pub enum Event {
     Syscall,
     /// A CPU exception in ring 3 (`address` is CR2 for page faults).
     Fault { vector: u8, error: u64, address: u64 },
+    /// The timer interrupted the process.
+    Timer,
 }
 
-/// A page-table tree for one builder. Frees every page it allocated when dropped.
+/// A page-table tree for one process.
 pub struct AddressSpace {
     pml4: u64,
-    owned: Vec<NonNull<u8>>,
-}
-
-#[derive(Debug, PartialEq, Eq)]
-pub enum MapError {
-    OutOfMemory,
-    NotUserAddress,
+    /// Intermediate tables below the PML4 (freed by `clear`).
+    tables: Vec<u64>,
 }
 
 fn table(phys: u64) -> *mut PageTable {
     layout::phys_to_virt(phys) as *mut PageTable
 }
 
+fn alloc_frame() -> Option<u64> {
+    memory::alloc_dma_pages(1).map(|(phys, _)| phys)
+}
+
+fn free_frame(phys: u64) {
+    // SAFETY: every frame an address space holds came from `alloc_frame` (one page) and is
+    // freed exactly once, when the entry that owned it is cleared.
+    unsafe { memory::free_dma_pages(NonNull::new_unchecked(layout::phys_to_virt(phys) as *mut u8), 1) }
+}
+
+fn frame_bytes(phys: u64) -> *mut [u8; 4096] {
+    layout::phys_to_virt(phys) as *mut [u8; 4096]
+}
+
 unsafe extern "C" {
     static BOOT_PML4: PageTable;
 }
 
+fn leaf_flags(prot: Prot) -> u64 {
+    let mut f = MAPPED | USER;
+    if prot.read || prot.write || prot.exec {
+        f |= PRESENT;
+    }
+    if prot.write {
+        f |= WRITABLE;
+    }
+    if !prot.exec {
+        f |= NO_EXECUTE;
+    }
+    f
+}
+
 impl AddressSpace {
-    pub fn new() -> Result<Self, MapError> {
-        let mut s = AddressSpace { pml4: 0, owned: Vec::new() };
-        s.pml4 = s.alloc_page()?;
+    pub fn new() -> Result<Self, Errno> {
+        let pml4 = alloc_frame().ok_or(Errno::ENOMEM)?;
         // SAFETY: BOOT_PML4 is the agent's live top-level table (only its upper half is read);
-        // the new PML4 page is ours, zeroed, and mapped by the direct map.
+        // the new PML4 frame is ours, zeroed, and mapped by the direct map.
         unsafe {
             let boot = &*addr_of!(BOOT_PML4);
-            let new = &mut *table(s.pml4);
-            new.0[256..].copy_from_slice(&boot.0[256..]);
+            (&mut *table(pml4)).0[256..].copy_from_slice(&boot.0[256..]);
         }
-        Ok(s)
+        Ok(AddressSpace { pml4, tables: Vec::new() })
     }
 
-    fn alloc_page(&mut self) -> Result<u64, MapError> {
-        let (phys, virt) = memory::alloc_dma_pages(1).ok_or(MapError::OutOfMemory)?;
-        self.owned.push(virt);
-        Ok(phys)
-    }
-
-    /// The page-table entry for `vaddr` at the leaf level, creating tables on the way.
-    fn leaf(&mut self, vaddr: u64) -> Result<*mut u64, MapError> {
-        if vaddr >= 0x0000_8000_0000_0000 {
-            return Err(MapError::NotUserAddress);
+    /// The leaf entry for user page `va`, creating the tables down to it if `create`.
+    fn leaf(&mut self, va: u64, create: bool) -> Result<Option<*mut u64>, Errno> {
+        if !user_range(va, 1) {
+            return Err(Errno::EFAULT);
         }
         let mut t = self.pml4;
         for shift in [39u64, 30, 21] {
-            let idx = ((vaddr >> shift) & 511) as usize;
-            // SAFETY: `t` is a page-table page this address space owns, mapped by the direct map.
-            let e = unsafe { &mut (*table(t)).0[idx] };
+            // SAFETY: `t` is a table this address space owns, mapped by the direct map; user
+            // addresses index only entries 0..255 of the PML4.
+            let e = unsafe { &mut (*table(t)).0[((va >> shift) & 511) as usize] };
             if *e & PRESENT == 0 {
-                let next = self.alloc_page()?;
+                if !create {
+                    return Ok(None);
+                }
+                let next = alloc_frame().ok_or(Errno::ENOMEM)?;
+                self.tables.push(next);
                 *e = next | PRESENT | WRITABLE | USER;
             }
             t = *e & ADDR_MASK;
         }
-        // SAFETY: as above, for the last-level table.
-        Ok(unsafe { &mut (*table(t)).0[((vaddr >> 12) & 511) as usize] as *mut u64 })
+        // SAFETY: `t` is a last-level table this address space owns.
+        Ok(Some(unsafe { &mut (*table(t)).0[((va >> 12) & 511) as usize] as *mut u64 }))
     }
 
-    /// Maps a fresh zeroed page at `vaddr` (page aligned), or widens the permissions of the page
-    /// already there (two segments may share a page); returns its bytes for filling.
-    pub fn map(&mut self, vaddr: u64, writable: bool, executable: bool) -> Result<&mut [u8; 4096], MapError> {
-        let pte = self.leaf(vaddr)?;
-        // SAFETY: `pte` points into a table this address space owns; a present entry maps a
-        // page this address space allocated.
-        unsafe {
-            if *pte & PRESENT != 0 {
-                if writable {
-                    *pte |= WRITABLE;
-                }
-                if executable {
-                    *pte &= !NO_EXECUTE;
-                }
-                return Ok(&mut *(layout::phys_to_virt(*pte & ADDR_MASK) as *mut [u8; 4096]));
-            }
-        }
-        let phys = self.alloc_page()?;
-        let mut flags = PRESENT | USER;
-        if writable {
-            flags |= WRITABLE;
-        }
-        if !executable {
-            flags |= NO_EXECUTE;
-        }
-        // SAFETY: as above; the page is ours and zeroed; the returned slice borrows `self`.
-        unsafe {
-            *pte = phys | flags;
-            Ok(&mut *(layout::phys_to_virt(phys) as *mut [u8; 4096]))
-        }
-    }
-
-    /// The direct-map address of the user page holding `vaddr`, if it is mapped for the user.
-    fn user_page(&self, vaddr: u64, write: bool) -> Option<*mut u8> {
-        if vaddr >= 0x0000_8000_0000_0000 {
+    /// The entry of a mapped page (ours, whatever its protection).
+    fn mapped(&self, va: u64) -> Option<u64> {
+        let mut t = self.pml4;
+        if !user_range(va, 1) {
             return None;
         }
-        let mut t = self.pml4;
         for shift in [39u64, 30, 21, 12] {
-            // SAFETY: walking tables this address space owns (entries 0..255 are ours).
-            let e = unsafe { (*table(t)).0[((vaddr >> shift) & 511) as usize] };
-            if e & PRESENT == 0 || e & USER == 0 || (write && e & WRITABLE == 0) {
+            // SAFETY: walking tables this address space owns.
+            let e = unsafe { (*table(t)).0[((va >> shift) & 511) as usize] };
+            if shift != 12 && e & PRESENT == 0 {
                 return None;
+            }
+            if shift == 12 {
+                return (e & MAPPED != 0).then_some(e);
             }
             t = e & ADDR_MASK;
         }
-        Some(layout::phys_to_virt(t + (vaddr & 0xFFF)) as *mut u8)
+        None
     }
 
-    /// Copies `len` bytes from the builder's memory; `None` if any byte is not mapped for it.
-    pub fn read(&self, addr: u64, len: usize) -> Option<Vec<u8>> {
-        let mut out = Vec::new();
-        out.try_reserve_exact(len).ok()?;
-        let mut a = addr;
-        let end = addr.checked_add(len as u64)?;
-        while a < end {
-            let n = ((4096 - (a & 0xFFF)).min(end - a)) as usize;
-            let p = self.user_page(a, false)?;
-            // SAFETY: `p..p+n` lies within one mapped user page (n stops at the page end).
-            out.extend_from_slice(unsafe { core::slice::from_raw_parts(p, n) });
-            a += n as u64;
+    /// Direct-map bytes of the page holding `va`, if its entry passes `ok`.
+    fn page(&self, va: u64, ok: impl Fn(u64) -> bool) -> Result<*mut u8, Fault> {
+        match self.mapped(va) {
+            Some(e) if ok(e) => Ok(layout::phys_to_virt((e & ADDR_MASK) + (va & 0xFFF)) as *mut u8),
+            _ => Err(Fault(va)),
         }
-        Some(out)
     }
 
-    /// Copies bytes into the builder's memory; `None` if any byte is not writable for it.
-    pub fn write(&mut self, addr: u64, data: &[u8]) -> Option<()> {
-        let end = addr.checked_add(data.len() as u64)?;
-        // Check everything first, so a failed write changes nothing.
-        let mut a = addr;
-        while a < end {
-            self.user_page(a, true)?;
-            a = (a & !0xFFF) + 4096;
+    /// Copies `data` into user memory page by page, after checking every page with `ok`.
+    fn store(&mut self, va: u64, data: &[u8], ok: impl Fn(u64) -> bool + Copy) -> Result<(), Fault> {
+        if !user_range(va, data.len() as u64) {
+            return Err(Fault(va));
         }
-        let (mut a, mut done) = (addr, 0usize);
+        let end = va + data.len() as u64;
+        let mut a = va;
         while a < end {
-            let n = ((4096 - (a & 0xFFF)).min(end - a)) as usize;
-            let p = self.user_page(a, true)?;
-            // SAFETY: checked above: `p..p+n` is a writable user page's bytes.
+            self.page(a, ok)?;
+            a = (a & !0xFFF) + PAGE;
+        }
+        let (mut a, mut done) = (va, 0usize);
+        while a < end {
+            let n = ((PAGE - (a & 0xFFF)).min(end - a)) as usize;
+            let p = self.page(a, ok)?;
+            // SAFETY: `p..p+n` lies inside one page of this address space (n stops at the
+            // page end), checked above.
             unsafe { core::ptr::copy_nonoverlapping(data[done..].as_ptr(), p, n) };
             a += n as u64;
             done += n;
         }
-        Some(())
+        Ok(())
+    }
+
+    /// Calls `f(va, entry)` for every mapped leaf page.
+    fn each_leaf(&self, mut f: impl FnMut(u64, *mut u64)) {
+        fn walk(t: u64, level: u32, base: u64, f: &mut dyn FnMut(u64, *mut u64)) {
+            let top = if level == 4 { 256 } else { 512 };
+            for i in 0..top {
+                // SAFETY: `t` is a table of this address space at `level`.
+                let e = unsafe { &mut (*table(t)).0[i] as *mut u64 };
+                let va = base | ((i as u64) << (12 + 9 * (level - 1)));
+                // SAFETY: as above.
+                let v = unsafe { *e };
+                if level == 1 {
+                    if v & MAPPED != 0 {
+                        f(va, e);
+                    }
+                } else if v & PRESENT != 0 {
+                    walk(v & ADDR_MASK, level - 1, va, f);
+                }
+            }
+        }
+        walk(self.pml4, 4, 0, &mut f);
+    }
+}
+
+impl Memory for AddressSpace {
+    fn read(&self, va: u64, buf: &mut [u8]) -> Result<(), Fault> {
+        if !user_range(va, buf.len() as u64) {
+            return Err(Fault(va));
+        }
+        let end = va + buf.len() as u64;
+        let (mut a, mut done) = (va, 0usize);
+        while a < end {
+            let n = ((PAGE - (a & 0xFFF)).min(end - a)) as usize;
+            let p = self.page(a, |e| e & PRESENT != 0)?;
+            // SAFETY: `p..p+n` lies inside one readable page of this address space.
+            unsafe { core::ptr::copy_nonoverlapping(p, buf[done..].as_mut_ptr(), n) };
+            a += n as u64;
+            done += n;
+        }
+        Ok(())
+    }
+
+    fn write(&mut self, va: u64, data: &[u8]) -> Result<(), Fault> {
+        self.store(va, data, |e| e & PRESENT != 0 && e & WRITABLE != 0)
+    }
+
+    fn poke(&mut self, va: u64, data: &[u8]) -> Result<(), Fault> {
+        self.store(va, data, |_| true)
+    }
+
+    fn map(&mut self, va: u64, len: u64, prot: Prot) -> Result<(), Errno> {
+        if va % PAGE != 0 || len % PAGE != 0 || !user_range(va, len) {
+            return Err(Errno::EINVAL);
+        }
+        for page in (va..va + len).step_by(PAGE as usize) {
+            let Some(pte) = self.leaf(page, true)? else { return Err(Errno::ENOMEM) };
+            let frame = alloc_frame().ok_or(Errno::ENOMEM)?;
+            // SAFETY: a leaf entry this address space owns; the frame it held (if any) was
+            // ours and nothing refers to it any more.
+            unsafe {
+                if *pte & MAPPED != 0 {
+                    free_frame(*pte & ADDR_MASK);
+                }
+                *pte = frame | leaf_flags(prot);
+            }
+        }
+        Ok(())
+    }
+
+    fn unmap(&mut self, va: u64, len: u64) {
+        let end = va.saturating_add(len).min(agent::sandbox::elf::USER_END);
+        let mut page = va & !0xFFF;
+        while page < end {
+            if let Ok(Some(pte)) = self.leaf(page, false) {
+                // SAFETY: clearing a leaf entry this address space owns and freeing its frame.
+                unsafe {
+                    if *pte & MAPPED != 0 {
+                        free_frame(*pte & ADDR_MASK);
+                    }
+                    *pte = 0;
+                }
+            }
+            page += PAGE;
+        }
+    }
+
+    fn protect(&mut self, va: u64, len: u64, prot: Prot) -> Result<(), Errno> {
+        let end = va.checked_add(len).ok_or(Errno::ENOMEM)?;
+        for page in (va..end).step_by(PAGE as usize) {
+            self.mapped(page).ok_or(Errno::ENOMEM)?;
+        }
+        for page in (va..end).step_by(PAGE as usize) {
+            if let Ok(Some(pte)) = self.leaf(page, false) {
+                // SAFETY: rewriting the rights of a mapped leaf entry this address space owns.
+                unsafe { *pte = (*pte & ADDR_MASK) | leaf_flags(prot) };
+            }
+        }
+        Ok(())
+    }
+
+    fn fork(&self) -> Result<Self, Errno> {
+        let mut child = AddressSpace::new()?;
+        let mut result = Ok(());
+        self.each_leaf(|va, pte| {
+            if result.is_err() {
+                return;
+            }
+            // SAFETY: `pte` is a mapped leaf of the parent.
+            let e = unsafe { *pte };
+            let Some(frame) = alloc_frame() else {
+                result = Err(Errno::ENOMEM);
+                return;
+            };
+            // SAFETY: both frames are whole pages of RAM under the direct map; the new frame
+            // is ours alone.
+            unsafe { *frame_bytes(frame) = *frame_bytes(e & ADDR_MASK) };
+            match child.leaf(va, true) {
+                // SAFETY: a fresh leaf entry of the child.
+                Ok(Some(c)) => unsafe { *c = frame | (e & !ADDR_MASK) },
+                _ => {
+                    free_frame(frame);
+                    result = Err(Errno::ENOMEM);
+                }
+            }
+        });
+        result.map(|_| child)
+    }
+
+    fn clear(&mut self) {
+        self.each_leaf(|_, pte| {
+            // SAFETY: a mapped leaf entry of this address space: free its frame, once.
+            unsafe {
+                free_frame(*pte & ADDR_MASK);
+                *pte = 0;
+            }
+        });
+        for t in self.tables.drain(..) {
+            free_frame(t);
+        }
+        // SAFETY: the PML4 is ours; its lower half pointed only at the tables just freed.
+        unsafe { (&mut *table(self.pml4)).0[..256].fill(0) };
     }
 }
 
 impl Drop for AddressSpace {
     fn drop(&mut self) {
-        // SAFETY: back on the agent's own tables before freeing the builder's.
+        // SAFETY: back on the agent's own tables before freeing these.
         unsafe { asm!("mov cr3, {}", in(reg) layout::virt_to_phys(addr_of!(BOOT_PML4) as u64), options(nostack)) };
-        for p in self.owned.drain(..) {
-            // SAFETY: each page came from alloc_dma_pages(1) and is freed once.
-            unsafe { memory::free_dma_pages(p, 1) };
-        }
+        self.clear();
+        free_frame(self.pml4);
     }
 }
 
 // The switch. `enter_user` saves the agent's callee-saved registers and stack, then `iretq`s to
-// ring 3 with the builder's registers. `syscall_entry` (LSTAR) and `fault_from_user` save the
-// builder's registers and return from `enter_user` on the saved stack.
+// ring 3 with the process's registers (a `Regs`: gpr[16] in hardware order at 0, rip at 128,
+// rflags at 136). `syscall_entry` (LSTAR), `fault_from_user` and `interrupt_from_user` save the
+// process's registers and return from `enter_user` on the saved stack.
 global_asm!(
     r#"
 .globl agent_enter_user
@@ -223,25 +338,25 @@ agent_enter_user:
     mov [rip + {kernel_rsp}], rsp
     mov [rip + {current}], rdi
     push {user_data}
-    push qword ptr [rdi + 128]
+    push qword ptr [rdi + 32]
     push qword ptr [rdi + 136]
     push {user_code}
-    push qword ptr [rdi + 120]
+    push qword ptr [rdi + 128]
     mov rax, [rdi + 0]
-    mov rbx, [rdi + 8]
-    mov rcx, [rdi + 16]
-    mov rdx, [rdi + 24]
-    mov rsi, [rdi + 32]
-    mov rbp, [rdi + 48]
-    mov r8, [rdi + 56]
-    mov r9, [rdi + 64]
-    mov r10, [rdi + 72]
-    mov r11, [rdi + 80]
-    mov r12, [rdi + 88]
-    mov r13, [rdi + 96]
-    mov r14, [rdi + 104]
-    mov r15, [rdi + 112]
-    mov rdi, [rdi + 40]
+    mov rcx, [rdi + 8]
+    mov rdx, [rdi + 16]
+    mov rbx, [rdi + 24]
+    mov rbp, [rdi + 40]
+    mov rsi, [rdi + 48]
+    mov r8, [rdi + 64]
+    mov r9, [rdi + 72]
+    mov r10, [rdi + 80]
+    mov r11, [rdi + 88]
+    mov r12, [rdi + 96]
+    mov r13, [rdi + 104]
+    mov r14, [rdi + 112]
+    mov r15, [rdi + 120]
+    mov rdi, [rdi + 56]
     iretq
 
 .globl agent_syscall_entry
@@ -249,25 +364,25 @@ agent_syscall_entry:
     mov [rip + {scratch}], rsp
     mov rsp, [rip + {current}]
     mov [rsp + 0], rax
-    mov [rsp + 8], rbx
-    mov [rsp + 16], rcx
-    mov [rsp + 24], rdx
-    mov [rsp + 32], rsi
-    mov [rsp + 40], rdi
-    mov [rsp + 48], rbp
-    mov [rsp + 56], r8
-    mov [rsp + 64], r9
-    mov [rsp + 72], r10
-    mov [rsp + 80], r11
-    mov [rsp + 88], r12
-    mov [rsp + 96], r13
-    mov [rsp + 104], r14
-    mov [rsp + 112], r15
-    mov [rsp + 120], rcx
+    mov [rsp + 8], rcx
+    mov [rsp + 16], rdx
+    mov [rsp + 24], rbx
+    mov [rsp + 40], rbp
+    mov [rsp + 48], rsi
+    mov [rsp + 56], rdi
+    mov [rsp + 64], r8
+    mov [rsp + 72], r9
+    mov [rsp + 80], r10
+    mov [rsp + 88], r11
+    mov [rsp + 96], r12
+    mov [rsp + 104], r13
+    mov [rsp + 112], r14
+    mov [rsp + 120], r15
+    mov [rsp + 128], rcx
     mov [rsp + 136], r11
     mov rax, [rip + {scratch}]
-    mov [rsp + 128], rax
-    mov byte ptr [rip + {exit_fault}], 0
+    mov [rsp + 32], rax
+    mov byte ptr [rip + {exit_kind}], 0
 
 .globl agent_return_to_kernel
 agent_return_to_kernel:
@@ -283,21 +398,22 @@ agent_return_to_kernel:
     kernel_rsp = sym KERNEL_RSP,
     current = sym CURRENT,
     scratch = sym SCRATCH,
-    exit_fault = sym EXIT_FAULT,
+    exit_kind = sym EXIT_KIND,
     user_data = const USER_DATA as u64,
     user_code = const USER_CODE as u64,
 );
 
 unsafe extern "C" {
-    fn agent_enter_user(regs: *mut UserRegs);
+    fn agent_enter_user(regs: *mut Regs);
     fn agent_syscall_entry();
     fn agent_return_to_kernel() -> !;
 }
 
 static mut KERNEL_RSP: u64 = 0;
-static mut CURRENT: *mut UserRegs = core::ptr::null_mut();
+static mut CURRENT: *mut Regs = core::ptr::null_mut();
 static mut SCRATCH: u64 = 0;
-static mut EXIT_FAULT: u8 = 0;
+/// How the last `enter_user` came back: 0 syscall, 1 fault, 2 timer.
+static mut EXIT_KIND: u8 = 0;
 static mut FAULT: (u8, u64, u64) = (0, 0, 0);
 
 const MSR_EFER: u32 = 0xC000_0080;
@@ -328,117 +444,59 @@ pub fn init() {
     wrmsr(MSR_SFMASK, 0x4_0700);
 }
 
-/// Runs the builder in `space` from `regs` until its next system call or fault.
-pub fn run(space: &AddressSpace, regs: &mut UserRegs) -> Event {
+/// Runs the process in `space` from `regs` until its next system call, fault or timer tick.
+/// The process runs with interrupts enabled (so the timer can preempt it) and IOPL 0; the
+/// agent itself always runs with them disabled.
+pub fn run(space: &AddressSpace, regs: &mut Regs) -> Event {
     wrmsr(MSR_FS_BASE, regs.fs_base);
-    regs.rflags = (regs.rflags & 0xCD5) | 0x2; // user-settable flags only; IF stays clear
+    regs.rflags = (regs.rflags & 0xCD5) | 0x202; // user-settable flags, IF set
     // SAFETY: `space` holds a valid PML4 whose upper half is the agent's own mapping (so the
-    // agent keeps running after the switch); `agent_enter_user` returns here, on this stack,
-    // when the builder makes a system call or faults, with its registers stored in `regs`.
+    // agent keeps running after the switch, and loading CR3 flushes every user translation of
+    // the previous process); `agent_enter_user` returns here, on this stack, at the process's
+    // next event, with its registers stored in `regs`. The FXSAVE area is 16-byte aligned
+    // (`Fpu` is `align(16)`); nothing between the restore and the save touches x87/SSE state
+    // (the agent is built soft-float; only sha2's SHA-NI path uses SSE, never on this path).
     unsafe {
         asm!("mov cr3, {}", in(reg) space.pml4, options(nostack));
+        asm!("fxrstor64 [{}]", in(reg) regs.fpu.0.as_ptr(), options(nostack, readonly));
         agent_enter_user(regs);
-        if *addr_of!(EXIT_FAULT) != 0 {
-            let (vector, error, address) = *addr_of!(FAULT);
-            return Event::Fault { vector, error, address };
+        asm!("fxsave64 [{}]", in(reg) regs.fpu.0.as_mut_ptr(), options(nostack));
+        match *addr_of!(EXIT_KIND) {
+            1 => {
+                let (vector, error, address) = *addr_of!(FAULT);
+                Event::Fault { vector, error, address }
+            }
+            2 => Event::Timer,
+            _ => Event::Syscall,
         }
     }
-    Event::Syscall
 }
 
-/// Called by the trap handler for an exception raised in ring 3: records it and returns to the
-/// agent as if `enter_user` had returned.
-pub fn fault_from_user(f: &super::idt::TrapFrame, cr2: u64) -> ! {
-    // SAFETY: CURRENT points at the registers `run` is waiting on (a ring-3 trap can only
+/// Saves a ring-3 trap frame into the process's registers and returns to the agent as if
+/// `enter_user` had returned.
+fn leave_user(f: &super::idt::TrapFrame, kind: u8) -> ! {
+    // SAFETY: CURRENT points at the registers `run` is waiting on (a trap from ring 3 can only
     // happen inside `run`); KERNEL_RSP is that call's saved stack.
     unsafe {
         let r = &mut **addr_of_mut!(CURRENT);
-        *r = UserRegs {
-            rax: f.rax, rbx: f.rbx, rcx: f.rcx, rdx: f.rdx, rsi: f.rsi, rdi: f.rdi, rbp: f.rbp,
-            r8: f.r8, r9: f.r9, r10: f.r10, r11: f.r11, r12: f.r12, r13: f.r13, r14: f.r14, r15: f.r15,
-            rip: f.rip, rsp: f.rsp, rflags: f.rflags, fs_base: r.fs_base,
-        };
-        *addr_of_mut!(FAULT) = (f.vector as u8, f.error_code, cr2);
-        *addr_of_mut!(EXIT_FAULT) = 1;
+        r.gpr = [
+            f.rax, f.rcx, f.rdx, f.rbx, f.rsp, f.rbp, f.rsi, f.rdi, f.r8, f.r9, f.r10, f.r11, f.r12, f.r13, f.r14, f.r15,
+        ];
+        r.rip = f.rip;
+        r.rflags = f.rflags;
+        *addr_of_mut!(EXIT_KIND) = kind;
         agent_return_to_kernel()
     }
 }
 
-impl AddressSpace {
-    /// The leaf entry for a user page, if the tables down to it exist.
-    fn existing_leaf(&self, vaddr: u64) -> Option<*mut u64> {
-        if vaddr >= 0x0000_8000_0000_0000 {
-            return None;
-        }
-        let mut t = self.pml4;
-        for shift in [39u64, 30, 21] {
-            // SAFETY: walking tables this address space owns.
-            let e = unsafe { (*table(t)).0[((vaddr >> shift) & 511) as usize] };
-            if e & PRESENT == 0 {
-                return None;
-            }
-            t = e & ADDR_MASK;
-        }
-        // SAFETY: `t` is a last-level table this address space owns.
-        Some(unsafe { &mut (*table(t)).0[((vaddr >> 12) & 511) as usize] as *mut u64 })
-    }
-
-    fn flush_tlb() {
-        // SAFETY: reloading CR3 with its own value only flushes non-global TLB entries.
-        unsafe { asm!("mov {0}, cr3", "mov cr3, {0}", out(reg) _, options(nostack)) };
-    }
+/// Called by the trap handler for an exception raised in ring 3.
+pub fn fault_from_user(f: &super::idt::TrapFrame, cr2: u64) -> ! {
+    // SAFETY: FAULT is only touched here and by `run`, on this single CPU, with interrupts off.
+    unsafe { *addr_of_mut!(FAULT) = (f.vector as u8, f.error_code, cr2) };
+    leave_user(f, 1)
 }
 
-/// A page-table entry with exactly the rights `prot` asks for (present and user bits kept).
-fn with_rights(pte: u64, prot: agent::sandbox::syscall::Prot) -> u64 {
-    (pte & !(WRITABLE | NO_EXECUTE)) | if prot.write { WRITABLE } else { 0 } | if prot.exec { 0 } else { NO_EXECUTE }
-}
-
-impl agent::sandbox::syscall::Memory for AddressSpace {
-    fn read(&self, addr: u64, len: usize) -> Option<Vec<u8>> {
-        AddressSpace::read(self, addr, len)
-    }
-    fn write(&mut self, addr: u64, data: &[u8]) -> Option<()> {
-        AddressSpace::write(self, addr, data)
-    }
-    fn map(&mut self, addr: u64, len: u64, prot: agent::sandbox::syscall::Prot) -> bool {
-        for page in (addr..addr + len).step_by(4096) {
-            match self.map(page, prot.write, prot.exec) {
-                // Replacing a mapping gives fresh zero pages, as Linux does.
-                Ok(bytes) => bytes.fill(0),
-                Err(_) => return false,
-            }
-            if let Some(pte) = self.existing_leaf(page) {
-                // SAFETY: a leaf entry this address space owns: set exactly the requested rights.
-                unsafe {
-                    *pte = with_rights(*pte, prot);
-                }
-            }
-        }
-        Self::flush_tlb();
-        true
-    }
-    fn unmap(&mut self, addr: u64, len: u64) {
-        for page in (addr..addr.saturating_add(len)).step_by(4096) {
-            if let Some(pte) = self.existing_leaf(page) {
-                // SAFETY: clearing a leaf entry this address space owns (the page itself stays
-                // allocated, and is freed with the address space).
-                unsafe { *pte = 0 };
-            }
-        }
-        Self::flush_tlb();
-    }
-    fn protect(&mut self, addr: u64, len: u64, prot: agent::sandbox::syscall::Prot) {
-        for page in (addr..addr.saturating_add(len)).step_by(4096) {
-            if let Some(pte) = self.existing_leaf(page) {
-                // SAFETY: changing the rights of a present leaf entry this address space owns.
-                unsafe {
-                    if *pte & PRESENT != 0 {
-                        *pte = with_rights(*pte, prot);
-                    }
-                }
-            }
-        }
-        Self::flush_tlb();
-    }
+/// Called by the timer interrupt handler when the tick interrupted ring 3.
+pub fn timer_from_user(f: &super::idt::TrapFrame) -> ! {
+    leave_user(f, 2)
 }

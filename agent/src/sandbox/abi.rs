@@ -40,6 +40,45 @@ impl Errno {
     pub const ENOTEMPTY: Errno = Errno(39);
     pub const ELOOP: Errno = Errno(40);
 
+    /// The symbolic name (`"ENOENT"`), for messages.
+    pub fn name(self) -> &'static str {
+        match self.0 {
+            1 => "EPERM",
+            2 => "ENOENT",
+            3 => "ESRCH",
+            4 => "EINTR",
+            5 => "EIO",
+            7 => "E2BIG",
+            8 => "ENOEXEC",
+            9 => "EBADF",
+            10 => "ECHILD",
+            11 => "EAGAIN",
+            12 => "ENOMEM",
+            13 => "EACCES",
+            14 => "EFAULT",
+            16 => "EBUSY",
+            17 => "EEXIST",
+            18 => "EXDEV",
+            20 => "ENOTDIR",
+            21 => "EISDIR",
+            22 => "EINVAL",
+            24 => "EMFILE",
+            25 => "ENOTTY",
+            27 => "EFBIG",
+            28 => "ENOSPC",
+            29 => "ESPIPE",
+            30 => "EROFS",
+            31 => "EMLINK",
+            32 => "EPIPE",
+            34 => "ERANGE",
+            36 => "ENAMETOOLONG",
+            38 => "ENOSYS",
+            39 => "ENOTEMPTY",
+            40 => "ELOOP",
+            _ => "E?",
+        }
+    }
+
     /// The value a syscall returns for this error.
     pub fn ret(self) -> i64 {
         -(self.0 as i64)
@@ -117,4 +156,45 @@ pub mod nr {
     pub const GETRANDOM: u64 = 318;
     pub const STATX: u64 = 332;
     pub const FACCESSAT2: u64 = 439;
+    pub const OPEN: u64 = 2;
+    pub const STAT: u64 = 4;
+    pub const LSTAT: u64 = 6;
+    pub const POLL: u64 = 7;
+    pub const ACCESS: u64 = 21;
+    pub const PIPE: u64 = 22;
+    pub const MADVISE: u64 = 28;
+    pub const NANOSLEEP: u64 = 35;
+    pub const FSYNC: u64 = 74;
+    pub const FDATASYNC: u64 = 75;
+    pub const TRUNCATE: u64 = 76;
+    pub const FTRUNCATE: u64 = 77;
+    pub const RENAME: u64 = 82;
+    pub const MKDIR: u64 = 83;
+    pub const RMDIR: u64 = 84;
+    pub const LINK: u64 = 86;
+    pub const UNLINK: u64 = 87;
+    pub const SYMLINK: u64 = 88;
+    pub const READLINK: u64 = 89;
+    pub const CHMOD: u64 = 90;
+    pub const CHOWN: u64 = 92;
+    pub const FCHOWN: u64 = 93;
+    pub const LCHOWN: u64 = 94;
+    pub const SETUID: u64 = 105;
+    pub const SETGID: u64 = 106;
+    pub const SETPGID: u64 = 109;
+    pub const GETPGRP: u64 = 111;
+    pub const SETSID: u64 = 112;
+    pub const GETGROUPS: u64 = 115;
+    pub const GETPGID: u64 = 121;
+    pub const GETSID: u64 = 124;
+    pub const SIGALTSTACK: u64 = 131;
+    pub const TKILL: u64 = 200;
+    pub const SCHED_GETAFFINITY: u64 = 204;
+    pub const FADVISE64: u64 = 221;
+    pub const CLOCK_NANOSLEEP: u64 = 230;
+    pub const TGKILL: u64 = 234;
+    pub const FCHOWNAT: u64 = 260;
+    pub const RENAMEAT: u64 = 264;
+    pub const SET_ROBUST_LIST: u64 = 273;
+    pub const RSEQ: u64 = 334;
 }

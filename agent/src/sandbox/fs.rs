@@ -1,582 +1,930 @@
-//! The builder's file system: in memory, owned by the agent. `/nix/store` holds the inputs
-//! (read-only to the builder; new entries may be created, as in Nix's chroot store), `/build`
-//! is the writable working directory, plus `/tmp`, `/dev/null`, `/dev/zero` and the `/etc` files
-//! Nix's sandbox writes. Path resolution cannot leave the root (`..` of `/` is `/`) and follows
-//! at most 40 symlinks, as Linux.
+//! The builder's in-memory file system.
+//!
+//! An inode arena with directories, regular files, symlinks and the two
+//! character devices a builder needs (`/dev/null`, `/dev/zero`). Path lookup
+//! follows Linux `namei`: `..` at the root stays at the root (so no path can
+//! leave the tree), at most [`MAX_SYMLINKS`] symlinks are followed per lookup
+//! (`ELOOP` after that, as `fs/namei.c: MAXSYMLINKS`), components are at most
+//! 255 bytes and whole paths at most 4096 (`ENAMETOOLONG`). Inodes under a
+//! read-only place (the input store, `/etc`, `/dev`) are root's in Nix's
+//! sandbox, not the builder's: writing or creating there is `EACCES`, changing
+//! modes or times `EPERM`, as a real sandboxed build sees it.
+//!
+//! The layout Nix 2.8's sandbox gives a builder is made by [`Fs::nix_sandbox`]
+//! (`local-derivation-goal.cc: LocalDerivationGoal::startBuilder`).
+//!
+//! Inputs arrive as NARs: [`NarUnpacker`] is a [`NarSink`] writing straight into
+//! the tree; outputs leave through [`FsTree`], a [`NarSource`].
+
 use alloc::collections::BTreeMap;
-use alloc::vec;
 use alloc::vec::Vec;
 
+use super::abi::*;
+use crate::nix::nar::{NarSink, NarSource, Node};
+
+/// `fs/namei.c: MAXSYMLINKS`.
+pub const MAX_SYMLINKS: u32 = 40;
+/// `NAME_MAX`.
+pub const NAME_MAX: usize = 255;
+/// `PATH_MAX`.
+pub const PATH_MAX: usize = 4096;
+
+/// An inode number (index into the arena; inode 1 is the root).
 pub type Ino = usize;
 
-/// Linux errno values (positive; system calls return their negation).
-pub mod errno {
-    pub const ENOENT: i64 = 2;
-    pub const EBADF: i64 = 9;
-    pub const EACCES: i64 = 13;
-    pub const EEXIST: i64 = 17;
-    pub const ENOTDIR: i64 = 20;
-    pub const EISDIR: i64 = 21;
-    pub const EINVAL: i64 = 22;
-    pub const ENOSPC: i64 = 28;
-    pub const ENAMETOOLONG: i64 = 36;
-    pub const ENOTEMPTY: i64 = 39;
-    pub const ELOOP: i64 = 40;
-}
-use errno::*;
+/// The root inode.
+pub const ROOT: Ino = 1;
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Kind {
-    File(Vec<u8>),
-    Dir(BTreeMap<Vec<u8>, Ino>),
-    Symlink(Vec<u8>),
-    /// /dev/null, /dev/zero.
+/// A character device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Device {
     Null,
     Zero,
 }
 
-#[derive(Clone, Debug)]
-pub struct Node {
+/// What an inode is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Dir { entries: BTreeMap<Vec<u8>, Ino>, parent: Ino },
+    File(Vec<u8>),
+    Symlink(Vec<u8>),
+    Dev(Device),
+}
+
+/// An inode.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Inode {
     pub kind: Kind,
-    /// Permission bits (0o7777).
-    pub mode: u32,
-    pub uid: u32,
-    pub gid: u32,
-    /// The containing directory (for `..`); the root is its own parent.
-    pub parent: Ino,
+    /// Permission bits (the low 12 bits of `st_mode`).
+    pub perm: u32,
     pub nlink: u32,
+    /// Modification time in seconds (the sandbox clock is fixed; see `process`).
+    pub mtime: i64,
+    /// On a read-only mount (the input store).
+    pub readonly: bool,
 }
 
-/// The builder's identity (Nix: uid 1000, gid 100).
-pub const UID: u32 = 1000;
-pub const GID: u32 = 100;
-pub const ROOT: Ino = 0;
-const MAX_SYMLINKS: usize = 40;
-const MAX_PATH: usize = 4096;
-const MAX_NAME: usize = 255;
+impl Inode {
+    /// `st_mode`: type bits and permissions.
+    pub fn mode(&self) -> u32 {
+        let t = match self.kind {
+            Kind::Dir { .. } => S_IFDIR,
+            Kind::File(_) => S_IFREG,
+            Kind::Symlink(_) => S_IFLNK,
+            Kind::Dev(_) => S_IFCHR,
+        };
+        t | (self.perm & 0o7777)
+    }
+    pub fn size(&self) -> u64 {
+        match &self.kind {
+            Kind::File(d) => d.len() as u64,
+            Kind::Symlink(t) => t.len() as u64,
+            Kind::Dir { .. } => 4096,
+            Kind::Dev(_) => 0,
+        }
+    }
+    pub fn is_dir(&self) -> bool {
+        matches!(self.kind, Kind::Dir { .. })
+    }
+}
 
+/// The contents of `/etc/passwd`, `/etc/group` and `/etc/hosts` that Nix 2.8's
+/// sandbox writes (`local-derivation-goal.cc: startBuilder`), for uid 1000,
+/// gid 100 and build directory `/build`.
+pub const ETC_PASSWD: &[u8] = b"root:x:0:0:Nix build user:/build:/noshell\nnixbld:x:1000:100:Nix build user:/build:/noshell\nnobody:x:65534:65534:Nobody:/:/noshell\n";
+pub const ETC_GROUP: &[u8] = b"root:x:0:\nnixbld:!:100:\nnogroup:x:65534:\n";
+pub const ETC_HOSTS: &[u8] = b"127.0.0.1 localhost\n::1 localhost\n";
+
+/// The in-memory file system.
+#[derive(Clone, Debug)]
 pub struct Fs {
-    nodes: Vec<Option<Node>>,
-    /// Bytes of file contents, against `max_bytes`.
-    pub used: u64,
-    pub max_bytes: u64,
+    nodes: Vec<Option<Inode>>,
+    free: Vec<Ino>,
+    /// Bytes of file and symlink contents held.
+    used: u64,
+    /// At most this many bytes of contents (`ENOSPC` beyond).
+    pub limit_bytes: u64,
+    /// At most this many inodes (`ENOSPC` beyond).
+    pub limit_inodes: usize,
+    live: usize,
 }
 
-/// The files Nix 2.8's sandbox writes into `/etc` (`local-derivation-goal.cc`; seen in a real
-/// sandboxed build, see tests/e2e).
-pub const PASSWD: &str = "root:x:0:0:Nix build user:/build:/noshell\nnixbld:x:1000:100:Nix build user:/build:/noshell\nnobody:x:65534:65534:Nobody:/:/noshell\n";
-pub const GROUP: &str = "root:x:0:\nnixbld:!:100:\nnogroup:x:65534:\n";
-pub const HOSTS: &str = "127.0.0.1 localhost\n::1 localhost\n";
+/// Access a caller asks for (`R_OK`, `W_OK`, `X_OK` bits).
+pub const R_OK: u32 = 4;
+pub const W_OK: u32 = 2;
+pub const X_OK: u32 = 1;
 
 impl Fs {
-    /// The sandbox's initial tree.
-    pub fn new(max_bytes: u64) -> Fs {
-        let mut fs = Fs { nodes: Vec::new(), used: 0, max_bytes };
-        fs.nodes.push(Some(Node { kind: Kind::Dir(BTreeMap::new()), mode: 0o755, uid: 0, gid: 0, parent: ROOT, nlink: 2 }));
-        let nix = fs.add(ROOT, b"nix", Kind::Dir(BTreeMap::new()), 0o755, 0);
-        // root:nixbld 1775, as Nix's chroot store: the builder may add entries, not touch inputs.
-        let store = fs.add(nix, b"store", Kind::Dir(BTreeMap::new()), 0o1775, 0);
-        if let Some(n) = fs.node_mut(store) {
-            n.gid = GID;
+    /// An empty tree: just `/` (mode 0755).
+    pub fn new(limit_bytes: u64, limit_inodes: usize) -> Fs {
+        let root = Inode { kind: Kind::Dir { entries: BTreeMap::new(), parent: ROOT }, perm: 0o755, nlink: 2, mtime: 0, readonly: false };
+        Fs { nodes: alloc::vec![None, Some(root)], free: Vec::new(), used: 0, limit_bytes, limit_inodes, live: 1 }
+    }
+
+    /// The tree Nix 2.8's sandbox gives a builder: `/build` (0700, the cwd),
+    /// `/tmp` (1777), `/nix/store` (1775, read-only contents added by
+    /// [`NarUnpacker`]), `/dev/null`, `/dev/zero`, `/etc/{passwd,group,hosts}`,
+    /// `/bin` absent (Nix binds `/bin/sh` only when the derivation asks).
+    pub fn nix_sandbox(limit_bytes: u64, limit_inodes: usize) -> Result<Fs, Errno> {
+        let mut fs = Fs::new(limit_bytes, limit_inodes);
+        let build = fs.mkdir(ROOT, b"build", 0o700)?;
+        let _ = build;
+        fs.mkdir(ROOT, b"tmp", 0o1777)?;
+        let nix = fs.mkdir(ROOT, b"nix", 0o755)?;
+        fs.mkdir(nix, b"store", 0o1775)?;
+        let dev = fs.mkdir(ROOT, b"dev", 0o755)?;
+        fs.mknod(dev, b"null", Device::Null)?;
+        fs.mknod(dev, b"zero", Device::Zero)?;
+        fs.set_readonly(dev); // root's: the builder cannot add device nodes
+        let etc = fs.mkdir(ROOT, b"etc", 0o555)?;
+        for (n, c) in [(&b"passwd"[..], ETC_PASSWD), (b"group", ETC_GROUP), (b"hosts", ETC_HOSTS)] {
+            let f = fs.insert_node(etc, n, Kind::File(Vec::new()), 0o444)?;
+            fs.write_at(f, 0, c)?;
         }
-        fs.add(ROOT, b"build", Kind::Dir(BTreeMap::new()), 0o700, UID);
-        fs.add(ROOT, b"tmp", Kind::Dir(BTreeMap::new()), 0o1777, 0);
-        let dev = fs.add(ROOT, b"dev", Kind::Dir(BTreeMap::new()), 0o755, 0);
-        fs.add(dev, b"null", Kind::Null, 0o666, 0);
-        fs.add(dev, b"zero", Kind::Zero, 0o666, 0);
-        let etc = fs.add(ROOT, b"etc", Kind::Dir(BTreeMap::new()), 0o755, 0);
-        fs.add(etc, b"passwd", Kind::File(PASSWD.into()), 0o444, 0);
-        fs.add(etc, b"group", Kind::File(GROUP.into()), 0o444, 0);
-        fs.add(etc, b"hosts", Kind::File(HOSTS.into()), 0o444, 0);
-        fs
+        // /etc is unwritable in Nix's sandbox (chmod 0555); mark it read-only here too.
+        fs.set_readonly(etc);
+        Ok(fs)
     }
 
-    /// Adds a node under `dir` without checks (setting up the tree).
-    pub fn add(&mut self, dir: Ino, name: &[u8], kind: Kind, mode: u32, uid: u32) -> Ino {
-        let ino = self.nodes.len();
-        if let Kind::File(d) = &kind {
-            self.used += d.len() as u64;
-        }
-        self.nodes.push(Some(Node { kind, mode, uid, gid: if uid == UID { GID } else { 0 }, parent: dir, nlink: 1 }));
-        if let Some(Node { kind: Kind::Dir(e), .. }) = self.nodes[dir].as_mut() {
-            e.insert(name.to_vec(), ino);
-        }
-        ino
+    pub fn get(&self, ino: Ino) -> Result<&Inode, Errno> {
+        self.nodes.get(ino).and_then(|n| n.as_ref()).ok_or(Errno::ENOENT)
     }
-
-    pub fn node(&self, ino: Ino) -> Option<&Node> {
-        self.nodes.get(ino)?.as_ref()
+    fn get_mut(&mut self, ino: Ino) -> Result<&mut Inode, Errno> {
+        self.nodes.get_mut(ino).and_then(|n| n.as_mut()).ok_or(Errno::ENOENT)
     }
-
-    pub fn node_mut(&mut self, ino: Ino) -> Option<&mut Node> {
-        self.nodes.get_mut(ino)?.as_mut()
-    }
-
-    fn may(&self, ino: Ino, bit: u32) -> bool {
-        let Some(n) = self.node(ino) else { return false };
-        let shift = if n.uid == UID { 6 } else if n.gid == GID { 3 } else { 0 };
-        n.mode >> shift & bit != 0
-    }
-
-    /// Whether the builder may change directory `dir` (w + x), honouring the sticky bit when
-    /// removing `victim`.
-    fn may_write_dir(&self, dir: Ino, victim: Option<Ino>) -> bool {
-        if !self.may(dir, 2) || !self.may(dir, 1) {
-            return false;
-        }
-        match (self.node(dir), victim.and_then(|v| self.node(v))) {
-            (Some(d), Some(v)) if d.mode & 0o1000 != 0 => v.uid == UID || d.uid == UID,
-            _ => true,
+    fn writable(&self, ino: Ino) -> Result<(), Errno> {
+        if self.get(ino)?.readonly {
+            Err(Errno::EACCES)
+        } else {
+            Ok(())
         }
     }
 
-    /// Resolves `path` (relative to `cwd`); `follow` says whether a final symlink is followed.
-    pub fn resolve(&self, cwd: Ino, path: &[u8], follow: bool) -> Result<Ino, i64> {
-        let (dir, name) = self.resolve_parent(cwd, path)?;
-        if name.is_empty() {
-            return Ok(dir);
+    /// Changing an inode's metadata needs its owner: root's inodes are `EPERM`.
+    fn owned(&self, ino: Ino) -> Result<(), Errno> {
+        if self.get(ino)?.readonly {
+            Err(Errno::EPERM)
+        } else {
+            Ok(())
         }
-        self.step(dir, &name, follow, &mut 0)
     }
 
-    /// Resolves all but the last component: (directory, last name). For "/", ".", ".." or a
-    /// path ending in "/", the name is empty and the directory is the node itself.
-    pub fn resolve_parent(&self, cwd: Ino, path: &[u8]) -> Result<(Ino, Vec<u8>), i64> {
-        self.resolve_parent_counting(cwd, path, &mut 0)
+    /// Bytes of contents held.
+    pub fn used_bytes(&self) -> u64 {
+        self.used
     }
 
-    fn resolve_parent_counting(&self, cwd: Ino, path: &[u8], links: &mut usize) -> Result<(Ino, Vec<u8>), i64> {
+    /// Marks `ino` and everything below it read-only (the input store after unpacking).
+    pub fn set_readonly(&mut self, ino: Ino) {
+        let mut work = alloc::vec![ino];
+        while let Some(i) = work.pop() {
+            if let Ok(n) = self.get_mut(i) {
+                n.readonly = true;
+                if let Kind::Dir { entries, .. } = &n.kind {
+                    work.extend(entries.values().copied());
+                }
+            }
+        }
+    }
+
+    fn alloc(&mut self, node: Inode) -> Result<Ino, Errno> {
+        if self.live >= self.limit_inodes {
+            return Err(Errno::ENOSPC);
+        }
+        self.live += 1;
+        if let Some(i) = self.free.pop() {
+            self.nodes[i] = Some(node);
+            Ok(i)
+        } else {
+            self.nodes.push(Some(node));
+            Ok(self.nodes.len() - 1)
+        }
+    }
+
+    fn check_name(name: &[u8]) -> Result<(), Errno> {
+        if name.len() > NAME_MAX {
+            return Err(Errno::ENAMETOOLONG);
+        }
+        if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0) {
+            return Err(Errno::EINVAL);
+        }
+        Ok(())
+    }
+
+    fn entries(&self, dir: Ino) -> Result<&BTreeMap<Vec<u8>, Ino>, Errno> {
+        match &self.get(dir)?.kind {
+            Kind::Dir { entries, .. } => Ok(entries),
+            _ => Err(Errno::ENOTDIR),
+        }
+    }
+
+    /// Looks `name` up in directory `dir` (no symlink following). `.` and `..` work.
+    pub fn lookup(&self, dir: Ino, name: &[u8]) -> Result<Ino, Errno> {
+        match &self.get(dir)?.kind {
+            Kind::Dir { entries, parent } => match name {
+                b"" | b"." => Ok(dir),
+                b".." => Ok(*parent),
+                _ => entries.get(name).copied().ok_or(Errno::ENOENT),
+            },
+            _ => Err(Errno::ENOTDIR),
+        }
+    }
+
+    /// Inserts a new node named `name` in `dir`.
+    fn insert_node(&mut self, dir: Ino, name: &[u8], kind: Kind, perm: u32) -> Result<Ino, Errno> {
+        Self::check_name(name)?;
+        self.writable(dir)?;
+        if self.entries(dir)?.contains_key(name) {
+            return Err(Errno::EEXIST);
+        }
+        let extra = match &kind {
+            Kind::Symlink(t) => t.len() as u64,
+            Kind::File(d) => d.len() as u64,
+            _ => 0,
+        };
+        if self.used.saturating_add(extra) > self.limit_bytes {
+            return Err(Errno::ENOSPC);
+        }
+        let is_dir = matches!(kind, Kind::Dir { .. });
+        let ino = self.alloc(Inode { kind, perm: perm & 0o7777, nlink: if is_dir { 2 } else { 1 }, mtime: 0, readonly: false })?;
+        self.used += extra;
+        let d = self.get_mut(dir)?;
+        if is_dir {
+            d.nlink += 1;
+        }
+        if let Kind::Dir { entries, .. } = &mut d.kind {
+            entries.insert(name.to_vec(), ino);
+        }
+        Ok(ino)
+    }
+
+    pub fn mkdir(&mut self, dir: Ino, name: &[u8], perm: u32) -> Result<Ino, Errno> {
+        self.insert_node(dir, name, Kind::Dir { entries: BTreeMap::new(), parent: dir }, perm)
+    }
+    pub fn create(&mut self, dir: Ino, name: &[u8], perm: u32) -> Result<Ino, Errno> {
+        self.insert_node(dir, name, Kind::File(Vec::new()), perm)
+    }
+    pub fn symlink(&mut self, dir: Ino, name: &[u8], target: &[u8]) -> Result<Ino, Errno> {
+        if target.is_empty() {
+            return Err(Errno::ENOENT);
+        }
+        if target.len() >= PATH_MAX {
+            return Err(Errno::ENAMETOOLONG);
+        }
+        self.insert_node(dir, name, Kind::Symlink(target.to_vec()), 0o777)
+    }
+    pub fn mknod(&mut self, dir: Ino, name: &[u8], dev: Device) -> Result<Ino, Errno> {
+        self.insert_node(dir, name, Kind::Dev(dev), 0o666)
+    }
+
+    /// Hard link: `dir/name` becomes another name of `target` (not a directory).
+    pub fn link(&mut self, target: Ino, dir: Ino, name: &[u8]) -> Result<(), Errno> {
+        Self::check_name(name)?;
+        if self.get(target)?.is_dir() {
+            return Err(Errno::EPERM);
+        }
+        self.writable(dir)?;
+        if self.entries(dir)?.contains_key(name) {
+            return Err(Errno::EEXIST);
+        }
+        let t = self.get_mut(target)?;
+        if t.nlink >= 65000 {
+            return Err(Errno::EMLINK);
+        }
+        t.nlink += 1;
+        if let Kind::Dir { entries, .. } = &mut self.get_mut(dir)?.kind {
+            entries.insert(name.to_vec(), target);
+        }
+        Ok(())
+    }
+
+    fn drop_link(&mut self, ino: Ino) {
+        let gone = match self.get_mut(ino) {
+            Ok(n) => {
+                n.nlink = n.nlink.saturating_sub(if n.is_dir() { 2 } else { 1 });
+                n.nlink == 0
+            }
+            Err(_) => false,
+        };
+        // Open descriptors keep contents alive in the process layer by holding
+        // the inode number; it stays allocated until `release` is called.
+        let _ = gone;
+    }
+
+    /// Frees an inode whose link count is zero and which no descriptor holds.
+    pub fn release(&mut self, ino: Ino) {
+        if let Ok(n) = self.get(ino) {
+            if n.nlink == 0 {
+                self.used -= match &n.kind {
+                    Kind::File(d) => d.len() as u64,
+                    Kind::Symlink(t) => t.len() as u64,
+                    _ => 0,
+                };
+                self.nodes[ino] = None;
+                self.free.push(ino);
+                self.live -= 1;
+            }
+        }
+    }
+
+    /// `unlinkat`: removes `dir/name`; `rmdir` selects directories (`AT_REMOVEDIR`).
+    /// Returns the inode, which the caller releases when no descriptor holds it.
+    pub fn unlink(&mut self, dir: Ino, name: &[u8], rmdir: bool) -> Result<Ino, Errno> {
+        if name == b"." {
+            return Err(Errno::EINVAL);
+        }
+        if name == b".." {
+            return Err(Errno::ENOTEMPTY);
+        }
+        self.writable(dir)?;
+        let ino = self.lookup(dir, name)?;
+        let n = self.get(ino)?;
+        match (&n.kind, rmdir) {
+            (Kind::Dir { entries, .. }, true) => {
+                if !entries.is_empty() {
+                    return Err(Errno::ENOTEMPTY);
+                }
+                if ino == ROOT {
+                    return Err(Errno::EBUSY);
+                }
+            }
+            (Kind::Dir { .. }, false) => return Err(Errno::EISDIR),
+            (_, true) => return Err(Errno::ENOTDIR),
+            (_, false) => {}
+        }
+        let was_dir = n.is_dir();
+        let d = self.get_mut(dir)?;
+        if was_dir {
+            d.nlink -= 1;
+        }
+        if let Kind::Dir { entries, .. } = &mut d.kind {
+            entries.remove(name);
+        }
+        self.drop_link(ino);
+        Ok(ino)
+    }
+
+    fn is_ancestor(&self, a: Ino, mut b: Ino) -> bool {
+        loop {
+            if a == b {
+                return true;
+            }
+            match self.get(b).map(|n| &n.kind) {
+                Ok(Kind::Dir { parent, .. }) if *parent != b => b = *parent,
+                _ => return false,
+            }
+        }
+    }
+
+    /// `renameat2` with no flags, or `RENAME_NOREPLACE` when `noreplace`.
+    /// Returns an inode that lost its last name (to be released), if any.
+    pub fn rename(&mut self, odir: Ino, oname: &[u8], ndir: Ino, nname: &[u8], noreplace: bool) -> Result<Option<Ino>, Errno> {
+        Self::check_name(oname)?;
+        Self::check_name(nname)?;
+        self.writable(odir)?;
+        self.writable(ndir)?;
+        let src = self.lookup(odir, oname)?;
+        self.entries(ndir)?;
+        let src_dir = self.get(src)?.is_dir();
+        if src_dir && self.is_ancestor(src, ndir) {
+            return Err(Errno::EINVAL);
+        }
+        let mut replaced = None;
+        if let Ok(dst) = self.lookup(ndir, nname) {
+            if noreplace {
+                return Err(Errno::EEXIST);
+            }
+            if dst == src {
+                return Ok(None);
+            }
+            let dn = self.get(dst)?;
+            match (&dn.kind, src_dir) {
+                (Kind::Dir { entries, .. }, true) => {
+                    if !entries.is_empty() {
+                        return Err(Errno::ENOTEMPTY);
+                    }
+                }
+                (Kind::Dir { .. }, false) => return Err(Errno::EISDIR),
+                (_, true) => return Err(Errno::ENOTDIR),
+                _ => {}
+            }
+            replaced = Some(self.unlink(ndir, nname, src_dir)?);
+        }
+        if let Kind::Dir { entries, .. } = &mut self.get_mut(odir)?.kind {
+            entries.remove(oname);
+        }
+        if let Kind::Dir { entries, .. } = &mut self.get_mut(ndir)?.kind {
+            entries.insert(nname.to_vec(), src);
+        }
+        if src_dir {
+            self.get_mut(odir)?.nlink -= 1;
+            self.get_mut(ndir)?.nlink += 1;
+            if let Kind::Dir { parent, .. } = &mut self.get_mut(src)?.kind {
+                *parent = ndir;
+            }
+        }
+        Ok(replaced)
+    }
+
+    /// Resolves `path` relative to `cwd` (absolute paths start at the root).
+    /// The last component's symlink is followed when `follow`.
+    pub fn resolve(&self, cwd: Ino, path: &[u8], follow: bool) -> Result<Ino, Errno> {
+        let mut budget = MAX_SYMLINKS;
+        let (dir, last) = self.resolve_parent_inner(cwd, path, &mut budget)?;
+        self.walk_last(dir, &last, follow, &mut budget)
+    }
+
+    /// Resolves all but the last component: returns the directory and the
+    /// final name (`.` for paths ending in `/` or naming the root).
+    pub fn resolve_parent(&self, cwd: Ino, path: &[u8]) -> Result<(Ino, Vec<u8>), Errno> {
+        let mut budget = MAX_SYMLINKS;
+        self.resolve_parent_inner(cwd, path, &mut budget)
+    }
+
+    fn walk_last(&self, dir: Ino, name: &[u8], follow: bool, budget: &mut u32) -> Result<Ino, Errno> {
+        let ino = self.lookup(dir, name)?;
+        if follow {
+            if let Kind::Symlink(t) = &self.get(ino)?.kind {
+                if *budget == 0 {
+                    return Err(Errno::ELOOP);
+                }
+                *budget -= 1;
+                let (d, l) = self.resolve_parent_inner(dir, &t.clone(), budget)?;
+                return self.walk_last(d, &l, true, budget);
+            }
+        }
+        Ok(ino)
+    }
+
+    fn resolve_parent_inner(&self, cwd: Ino, path: &[u8], budget: &mut u32) -> Result<(Ino, Vec<u8>), Errno> {
         if path.is_empty() {
-            return Err(ENOENT);
+            return Err(Errno::ENOENT);
         }
-        if path.len() > MAX_PATH {
-            return Err(ENAMETOOLONG);
+        if path.len() >= PATH_MAX {
+            return Err(Errno::ENAMETOOLONG);
         }
         let mut dir = if path[0] == b'/' { ROOT } else { cwd };
-        let parts: Vec<&[u8]> = path.split(|&c| c == b'/').filter(|p| !p.is_empty()).collect();
+        if !self.get(dir)?.is_dir() {
+            return Err(Errno::ENOTDIR);
+        }
+        let comps: Vec<&[u8]> = path.split(|&b| b == b'/').filter(|c| !c.is_empty()).collect();
+        if comps.is_empty() {
+            return Ok((dir, b".".to_vec()));
+        }
         let trailing_slash = path.ends_with(b"/");
-        let Some((last, init)) = parts.split_last() else { return Ok((dir, Vec::new())) };
-        for p in init {
-            dir = self.step(dir, p, true, links)?;
-            if !matches!(self.node(dir).map(|n| &n.kind), Some(Kind::Dir(_))) {
-                return Err(ENOTDIR);
+        for c in &comps[..comps.len() - 1] {
+            if c.len() > NAME_MAX {
+                return Err(Errno::ENAMETOOLONG);
             }
-        }
-        if trailing_slash || *last == b"." || *last == b".." {
-            let d = self.step(dir, last, true, links)?;
-            if !matches!(self.node(d).map(|n| &n.kind), Some(Kind::Dir(_))) {
-                return Err(ENOTDIR);
+            self.check_search(dir)?;
+            let next = self.walk_last(dir, c, true, budget)?;
+            if !self.get(next)?.is_dir() {
+                return Err(Errno::ENOTDIR);
             }
-            return Ok((d, Vec::new()));
+            dir = next;
         }
-        if last.len() > MAX_NAME {
-            return Err(ENAMETOOLONG);
+        let last = comps[comps.len() - 1];
+        if last.len() > NAME_MAX {
+            return Err(Errno::ENAMETOOLONG);
+        }
+        self.check_search(dir)?;
+        if trailing_slash {
+            // "a/b/" names the directory b: resolve it fully, report it as ".".
+            let d = self.walk_last(dir, last, true, budget)?;
+            if !self.get(d)?.is_dir() {
+                return Err(Errno::ENOTDIR);
+            }
+            return Ok((d, b".".to_vec()));
         }
         Ok((dir, last.to_vec()))
     }
 
-    /// One component from directory `dir`.
-    fn step(&self, dir: Ino, name: &[u8], follow: bool, links: &mut usize) -> Result<Ino, i64> {
-        let node = self.node(dir).ok_or(ENOENT)?;
-        let Kind::Dir(entries) = &node.kind else { return Err(ENOTDIR) };
-        if !self.may(dir, 1) {
-            return Err(EACCES);
-        }
-        let target = match name {
-            b"." => dir,
-            b".." => node.parent,
-            _ => *entries.get(name).ok_or(ENOENT)?,
-        };
-        if let (true, Some(Node { kind: Kind::Symlink(to), .. })) = (follow, self.node(target)) {
-            *links += 1;
-            if *links > MAX_SYMLINKS {
-                return Err(ELOOP);
-            }
-            let to = to.clone();
-            let (d, n) = self.resolve_parent_counting(dir, &to, links)?;
-            return if n.is_empty() { Ok(d) } else { self.step(d, &n, true, links) };
-        }
-        Ok(target)
+    /// Search permission on a directory for the sandbox user (uid 1000, who
+    /// owns everything outside the read-only store, as in Nix's sandbox).
+    fn check_search(&self, dir: Ino) -> Result<(), Errno> {
+        self.access(dir, X_OK)
     }
 
-    /// Creates a node named by `path`; `EEXIST` if the name is taken.
-    pub fn create(&mut self, cwd: Ino, path: &[u8], kind: Kind, mode: u32) -> Result<Ino, i64> {
-        let (dir, name) = self.resolve_parent(cwd, path)?;
-        if name.is_empty() {
-            return Err(EEXIST);
+    /// `faccessat` for the builder user: owner bits apply (the builder owns
+    /// every file it can see, as Nix's sandbox maps the store to the build
+    /// user too); `W_OK` on a read-only (root's) place is `EACCES`.
+    pub fn access(&self, ino: Ino, want: u32) -> Result<(), Errno> {
+        let n = self.get(ino)?;
+        let owner = (n.perm >> 6) & 7;
+        if want & W_OK != 0 && n.readonly {
+            return Err(Errno::EACCES);
         }
-        let Some(Node { kind: Kind::Dir(e), .. }) = self.node(dir) else { return Err(ENOTDIR) };
-        if e.contains_key(&name) {
-            return Err(EEXIST);
-        }
-        if !self.may_write_dir(dir, None) {
-            return Err(EACCES);
-        }
-        Ok(self.add(dir, &name, kind, mode & 0o7777, UID))
-    }
-
-    /// Removes the entry `path` (a directory only if `dir`, and only when empty).
-    pub fn remove(&mut self, cwd: Ino, path: &[u8], dir: bool) -> Result<(), i64> {
-        let (parent, name) = self.resolve_parent(cwd, path)?;
-        if name.is_empty() {
-            return Err(if dir { EINVAL } else { EISDIR });
-        }
-        let ino = self.step(parent, &name, false, &mut 0)?;
-        match (&self.node(ino).ok_or(ENOENT)?.kind, dir) {
-            (Kind::Dir(e), true) if !e.is_empty() => return Err(ENOTEMPTY),
-            (Kind::Dir(_), false) => return Err(EISDIR),
-            (k, true) if !matches!(k, Kind::Dir(_)) => return Err(ENOTDIR),
-            _ => {}
-        }
-        if !self.may_write_dir(parent, Some(ino)) {
-            return Err(EACCES);
-        }
-        if let Some(Node { kind: Kind::Dir(e), .. }) = self.node_mut(parent) {
-            e.remove(&name);
-        }
-        self.unlink_node(ino);
-        Ok(())
-    }
-
-    fn unlink_node(&mut self, ino: Ino) {
-        let Some(n) = self.node_mut(ino) else { return };
-        n.nlink = n.nlink.saturating_sub(1);
-        if n.nlink == 0 {
-            if let Kind::File(d) = &n.kind {
-                self.used -= d.len() as u64;
-            }
-            self.nodes[ino] = None;
-        }
-    }
-
-    /// Renames `from` to `to`, replacing a file with a file or an empty directory with a directory.
-    pub fn rename(&mut self, cwd: Ino, from: &[u8], to: &[u8]) -> Result<(), i64> {
-        let (fdir, fname) = self.resolve_parent(cwd, from)?;
-        let (tdir, tname) = self.resolve_parent(cwd, to)?;
-        if fname.is_empty() || tname.is_empty() {
-            return Err(EINVAL);
-        }
-        let ino = self.step(fdir, &fname, false, &mut 0)?;
-        // Not into itself.
-        let mut d = tdir;
-        loop {
-            if d == ino {
-                return Err(EINVAL);
-            }
-            if d == ROOT {
-                break;
-            }
-            d = self.node(d).ok_or(ENOENT)?.parent;
-        }
-        if !self.may_write_dir(fdir, Some(ino)) || !self.may_write_dir(tdir, None) {
-            return Err(EACCES);
-        }
-        if let Ok(existing) = self.step(tdir, &tname, false, &mut 0) {
-            if existing == ino {
-                return Ok(());
-            }
-            let is_dir = |k: Option<&Node>| matches!(k.map(|n| &n.kind), Some(Kind::Dir(_)));
-            match (is_dir(self.node(ino)), is_dir(self.node(existing))) {
-                (false, true) => return Err(EISDIR),
-                (true, false) => return Err(ENOTDIR),
-                _ => {}
-            }
-            if let Some(Node { kind: Kind::Dir(e), .. }) = self.node(existing) {
-                if !e.is_empty() {
-                    return Err(ENOTEMPTY);
-                }
-            }
-            if let Some(Node { kind: Kind::Dir(e), .. }) = self.node_mut(tdir) {
-                e.remove(&tname);
-            }
-            self.unlink_node(existing);
-        }
-        if let Some(Node { kind: Kind::Dir(e), .. }) = self.node_mut(fdir) {
-            e.remove(&fname);
-        }
-        if let Some(Node { kind: Kind::Dir(e), .. }) = self.node_mut(tdir) {
-            e.insert(tname, ino);
-        }
-        if let Some(n) = self.node_mut(ino) {
-            n.parent = tdir;
+        if owner & want != want {
+            return Err(Errno::EACCES);
         }
         Ok(())
     }
 
-    /// Writes `data` at `pos` into file `ino` (extending it), within the size limit.
-    pub fn write_at(&mut self, ino: Ino, pos: u64, data: &[u8]) -> Result<usize, i64> {
-        let end = pos.checked_add(data.len() as u64).ok_or(EINVAL)?;
-        let (used, max) = (self.used, self.max_bytes);
-        match self.node_mut(ino).map(|n| &mut n.kind) {
-            Some(Kind::File(d)) => {
+    /// Reads up to `buf.len()` bytes at `off`.
+    pub fn read_at(&self, ino: Ino, off: u64, buf: &mut [u8]) -> Result<usize, Errno> {
+        match &self.get(ino)?.kind {
+            Kind::File(d) => {
+                let start = usize::try_from(off).unwrap_or(usize::MAX).min(d.len());
+                let n = buf.len().min(d.len() - start);
+                buf[..n].copy_from_slice(&d[start..start + n]);
+                Ok(n)
+            }
+            Kind::Dev(Device::Null) => Ok(0),
+            Kind::Dev(Device::Zero) => {
+                buf.fill(0);
+                Ok(buf.len())
+            }
+            Kind::Dir { .. } => Err(Errno::EISDIR),
+            Kind::Symlink(_) => Err(Errno::EINVAL),
+        }
+    }
+
+    /// Writes `data` at `off`, growing the file (zero-filled) as needed.
+    pub fn write_at(&mut self, ino: Ino, off: u64, data: &[u8]) -> Result<usize, Errno> {
+        self.writable(ino).or_else(|e| if matches!(self.get(ino)?.kind, Kind::Dev(_)) { Ok(()) } else { Err(e) })?;
+        let (used, limit) = (self.used, self.limit_bytes);
+        match &mut self.get_mut(ino)?.kind {
+            Kind::File(d) => {
+                let end = off.checked_add(data.len() as u64).ok_or(Errno::EFBIG)?;
                 let grow = end.saturating_sub(d.len() as u64);
-                if used + grow > max {
-                    return Err(ENOSPC);
+                if used.saturating_add(grow) > limit {
+                    return Err(Errno::ENOSPC);
                 }
-                if end as usize > d.len() {
-                    d.try_reserve(end as usize - d.len()).map_err(|_| ENOSPC)?;
-                    d.resize(end as usize, 0);
+                let end = usize::try_from(end).map_err(|_| Errno::EFBIG)?;
+                if d.len() < end {
+                    d.try_reserve(end - d.len()).map_err(|_| Errno::ENOSPC)?;
+                    d.resize(end, 0);
                 }
-                d[pos as usize..end as usize].copy_from_slice(data);
+                let off = off as usize;
+                d[off..end].copy_from_slice(data);
                 self.used += grow;
                 Ok(data.len())
             }
-            Some(Kind::Null | Kind::Zero) => Ok(data.len()),
-            Some(Kind::Dir(_)) => Err(EISDIR),
-            _ => Err(EBADF),
+            Kind::Dev(_) => Ok(data.len()),
+            Kind::Dir { .. } => Err(Errno::EISDIR),
+            Kind::Symlink(_) => Err(Errno::EINVAL),
         }
     }
 
-    /// A file's size (0 for devices), without copying it.
-    pub fn size(&self, ino: Ino) -> Option<u64> {
-        match &self.node(ino)?.kind {
-            Kind::File(d) => Some(d.len() as u64),
-            Kind::Symlink(t) => Some(t.len() as u64),
-            _ => Some(0),
-        }
-    }
-
-    /// Reads up to `len` bytes at `pos` from file `ino`.
-    pub fn read_at(&self, ino: Ino, pos: u64, len: usize) -> Result<Vec<u8>, i64> {
-        match self.node(ino).map(|n| &n.kind) {
-            Some(Kind::File(d)) => {
-                let start = (pos.min(d.len() as u64)) as usize;
-                let end = start.saturating_add(len).min(d.len());
-                Ok(d[start..end].to_vec())
-            }
-            Some(Kind::Null) => Ok(Vec::new()),
-            Some(Kind::Zero) => Ok(vec![0; len.min(1 << 20)]),
-            Some(Kind::Dir(_)) => Err(EISDIR),
-            _ => Err(EBADF),
-        }
-    }
-
-    pub fn truncate(&mut self, ino: Ino, len: u64) -> Result<(), i64> {
-        let (used, max) = (self.used, self.max_bytes);
-        match self.node_mut(ino).map(|n| &mut n.kind) {
-            Some(Kind::File(d)) => {
+    /// `ftruncate`: sets the file length.
+    pub fn truncate(&mut self, ino: Ino, len: u64) -> Result<(), Errno> {
+        self.writable(ino)?;
+        let (used, limit) = (self.used, self.limit_bytes);
+        match &mut self.get_mut(ino)?.kind {
+            Kind::File(d) => {
                 let old = d.len() as u64;
-                if len > old && used + (len - old) > max {
-                    return Err(ENOSPC);
+                if len > old && used.saturating_add(len - old) > limit {
+                    return Err(Errno::ENOSPC);
                 }
-                d.resize(len as usize, 0);
-                self.used = used - old + len;
+                let l = usize::try_from(len).map_err(|_| Errno::EFBIG)?;
+                if l > d.len() {
+                    d.try_reserve(l - d.len()).map_err(|_| Errno::ENOSPC)?;
+                }
+                d.resize(l, 0);
+                self.used = self.used - old + len;
                 Ok(())
             }
-            Some(Kind::Null | Kind::Zero) => Ok(()),
-            Some(Kind::Dir(_)) => Err(EISDIR),
-            _ => Err(EINVAL),
+            Kind::Dir { .. } => Err(Errno::EISDIR),
+            _ => Err(Errno::EINVAL),
         }
     }
 
-    /// Whether the builder may read (4), write (2) and/or execute (1) `ino`.
-    pub fn access(&self, ino: Ino, bits: u32) -> bool {
-        (0..3).filter(|b| bits & (1 << b) != 0).all(|b| self.may(ino, 1 << b))
+    pub fn chmod(&mut self, ino: Ino, perm: u32) -> Result<(), Errno> {
+        self.owned(ino)?;
+        self.get_mut(ino)?.perm = perm & 0o7777;
+        Ok(())
     }
 
-    /// The absolute path of directory `ino` (getcwd).
-    pub fn path_of(&self, mut ino: Ino) -> Vec<u8> {
-        let mut parts: Vec<Vec<u8>> = Vec::new();
-        while ino != ROOT {
-            let Some(n) = self.node(ino) else { break };
-            let parent = n.parent;
-            if let Some(Node { kind: Kind::Dir(e), .. }) = self.node(parent) {
-                if let Some((name, _)) = e.iter().find(|(_, &i)| i == ino) {
-                    parts.push(name.clone());
-                }
+    pub fn set_mtime(&mut self, ino: Ino, t: i64) -> Result<(), Errno> {
+        self.owned(ino)?;
+        self.get_mut(ino)?.mtime = t;
+        Ok(())
+    }
+
+    pub fn readlink(&self, ino: Ino) -> Result<&[u8], Errno> {
+        match &self.get(ino)?.kind {
+            Kind::Symlink(t) => Ok(t),
+            _ => Err(Errno::EINVAL),
+        }
+    }
+
+    /// A directory's entries in order, with `.` and `..` first (as `getdents64`).
+    pub fn readdir(&self, dir: Ino) -> Result<Vec<(Vec<u8>, Ino)>, Errno> {
+        match &self.get(dir)?.kind {
+            Kind::Dir { entries, parent } => {
+                let mut v = alloc::vec![(b".".to_vec(), dir), (b"..".to_vec(), *parent)];
+                v.extend(entries.iter().map(|(k, v)| (k.clone(), *v)));
+                Ok(v)
             }
-            ino = parent;
+            _ => Err(Errno::ENOTDIR),
+        }
+    }
+
+    /// The absolute path of a directory (`getcwd`).
+    pub fn path_of(&self, mut dir: Ino) -> Result<Vec<u8>, Errno> {
+        let mut parts: Vec<Vec<u8>> = Vec::new();
+        while dir != ROOT {
+            let parent = match &self.get(dir)?.kind {
+                Kind::Dir { parent, .. } => *parent,
+                _ => return Err(Errno::ENOTDIR),
+            };
+            let name = self.entries(parent)?.iter().find(|(_, &v)| v == dir).map(|(k, _)| k.clone()).ok_or(Errno::ENOENT)?;
+            parts.push(name);
+            dir = parent;
         }
         if parts.is_empty() {
-            return b"/".to_vec();
+            return Ok(b"/".to_vec());
         }
         let mut out = Vec::new();
         for p in parts.iter().rev() {
             out.push(b'/');
             out.extend_from_slice(p);
         }
-        out
+        Ok(out)
+    }
+
+    /// Makes every directory of an absolute path (like `mkdir -p`), returning the last.
+    pub fn mkdir_p(&mut self, path: &[u8], perm: u32) -> Result<Ino, Errno> {
+        let mut dir = ROOT;
+        for c in path.split(|&b| b == b'/').filter(|c| !c.is_empty()) {
+            dir = match self.lookup(dir, c) {
+                Ok(i) if self.get(i)?.is_dir() => i,
+                Ok(_) => return Err(Errno::ENOTDIR),
+                Err(_) => self.mkdir(dir, c, perm)?,
+            };
+        }
+        Ok(dir)
+    }
+
+    /// A NAR sink unpacking into a new entry `name` of directory `dir`
+    /// (e.g. a store path's base name under `/nix/store`).
+    pub fn unpacker(&mut self, dir: Ino, name: &[u8]) -> NarUnpacker<'_> {
+        NarUnpacker { fs: self, dir, name: name.to_vec(), file: None }
+    }
+
+    /// A NAR source for the tree at `ino`.
+    pub fn tree(&self, ino: Ino) -> FsTree<'_> {
+        FsTree { fs: self, root: ino }
+    }
+}
+
+/// Unpacks a NAR into the file system (see [`Fs::unpacker`]). Modes follow
+/// Nix's canonical store permissions: 0555 directories, 0444 / 0555 files.
+pub struct NarUnpacker<'a> {
+    fs: &'a mut Fs,
+    dir: Ino,
+    name: Vec<u8>,
+    file: Option<Ino>,
+}
+
+impl NarUnpacker<'_> {
+    /// The parent directory and name of a NAR path.
+    fn place(&self, path: &[Vec<u8>]) -> Result<(Ino, Vec<u8>), Errno> {
+        let mut dir = self.dir;
+        let mut name = self.name.clone();
+        for c in path {
+            dir = self.fs.lookup(dir, &name)?;
+            name = c.clone();
+        }
+        Ok((dir, name))
+    }
+}
+
+impl NarSink for NarUnpacker<'_> {
+    type Error = Errno;
+    fn create_directory(&mut self, path: &[Vec<u8>]) -> Result<(), Errno> {
+        self.file = None;
+        let (d, n) = self.place(path)?;
+        self.fs.mkdir(d, &n, 0o555).map(|_| ())
+    }
+    fn create_file(&mut self, path: &[Vec<u8>], executable: bool, size: u64) -> Result<(), Errno> {
+        let (d, n) = self.place(path)?;
+        if self.fs.used.saturating_add(size) > self.fs.limit_bytes {
+            return Err(Errno::ENOSPC);
+        }
+        let f = self.fs.create(d, &n, if executable { 0o555 } else { 0o444 })?;
+        if let Kind::File(v) = &mut self.fs.get_mut(f)?.kind {
+            v.try_reserve_exact(usize::try_from(size).map_err(|_| Errno::EFBIG)?).map_err(|_| Errno::ENOSPC)?;
+        }
+        self.file = Some(f);
+        Ok(())
+    }
+    fn write_contents(&mut self, data: &[u8]) -> Result<(), Errno> {
+        let f = self.file.ok_or(Errno::EINVAL)?;
+        let off = self.fs.get(f)?.size();
+        self.fs.write_at(f, off, data).map(|_| ())
+    }
+    fn create_symlink(&mut self, path: &[Vec<u8>], target: &[u8]) -> Result<(), Errno> {
+        self.file = None;
+        let (d, n) = self.place(path)?;
+        self.fs.symlink(d, &n, target).map(|_| ())
+    }
+}
+
+/// A subtree of the file system as a NAR source (see [`Fs::tree`]). Files are
+/// executable in the NAR when the owner's execute bit is set (Nix's
+/// `dumpPath`: `S_IXUSR`); device nodes cannot be serialised (`EINVAL`).
+pub struct FsTree<'a> {
+    fs: &'a Fs,
+    root: Ino,
+}
+
+impl NarSource for FsTree<'_> {
+    type Handle = Ino;
+    type Error = Errno;
+    fn root(&self) -> Ino {
+        self.root
+    }
+    fn node(&self, h: &Ino) -> Result<Node, Errno> {
+        let n = self.fs.get(*h)?;
+        Ok(match &n.kind {
+            Kind::Dir { .. } => Node::Directory,
+            Kind::File(d) => Node::Regular { executable: n.perm & 0o100 != 0, size: d.len() as u64 },
+            Kind::Symlink(t) => Node::Symlink(t.clone()),
+            Kind::Dev(_) => return Err(Errno::EINVAL),
+        })
+    }
+    fn entries(&self, h: &Ino) -> Result<Vec<(Vec<u8>, Ino)>, Errno> {
+        Ok(self.fs.entries(*h)?.iter().map(|(k, v)| (k.clone(), *v)).collect())
+    }
+    fn contents(&self, h: &Ino, f: &mut dyn FnMut(&[u8])) -> Result<(), Errno> {
+        match &self.fs.get(*h)?.kind {
+            Kind::File(d) => {
+                for c in d.chunks(1 << 16) {
+                    f(c);
+                }
+                Ok(())
+            }
+            _ => Err(Errno::EINVAL),
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nix::nar::{parse, serialize, Limits};
 
-    #[test]
-    fn paths_stay_inside_and_symlinks_are_bounded() {
-        let mut fs = Fs::new(1 << 20);
-        let build = fs.resolve(ROOT, b"/build", true).unwrap();
-        assert_eq!(fs.resolve(build, b"../../../..", true).unwrap(), ROOT);
-        assert_eq!(fs.resolve(build, b"../etc/passwd", true).map(|i| fs.read_at(i, 0, 200).unwrap()), Ok(PASSWD.as_bytes().to_vec()));
-        fs.create(build, b"loop", Kind::Symlink(b"loop".to_vec()), 0o777).unwrap();
-        assert_eq!(fs.resolve(build, b"loop", true), Err(ELOOP));
-        fs.create(build, b"up", Kind::Symlink(b"/../../etc".to_vec()), 0o777).unwrap();
-        assert_eq!(fs.resolve(build, b"up/hosts", true).map(|i| fs.read_at(i, 0, 100).unwrap()), Ok(HOSTS.as_bytes().to_vec()));
-        assert_eq!(fs.path_of(build), b"/build");
-        assert_eq!(fs.resolve(build, b"nothing/here", true), Err(ENOENT));
-        assert_eq!(fs.resolve(build, b"../etc/passwd/x", true), Err(ENOTDIR));
+    fn sandbox() -> Fs {
+        Fs::nix_sandbox(1 << 20, 1000).unwrap()
     }
 
     #[test]
-    fn files_dirs_rename_remove_and_limits() {
-        let mut fs = Fs::new(0);
-        let used0 = fs.used;
-        fs.max_bytes = used0 + 100;
+    fn nix_layout() {
+        let fs = sandbox();
+        let p = fs.resolve(ROOT, b"/etc/passwd", true).unwrap();
+        let mut buf = [0u8; 512];
+        let n = fs.read_at(p, 0, &mut buf).unwrap();
+        assert_eq!(&buf[..n], ETC_PASSWD);
+        let t = fs.resolve(ROOT, b"/tmp", true).unwrap();
+        assert_eq!(fs.get(t).unwrap().mode(), S_IFDIR | 0o1777);
+        let z = fs.resolve(ROOT, b"/dev/zero", true).unwrap();
+        let mut b = [7u8; 4];
+        assert_eq!(fs.read_at(z, 0, &mut b), Ok(4));
+        assert_eq!(b, [0; 4]);
+        let nul = fs.resolve(ROOT, b"/dev/null", true).unwrap();
+        assert_eq!(fs.read_at(nul, 0, &mut b), Ok(0));
         let b = fs.resolve(ROOT, b"/build", true).unwrap();
-        let d = fs.create(b, b"d", Kind::Dir(BTreeMap::new()), 0o755).unwrap();
-        let f = fs.create(d, b"f", Kind::File(Vec::new()), 0o644).unwrap();
-        assert_eq!(fs.write_at(f, 0, b"hello"), Ok(5));
-        assert_eq!(fs.write_at(f, 200, b"x"), Err(ENOSPC));
-        assert_eq!(fs.create(b, b"d/f", Kind::File(Vec::new()), 0o644), Err(EEXIST));
-        assert_eq!(fs.remove(b, b"d", true), Err(ENOTEMPTY));
-        fs.rename(b, b"d/f", b"g").unwrap();
-        assert_eq!(fs.read_at(fs.resolve(b, b"g", true).unwrap(), 0, 10), Ok(b"hello".to_vec()));
-        assert_eq!(fs.rename(b, b"d", b"d/inner"), Err(EINVAL));
-        fs.remove(b, b"d", true).unwrap();
-        fs.remove(b, b"g", false).unwrap();
-        assert_eq!(fs.used, used0);
-        // /etc is not writable; the inputs' store takes new entries.
-        assert_eq!(fs.create(ROOT, b"/etc/new", Kind::File(Vec::new()), 0o644), Err(EACCES));
-        assert!(fs.create(ROOT, b"/nix/store/new", Kind::File(Vec::new()), 0o644).is_ok());
-        assert_eq!(fs.remove(ROOT, b"/etc/passwd", false), Err(EACCES));
+        assert_eq!(fs.path_of(b).unwrap(), b"/build");
+        let mut fs = fs;
+        let etc = fs.resolve(ROOT, b"/etc", true).unwrap();
+        assert_eq!(fs.create(etc, b"x", 0o644), Err(Errno::EACCES));
+        assert_eq!(fs.write_at(p, 0, b"x"), Err(Errno::EACCES));
     }
-}
-
-/// Unpacks a NAR into the file system below `/nix/store/<name>` (see [`Fs::unpack_sink`]):
-/// inputs arrive read-only and owned by root, as in Nix's store.
-pub struct StoreSink<'a> {
-    fs: &'a mut Fs,
-    /// The store directory.
-    store: Ino,
-    name: Vec<u8>,
-    /// The file being written.
-    current: Option<Ino>,
-}
-
-impl Fs {
-    /// A NAR sink that creates `/nix/store/<name>` from an archive.
-    pub fn unpack_sink(&mut self, name: &[u8]) -> Result<StoreSink<'_>, i64> {
-        let store = self.resolve(ROOT, b"/nix/store", true)?;
-        Ok(StoreSink { fs: self, store, name: name.to_vec(), current: None })
-    }
-
-    /// The node at a NAR path below `/nix/store/<name>` (none for `[]`: the store dir itself).
-    fn nar_parent(&self, store: Ino, name: &[u8], path: &[Vec<u8>]) -> Result<(Ino, Vec<u8>), i64> {
-        let Some((last, init)) = path.split_last() else { return Ok((store, name.to_vec())) };
-        let mut dir = match &self.node(store).ok_or(ENOENT)?.kind {
-            Kind::Dir(e) => *e.get(name).ok_or(ENOENT)?,
-            _ => return Err(ENOTDIR),
-        };
-        for p in init {
-            dir = match &self.node(dir).ok_or(ENOENT)?.kind {
-                Kind::Dir(e) => *e.get(p).ok_or(ENOENT)?,
-                _ => return Err(ENOTDIR),
-            };
-        }
-        Ok((dir, last.clone()))
-    }
-}
-
-impl crate::nix::nar::NarSink for StoreSink<'_> {
-    type Error = i64;
-    fn create_directory(&mut self, path: &[Vec<u8>]) -> Result<(), i64> {
-        let (dir, name) = self.fs.nar_parent(self.store, &self.name, path)?;
-        self.fs.add(dir, &name, Kind::Dir(BTreeMap::new()), 0o555, 0);
-        Ok(())
-    }
-    fn create_file(&mut self, path: &[Vec<u8>], executable: bool, size: u64) -> Result<(), i64> {
-        if self.fs.used.saturating_add(size) > self.fs.max_bytes {
-            return Err(ENOSPC);
-        }
-        let (dir, name) = self.fs.nar_parent(self.store, &self.name, path)?;
-        let mut data = Vec::new();
-        data.try_reserve_exact(size as usize).map_err(|_| ENOSPC)?;
-        self.current = Some(self.fs.add(dir, &name, Kind::File(data), if executable { 0o555 } else { 0o444 }, 0));
-        Ok(())
-    }
-    fn write_contents(&mut self, data: &[u8]) -> Result<(), i64> {
-        let ino = self.current.ok_or(EBADF)?;
-        self.fs.used += data.len() as u64;
-        match self.fs.node_mut(ino).map(|n| &mut n.kind) {
-            Some(Kind::File(d)) => {
-                d.extend_from_slice(data);
-                Ok(())
-            }
-            _ => Err(EBADF),
-        }
-    }
-    fn create_symlink(&mut self, path: &[Vec<u8>], target: &[u8]) -> Result<(), i64> {
-        let (dir, name) = self.fs.nar_parent(self.store, &self.name, path)?;
-        self.fs.add(dir, &name, Kind::Symlink(target.to_vec()), 0o777, 0);
-        Ok(())
-    }
-}
-
-/// Serialises a node of the file system as a NAR (an output, after the build).
-pub struct Tree<'a> {
-    pub fs: &'a Fs,
-    pub root: Ino,
-}
-
-impl crate::nix::nar::NarSource for Tree<'_> {
-    type Handle = Ino;
-    type Error = i64;
-    fn root(&self) -> Ino {
-        self.root
-    }
-    fn node(&self, h: &Ino) -> Result<crate::nix::nar::Node, i64> {
-        use crate::nix::nar::Node as N;
-        let n = self.fs.node(*h).ok_or(ENOENT)?;
-        Ok(match &n.kind {
-            // Nix records only the owner's execute bit.
-            Kind::File(d) => N::Regular { executable: n.mode & 0o100 != 0, size: d.len() as u64 },
-            Kind::Dir(_) => N::Directory,
-            Kind::Symlink(t) => N::Symlink(t.clone()),
-            Kind::Null | Kind::Zero => return Err(EINVAL), // a device in an output: refused
-        })
-    }
-    fn entries(&self, h: &Ino) -> Result<Vec<(Vec<u8>, Ino)>, i64> {
-        match &self.fs.node(*h).ok_or(ENOENT)?.kind {
-            Kind::Dir(e) => Ok(e.iter().map(|(k, v)| (k.clone(), *v)).collect()),
-            _ => Err(ENOTDIR),
-        }
-    }
-    fn contents(&self, h: &Ino, f: &mut dyn FnMut(&[u8])) -> Result<(), i64> {
-        match &self.fs.node(*h).ok_or(ENOENT)?.kind {
-            Kind::File(d) => {
-                for c in d.chunks(64 << 10) {
-                    f(c);
-                }
-                Ok(())
-            }
-            _ => Err(EISDIR),
-        }
-    }
-}
-
-#[cfg(test)]
-mod nar_tests {
-    use super::*;
-    use crate::nix::nar::{self, Limits};
 
     #[test]
-    fn nar_into_and_out_of_the_file_system() {
-        let mut t = BTreeMap::new();
-        t.insert(b"bin".to_vec(), nar::Tree::Directory([(b"x".to_vec(), nar::Tree::File { executable: true, contents: b"#!x".to_vec() })].into_iter().collect()));
-        t.insert(b"l".to_vec(), nar::Tree::Symlink(b"bin/x".to_vec()));
-        t.insert(b"r".to_vec(), nar::Tree::File { executable: false, contents: b"data".to_vec() });
-        let bytes = nar::Tree::Directory(t).to_nar();
-        let mut fs = Fs::new(1 << 20);
-        let mut sink = fs.unpack_sink(b"aaaa-in").unwrap();
-        nar::parse(&mut bytes.as_slice(), &mut sink, Limits::default()).unwrap();
-        let root = fs.resolve(ROOT, b"/nix/store/aaaa-in", true).unwrap();
+    fn dotdot_cannot_escape() {
+        let mut fs = sandbox();
+        let b = fs.resolve(ROOT, b"/build", true).unwrap();
+        assert_eq!(fs.resolve(b, b"../../../../..", true), Ok(ROOT));
+        assert_eq!(fs.resolve(b, b"../../../etc/../../build", true), Ok(b));
+        fs.symlink(b, b"up", b"../../../../../../..").unwrap();
+        assert_eq!(fs.resolve(b, b"up", true), Ok(ROOT));
+        assert_eq!(fs.resolve(b, b"up/up/../tmp", true), Err(Errno::ENOENT));
+        assert_eq!(fs.resolve(b, b"up/tmp", true), fs.resolve(ROOT, b"/tmp", true));
+    }
+
+    #[test]
+    fn symlink_loops_end_in_eloop() {
+        let mut fs = sandbox();
+        let b = fs.resolve(ROOT, b"/build", true).unwrap();
+        fs.symlink(b, b"a", b"b").unwrap();
+        fs.symlink(b, b"b", b"a").unwrap();
+        fs.symlink(b, b"self", b"self/x").unwrap();
+        assert_eq!(fs.resolve(b, b"a", true), Err(Errno::ELOOP));
+        assert_eq!(fs.resolve(b, b"self", true), Err(Errno::ELOOP));
+        assert_eq!(fs.resolve(b, b"a/x", true), Err(Errno::ELOOP));
+        // Not followed: the link itself.
+        let a = fs.resolve(b, b"a", false).unwrap();
+        assert_eq!(fs.readlink(a), Ok(&b"b"[..]));
+        // A chain of exactly 40 resolves; 41 does not (Linux MAXSYMLINKS).
+        fs.create(b, b"l0", 0o644).unwrap();
+        for i in 1..=41u32 {
+            let name = alloc::format!("l{i}");
+            let target = alloc::format!("l{}", i - 1);
+            fs.symlink(b, name.as_bytes(), target.as_bytes()).unwrap();
+        }
+        assert!(fs.resolve(b, b"l40", true).is_ok());
+        assert_eq!(fs.resolve(b, b"l41", true), Err(Errno::ELOOP));
+    }
+
+    #[test]
+    fn files_links_rename_unlink() {
+        let mut fs = sandbox();
+        let b = fs.resolve(ROOT, b"/build", true).unwrap();
+        let f = fs.create(b, b"f", 0o644).unwrap();
+        fs.write_at(f, 3, b"abc").unwrap();
+        let mut buf = [9u8; 10];
+        assert_eq!(fs.read_at(f, 0, &mut buf), Ok(6));
+        assert_eq!(&buf[..6], b"\0\0\0abc");
+        fs.link(f, b, b"g").unwrap();
+        assert_eq!(fs.get(f).unwrap().nlink, 2);
+        let d = fs.mkdir(b, b"d", 0o755).unwrap();
+        assert_eq!(fs.rename(b, b"g", d, b"h", false), Ok(None));
+        assert_eq!(fs.resolve(b, b"d/h", true), Ok(f));
+        assert_eq!(fs.rename(b, b"d", d, b"x", false), Err(Errno::EINVAL));
+        assert_eq!(fs.unlink(b, b"d", true), Err(Errno::ENOTEMPTY));
+        assert_eq!(fs.unlink(b, b"d", false), Err(Errno::EISDIR));
+        assert_eq!(fs.unlink(b, b"f", false), Ok(f));
+        fs.release(f); // still linked as d/h: stays
+        assert!(fs.get(f).is_ok());
+        assert_eq!(fs.unlink(d, b"h", false), Ok(f));
+        let before = fs.used_bytes();
+        fs.release(f);
+        assert_eq!(fs.used_bytes(), before - 6);
+        assert_eq!(fs.unlink(b, b"d", true), Ok(d));
+        assert_eq!(fs.resolve(b, b"f/", true), Err(Errno::ENOENT));
+        let g = fs.create(b, b"g", 0o644).unwrap();
+        let _ = g;
+        assert_eq!(fs.resolve(b, b"g/", true), Err(Errno::ENOTDIR));
+        assert_eq!(fs.resolve(b, b"g/x", true), Err(Errno::ENOTDIR));
+        assert_eq!(fs.create(b, b"g", 0o644), Err(Errno::EEXIST));
+        assert_eq!(fs.create(b, &[b'n'; 256], 0o644), Err(Errno::ENAMETOOLONG));
+    }
+
+    #[test]
+    fn permissions() {
+        let mut fs = sandbox();
+        let b = fs.resolve(ROOT, b"/build", true).unwrap();
+        let d = fs.mkdir(b, b"d", 0o755).unwrap();
+        fs.create(d, b"f", 0o600).unwrap();
+        fs.chmod(d, 0o644).unwrap();
+        assert_eq!(fs.resolve(b, b"d/f", true), Err(Errno::EACCES));
+        fs.chmod(d, 0o755).unwrap();
+        let f = fs.resolve(b, b"d/f", true).unwrap();
+        assert_eq!(fs.access(f, X_OK), Err(Errno::EACCES));
+        fs.chmod(f, 0o700).unwrap();
+        assert_eq!(fs.access(f, X_OK | R_OK | W_OK), Ok(()));
+    }
+
+    #[test]
+    fn size_limits() {
+        let mut fs = Fs::nix_sandbox(1000, 20).unwrap();
+        let b = fs.resolve(ROOT, b"/build", true).unwrap();
+        let f = fs.create(b, b"f", 0o644).unwrap();
+        assert_eq!(fs.write_at(f, 0, &[1; 4000]), Err(Errno::ENOSPC));
+        assert_eq!(fs.write_at(f, u64::MAX, &[1]), Err(Errno::EFBIG));
+        assert_eq!(fs.write_at(f, 1 << 40, &[1]), Err(Errno::ENOSPC));
+        let mut n = 0;
+        while fs.mkdir(b, alloc::format!("d{n}").as_bytes(), 0o755).is_ok() {
+            n += 1;
+        }
+        assert!(n < 20);
+    }
+
+    fn sample_nar() -> Vec<u8> {
+        // Build a tree in one Fs, serialise it, and use those bytes.
+        let mut fs = Fs::new(1 << 20, 100);
+        let d = fs.mkdir(ROOT, b"out", 0o755).unwrap();
+        let bin = fs.mkdir(d, b"bin", 0o755).unwrap();
+        let x = fs.create(bin, b"hello", 0o755).unwrap();
+        fs.write_at(x, 0, b"#!/bin/sh\necho hi\n").unwrap();
+        let r = fs.create(d, b"README", 0o644).unwrap();
+        fs.write_at(r, 0, b"read me").unwrap();
+        fs.symlink(d, b"link", b"bin/hello").unwrap();
         let mut out = Vec::new();
-        nar::serialize(&Tree { fs: &fs, root }, &mut |b| out.extend_from_slice(b)).unwrap();
-        assert_eq!(out, bytes);
-        // Inputs are read-only to the builder.
-        assert_eq!(fs.create(ROOT, b"/nix/store/aaaa-in/new", Kind::File(Vec::new()), 0o644), Err(EACCES));
-        let r = fs.resolve(ROOT, b"/nix/store/aaaa-in/r", true).unwrap();
-        assert!(!fs.access(r, 2));
+        serialize(&fs.tree(d), &mut |b| out.extend_from_slice(b)).unwrap();
+        out
+    }
+
+    #[test]
+    fn nar_round_trip_through_the_store() {
+        let nar = sample_nar();
+        let mut fs = sandbox();
+        let store = fs.resolve(ROOT, b"/nix/store", true).unwrap();
+        let mut r: &[u8] = &nar;
+        parse(&mut r, &mut fs.unpacker(store, b"aaaa-x"), Limits::default()).unwrap();
+        let p = fs.resolve(ROOT, b"/nix/store/aaaa-x", true).unwrap();
+        fs.set_readonly(p);
+        let h = fs.resolve(ROOT, b"/nix/store/aaaa-x/link", true).unwrap();
+        assert_eq!(fs.get(h).unwrap().perm, 0o555);
+        assert_eq!(fs.write_at(h, 0, b"x"), Err(Errno::EACCES));
+        assert_eq!(fs.chmod(h, 0o777), Err(Errno::EPERM));
+        let mut again = Vec::new();
+        serialize(&fs.tree(p), &mut |b| again.extend_from_slice(b)).unwrap();
+        assert_eq!(again, nar);
+        // A second unpack of the same name is refused, not merged.
+        let mut r: &[u8] = &nar;
+        assert!(parse(&mut r, &mut fs.unpacker(store, b"aaaa-x"), Limits::default()).is_err());
     }
 }

@@ -10,8 +10,8 @@ use alloc::vec::Vec;
 use core::cell::RefCell;
 
 use super::abi::{nr, Errno, S_IFIFO};
-use super::image::{Prot, PAGE, USER_END};
-use super::kfs::{Device, Ino, Kind, PATH_MAX, R_OK, W_OK, X_OK};
+use super::elf::{Prot, PAGE, USER_END};
+use super::fs::{Device, Ino, Kind, PATH_MAX, R_OK, W_OK, X_OK};
 use super::mem::{user_range, Memory};
 use super::process::*;
 
@@ -50,6 +50,16 @@ impl From<Errno> for Out {
     }
 }
 
+/// `chown` to the builder's own ids (or -1, "unchanged") succeeds; anything else is EPERM.
+fn chown_ok(uid: u64, gid: u64) -> R {
+    let keep = |v: u64, own: u32| v as u32 == u32::MAX || v as u32 == own;
+    if keep(uid, UID) && keep(gid, GID) {
+        Ok(0)
+    } else {
+        Err(Errno::EPERM)
+    }
+}
+
 impl<M: Memory> Kernel<M> {
     /// Handles the syscall `pid` just made with registers `regs` (already saved in the process).
     pub fn syscall(&mut self, pid: Pid) -> Step {
@@ -66,6 +76,10 @@ impl<M: Memory> Kernel<M> {
                 Step::Ret(v)
             }
             Out::Block => {
+                // Retried when the process runs again: back over the 2-byte `syscall`
+                // instruction (rax still holds the number), as Linux restarts a call.
+                let p = self.pm(pid);
+                p.regs.rip = p.regs.rip.wrapping_sub(2);
                 self.block(pid);
                 Step::Block
             }
@@ -83,22 +97,22 @@ impl<M: Memory> Kernel<M> {
             nr::PWRITE64 => self.rw(pid, a[0], a[1], a[2], Some(a[3]), true),
             nr::READV | nr::WRITEV => self.rwv(pid, a[0], a[1], a[2], n == nr::WRITEV),
             nr::CLOSE => ret(self.close(pid, a[0])),
-            nr::OPENAT => ret(self.openat(pid, a[0] as i64, a[1], a[2] as u32, a[3] as u32)),
+            nr::OPENAT => ret(self.openat(pid, a[0] as i32 as i64, a[1], a[2] as u32, a[3] as u32)),
             nr::LSEEK => ret(self.lseek(pid, a[0], a[1] as i64, a[2])),
-            nr::FSTAT => ret(self.fstatat(pid, a[0] as i64, 0, a[1], AT_EMPTY_PATH)),
-            nr::NEWFSTATAT => ret(self.fstatat(pid, a[0] as i64, a[1], a[2], a[3])),
-            nr::STATX => ret(self.statx(pid, a[0] as i64, a[1], a[2], a[4])),
+            nr::FSTAT => ret(self.fstatat(pid, a[0] as i32 as i64, 0, a[1], AT_EMPTY_PATH)),
+            nr::NEWFSTATAT => ret(self.fstatat(pid, a[0] as i32 as i64, a[1], a[2], a[3])),
+            nr::STATX => ret(self.statx(pid, a[0] as i32 as i64, a[1], a[2], a[4])),
             nr::GETDENTS64 => ret(self.getdents(pid, a[0], a[1], a[2])),
-            nr::MKDIRAT => ret(self.mkdirat(pid, a[0] as i64, a[1], a[2] as u32)),
-            nr::UNLINKAT => ret(self.unlinkat(pid, a[0] as i64, a[1], a[2])),
-            nr::RENAMEAT2 => ret(self.renameat(pid, a[0] as i64, a[1], a[2] as i64, a[3], a[4])),
-            nr::SYMLINKAT => ret(self.symlinkat(pid, a[0], a[1] as i64, a[2])),
-            nr::READLINKAT => ret(self.readlinkat(pid, a[0] as i64, a[1], a[2], a[3])),
-            nr::LINKAT => ret(self.linkat(pid, a[0] as i64, a[1], a[2] as i64, a[3], a[4])),
+            nr::MKDIRAT => ret(self.mkdirat(pid, a[0] as i32 as i64, a[1], a[2] as u32)),
+            nr::UNLINKAT => ret(self.unlinkat(pid, a[0] as i32 as i64, a[1], a[2])),
+            nr::RENAMEAT2 => ret(self.renameat(pid, a[0] as i32 as i64, a[1], a[2] as i32 as i64, a[3], a[4])),
+            nr::SYMLINKAT => ret(self.symlinkat(pid, a[0], a[1] as i32 as i64, a[2])),
+            nr::READLINKAT => ret(self.readlinkat(pid, a[0] as i32 as i64, a[1], a[2], a[3])),
+            nr::LINKAT => ret(self.linkat(pid, a[0] as i32 as i64, a[1], a[2] as i32 as i64, a[3], a[4])),
             nr::FCHMOD => ret(self.fd_ino(pid, a[0]).and_then(|i| self.fs.chmod(i, a[1] as u32)).map(|_| 0)),
-            nr::FCHMODAT => ret(self.at(pid, a[0] as i64, a[1], true).and_then(|i| self.fs.chmod(i, a[2] as u32)).map(|_| 0)),
-            nr::UTIMENSAT => ret(self.utimensat(pid, a[0] as i64, a[1], a[2], a[3])),
-            nr::FACCESSAT | nr::FACCESSAT2 => ret(self.faccessat(pid, a[0] as i64, a[1], a[2] as u32, if n == nr::FACCESSAT2 { a[3] } else { 0 })),
+            nr::FCHMODAT => ret(self.at(pid, a[0] as i32 as i64, a[1], true).and_then(|i| self.fs.chmod(i, a[2] as u32)).map(|_| 0)),
+            nr::UTIMENSAT => ret(self.utimensat(pid, a[0] as i32 as i64, a[1], a[2], a[3])),
+            nr::FACCESSAT | nr::FACCESSAT2 => ret(self.faccessat(pid, a[0] as i32 as i64, a[1], a[2] as u32, if n == nr::FACCESSAT2 { a[3] } else { 0 })),
             nr::CHDIR => ret(self.chdir(pid, a[0])),
             nr::GETCWD => ret(self.getcwd(pid, a[0], a[1])),
             nr::UMASK => {
@@ -119,22 +133,7 @@ impl<M: Memory> Kernel<M> {
             nr::MPROTECT => ret(self.mprotect(pid, a[0], a[1], a[2])),
             nr::FORK => ret(self.fork(pid, false).map(|c| c as i64)),
             nr::VFORK => self.vfork(pid),
-            nr::CLONE => {
-                // Only process-creating clones: fork (SIGCHLD) and vfork (CLONE_VM|CLONE_VFORK|SIGCHLD, maybe with a stack).
-                const CLONE_VM: u64 = 0x100;
-                const CLONE_VFORK: u64 = 0x4000;
-                let flags = a[0];
-                if flags & !0xff == CLONE_VM | CLONE_VFORK {
-                    if a[1] != 0 {
-                        self.pm(pid).regs.gpr[RSP] = a[1];
-                    }
-                    self.vfork(pid)
-                } else if flags & !0xff == 0 && a[1] == 0 {
-                    ret(self.fork(pid, false).map(|c| c as i64))
-                } else {
-                    ret(Err(Errno::EINVAL))
-                }
-            }
+            nr::CLONE => self.clone(pid, a[0], a[1], a[2], a[3]),
             nr::EXECVE => self.execve(pid, a[0], a[1], a[2]),
             nr::EXIT | nr::EXIT_GROUP => {
                 self.end(pid, Status::Exited(a[0] as u8));
@@ -191,11 +190,143 @@ impl<M: Memory> Kernel<M> {
                 self.yield_now();
                 Ok(Out::Ret(0))
             }
+            // The pre-`*at` calls glibc still makes on x86-64 (`rename`, `link`, `mkdir`, ...),
+            // as their `*at` forms relative to the working directory.
+            nr::OPEN => ret(self.openat(pid, AT_FDCWD, a[0], a[1] as u32, a[2] as u32)),
+            nr::STAT => ret(self.fstatat(pid, AT_FDCWD, a[0], a[1], 0)),
+            nr::LSTAT => ret(self.fstatat(pid, AT_FDCWD, a[0], a[1], AT_SYMLINK_NOFOLLOW)),
+            nr::ACCESS => ret(self.faccessat(pid, AT_FDCWD, a[0], a[1] as u32, 0)),
+            nr::PIPE => ret(self.pipe2(pid, a[0], 0)),
+            nr::RENAME => ret(self.renameat(pid, AT_FDCWD, a[0], AT_FDCWD, a[1], 0)),
+            nr::RENAMEAT => ret(self.renameat(pid, a[0] as i32 as i64, a[1], a[2] as i32 as i64, a[3], 0)),
+            nr::MKDIR => ret(self.mkdirat(pid, AT_FDCWD, a[0], a[1] as u32)),
+            nr::RMDIR => ret(self.unlinkat(pid, AT_FDCWD, a[0], AT_REMOVEDIR)),
+            nr::UNLINK => ret(self.unlinkat(pid, AT_FDCWD, a[0], 0)),
+            nr::LINK => ret(self.linkat(pid, AT_FDCWD, a[0], AT_FDCWD, a[1], 0)),
+            nr::SYMLINK => ret(self.symlinkat(pid, a[0], AT_FDCWD, a[1])),
+            nr::READLINK => ret(self.readlinkat(pid, AT_FDCWD, a[0], a[1], a[2])),
+            nr::CHMOD => ret(self.at(pid, AT_FDCWD, a[0], true).and_then(|i| self.fs.chmod(i, a[1] as u32)).map(|_| 0)),
+            nr::TRUNCATE => ret(self.truncate(pid, None, a[0], a[1])),
+            nr::FTRUNCATE => ret(self.truncate(pid, Some(a[0]), 0, a[1])),
+            nr::FSYNC | nr::FDATASYNC => ret(self.fd(pid, a[0]).map(|_| 0)),
+            // Ownership: the builder owns what it creates and may "change" it to itself only.
+            nr::CHOWN | nr::LCHOWN => ret(self.at(pid, AT_FDCWD, a[0], n == nr::CHOWN).and_then(|_| chown_ok(a[1], a[2]))),
+            nr::FCHOWN => ret(self.fd(pid, a[0]).and_then(|_| chown_ok(a[1], a[2]))),
+            nr::FCHOWNAT => ret(self.at(pid, a[0] as i32 as i64, a[1], a[4] & AT_SYMLINK_NOFOLLOW == 0).and_then(|_| chown_ok(a[2], a[3]))),
+            nr::SETUID => ret(if a[0] as u32 == UID { Ok(0) } else { Err(Errno::EPERM) }),
+            nr::SETGID => ret(if a[0] as u32 == GID { Ok(0) } else { Err(Errno::EPERM) }),
+            nr::GETGROUPS => ret(Ok(0)),
+            // One session and process group per build (the builder's); no job control.
+            nr::GETPGRP | nr::GETSID => ret(Ok(1)),
+            nr::GETPGID => ret(Ok(1)),
+            nr::SETPGID => ret(if a[0] == 0 || a[0] == pid as u64 { Ok(0) } else { Err(Errno::EPERM) }),
+            nr::SETSID => ret(Err(Errno::EPERM)),
+            nr::POLL => self.poll(pid, a[0], a[1], a[2] as i32 as i64),
+            // Time does not pass in the sandbox: sleeping returns at once.
+            nr::NANOSLEEP | nr::CLOCK_NANOSLEEP => ret(Ok(0)),
+            nr::TKILL | nr::TGKILL => {
+                // Threads are processes here: tkill(tid) / tgkill(tgid, tid) signal that process.
+                let (who, signal) = if n == nr::TKILL { (a[0], a[1]) } else { (a[1], a[2]) };
+                self.kill(pid, who as i32 as i64, signal)
+            }
+            nr::SCHED_GETAFFINITY => {
+                // One CPU (what `nproc` reports; NIX_BUILD_CORES says the same).
+                let size = (a[1] as usize).min(128);
+                if size < 8 {
+                    return ret(Err(Errno::EINVAL));
+                }
+                let mut mask = alloc::vec![0u8; size];
+                mask[0] = 1;
+                ret(self.put(pid, a[2], &mask).map(|_| size as i64))
+            }
+            nr::SET_ROBUST_LIST | nr::MADVISE | nr::FADVISE64 | nr::SIGALTSTACK => ret(Ok(0)),
+            // glibc probes rseq and copes without it; not a gap worth a note.
+            nr::RSEQ => ret(Err(Errno::ENOSYS)),
             _ => {
                 self.note_unimplemented(n);
                 Err(Errno::ENOSYS)
             }
         }
+    }
+
+    /// `truncate(path, len)` / `ftruncate(fd, len)`.
+    fn truncate(&mut self, pid: Pid, fd: Option<u64>, va: u64, len: u64) -> R {
+        if len > i64::MAX as u64 {
+            return Err(Errno::EINVAL);
+        }
+        let ino = match fd {
+            Some(fd) => {
+                let e = self.fd(pid, fd)?;
+                let o = e.ofd.borrow();
+                let Object::Inode(i) = o.object else { return Err(Errno::EINVAL) };
+                if o.flags & O_ACCMODE == 0 {
+                    return Err(Errno::EINVAL);
+                }
+                i
+            }
+            None => {
+                let i = self.at(pid, AT_FDCWD, va, true)?;
+                self.fs.access(i, W_OK)?;
+                i
+            }
+        };
+        if self.fs.get(ino)?.is_dir() {
+            return Err(Errno::EISDIR);
+        }
+        self.fs.truncate(ino, len).map(|_| 0)
+    }
+
+    /// `poll`: regular files and the log are always ready; a pipe's read end is ready with
+    /// data or without writers, its write end with room or without readers. With nothing ready
+    /// and no timeout the call blocks until another process changes a pipe; with a timeout it
+    /// returns 0 at once (time does not pass in the sandbox, so every timeout has expired).
+    fn poll(&mut self, pid: Pid, va: u64, nfds: u64, timeout: i64) -> Result<Out, Errno> {
+        const POLLIN: u16 = 1;
+        const POLLOUT: u16 = 4;
+        const POLLERR: u16 = 8;
+        const POLLHUP: u16 = 0x10;
+        const POLLNVAL: u16 = 0x20;
+        if nfds > MAX_FDS as u64 {
+            return Err(Errno::EINVAL);
+        }
+        let mut fds = alloc::vec![0u8; nfds as usize * 8];
+        self.get(pid, va, &mut fds)?;
+        let mut ready = 0;
+        for e in fds.chunks_mut(8) {
+            let fd = i32::from_le_bytes(e[0..4].try_into().expect("8-byte entry"));
+            let events = u16::from_le_bytes(e[4..6].try_into().expect("8-byte entry"));
+            let revents = if fd < 0 {
+                0
+            } else {
+                match self.fd(pid, fd as u64) {
+                    Err(_) => POLLNVAL,
+                    Ok(entry) => match &entry.ofd.borrow().object {
+                        Object::Pipe(end) => {
+                            let p = end.pipe.borrow();
+                            if end.write {
+                                if p.readers == 0 { POLLERR } else if p.buf.len() < PIPE_CAP { events & POLLOUT } else { 0 }
+                            } else if !p.buf.is_empty() {
+                                events & POLLIN
+                            } else if p.writers == 0 {
+                                POLLHUP
+                            } else {
+                                0
+                            }
+                        }
+                        _ => events & (POLLIN | POLLOUT),
+                    },
+                }
+            };
+            e[6..8].copy_from_slice(&revents.to_le_bytes());
+            if revents != 0 {
+                ready += 1;
+            }
+        }
+        if ready == 0 && timeout < 0 {
+            return Ok(Out::Block);
+        }
+        self.put(pid, va, &fds)?;
+        Ok(Out::Ret(ready))
     }
 
     // ---- user memory helpers ----
@@ -682,8 +813,18 @@ impl<M: Memory> Kernel<M> {
         Ok(out.len() as i64)
     }
 
+    /// The parent and last name of a path naming a directory: trailing slashes are allowed
+    /// there (`mkdir -p a/b` makes `a/` first).
+    fn dir_parent_at(&self, pid: Pid, dirfd: i64, va: u64) -> Result<(Ino, Vec<u8>), Errno> {
+        let mut path = self.path(pid, va)?;
+        while path.len() > 1 && path.ends_with(b"/") {
+            path.pop();
+        }
+        let d = self.dir_of(pid, dirfd)?;
+        self.fs.resolve_parent(d, &path)
+    }
     fn mkdirat(&mut self, pid: Pid, dirfd: i64, va: u64, mode: u32) -> R {
-        let (d, name) = self.parent_at(pid, dirfd, va)?;
+        let (d, name) = self.dir_parent_at(pid, dirfd, va)?;
         if name == b"." || name == b".." {
             return Err(Errno::EEXIST);
         }
@@ -696,7 +837,7 @@ impl<M: Memory> Kernel<M> {
         if flags & !AT_REMOVEDIR != 0 {
             return Err(Errno::EINVAL);
         }
-        let (d, name) = self.parent_at(pid, dirfd, va)?;
+        let (d, name) = if flags & AT_REMOVEDIR != 0 { self.dir_parent_at(pid, dirfd, va)? } else { self.parent_at(pid, dirfd, va)? };
         self.fs.access(d, W_OK | X_OK)?;
         let ino = self.fs.unlink(d, &name, flags & AT_REMOVEDIR != 0)?;
         self.release_if_closed(ino);
@@ -732,8 +873,12 @@ impl<M: Memory> Kernel<M> {
         if (size as i64) <= 0 {
             return Err(Errno::EINVAL);
         }
-        let ino = self.at(pid, dirfd, va, false)?;
-        let t = self.fs.readlink(ino)?.to_vec();
+        let t = if self.path(pid, va)? == PROC_SELF_EXE {
+            self.p(pid).exe_path.clone()
+        } else {
+            let ino = self.at(pid, dirfd, va, false)?;
+            self.fs.readlink(ino)?.to_vec()
+        };
         let n = t.len().min(size as usize);
         self.put(pid, buf, &t[..n])?;
         Ok(n as i64)
@@ -909,6 +1054,43 @@ impl<M: Memory> Kernel<M> {
 
     // ---- processes ----
 
+    /// `clone` for new processes only (no threads): `fork` (`SIGCHLD`, with glibc's
+    /// `CLONE_CHILD_SETTID|CLONE_CHILD_CLEARTID`) and `vfork`/`posix_spawn`
+    /// (`CLONE_VM|CLONE_VFORK`, usually on a new stack). The child's memory is always a copy:
+    /// the parent of a vfork waits until the child execs or exits, so it cannot tell.
+    fn clone(&mut self, pid: Pid, flags: u64, stack: u64, ptid: u64, ctid: u64) -> Result<Out, Errno> {
+        const CSIGNAL: u64 = 0xff;
+        const CLONE_VM: u64 = 0x100;
+        const CLONE_VFORK: u64 = 0x4000;
+        const CLONE_PARENT_SETTID: u64 = 0x10_0000;
+        const CLONE_CHILD_CLEARTID: u64 = 0x20_0000;
+        const CLONE_CHILD_SETTID: u64 = 0x100_0000;
+        let vfork = match flags & !(CSIGNAL | CLONE_PARENT_SETTID | CLONE_CHILD_CLEARTID | CLONE_CHILD_SETTID) {
+            0 => false,
+            f if f == CLONE_VM | CLONE_VFORK => true,
+            _ => return Err(Errno::EINVAL), // threads and namespaces are not offered
+        };
+        let child = self.fork(pid, vfork)?;
+        let c = self.pm(child);
+        if stack != 0 {
+            c.regs.gpr[RSP] = stack;
+        }
+        if flags & CLONE_CHILD_SETTID != 0 {
+            let _ = c.mem.write(ctid, &child.to_le_bytes());
+        }
+        if flags & CLONE_PARENT_SETTID != 0 {
+            let _ = self.pm(pid).mem.write(ptid, &child.to_le_bytes());
+        }
+        if vfork {
+            let p = self.pm(pid);
+            p.regs.gpr[RAX] = child as u64;
+            p.state = State::VforkWait(child);
+            self.park_vfork(pid);
+            return Ok(Out::Resumed);
+        }
+        Ok(Out::Ret(child as i64))
+    }
+
     fn vfork(&mut self, pid: Pid) -> Result<Out, Errno> {
         let child = self.fork(pid, true)?;
         let p = self.pm(pid);
@@ -932,9 +1114,9 @@ impl<M: Memory> Kernel<M> {
                 if p == 0 {
                     return Ok(v);
                 }
-                let s = k.cstr(pid, p, super::image::MAX_ARG_BYTES).map_err(|e| if e == Errno::ENAMETOOLONG { Errno::E2BIG } else { e })?;
+                let s = k.cstr(pid, p, super::elf::MAX_ARG_BYTES).map_err(|e| if e == Errno::ENAMETOOLONG { Errno::E2BIG } else { e })?;
                 total += s.len() + 1;
-                if total > super::image::MAX_ARG_BYTES || v.len() >= MAX_ARGS {
+                if total > super::elf::MAX_ARG_BYTES || v.len() >= MAX_ARGS {
                     return Err(Errno::E2BIG);
                 }
                 v.push(s);
@@ -1082,7 +1264,7 @@ mod tests {
     extern crate std;
     use super::*;
     use crate::sandbox::abi::nr;
-    use crate::sandbox::kfs::{Fs, ROOT};
+    use crate::sandbox::fs::{Fs, ROOT};
     use crate::sandbox::mem::MockMemory;
     use alloc::vec;
 
@@ -1207,7 +1389,7 @@ mod tests {
     fn exec_builds_a_linux_process() {
         let mut h = boot();
         let p = h.k.process(h.pid).unwrap();
-        assert_eq!(p.regs.rip, crate::sandbox::image::parse(&std::fs::read("/bin/busybox").unwrap()).unwrap().entry);
+        assert_eq!(p.regs.rip, crate::sandbox::elf::parse(&std::fs::read("/bin/busybox").unwrap()).unwrap().entry);
         let sp = p.regs.gpr[RSP];
         assert_eq!(sp % 16, 0);
         let argc = h.peek(sp, 8);
@@ -1257,9 +1439,18 @@ mod tests {
         // ioctl is ENOTTY; the store and /etc are read-only.
         assert_eq!(h.call(nr::IOCTL, &[1, 0x5401, 0]), Errno::ENOTTY.ret());
         let p = h.s(SCRATCH + 0x700, "/nix/store/0000-busybox/busybox");
-        assert_eq!(h.call(nr::OPENAT, &[AT_FDCWD as u64, p, O_WRONLY as u64, 0]), Errno::EROFS.ret());
+        assert_eq!(h.call(nr::OPENAT, &[AT_FDCWD as u64, p, O_WRONLY as u64, 0]), Errno::EACCES.ret());
         let p = h.s(SCRATCH + 0x700, "/etc/new");
-        assert_eq!(h.call(nr::OPENAT, &[AT_FDCWD as u64, p, (O_CREAT | O_WRONLY) as u64, 0o644]), Errno::EROFS.ret());
+        assert_eq!(h.call(nr::OPENAT, &[AT_FDCWD as u64, p, (O_CREAT | O_WRONLY) as u64, 0o644]), Errno::EACCES.ret());
+    }
+
+    #[test]
+    fn int_arguments_use_their_low_32_bits() {
+        // glibc passes AT_FDCWD as a 32-bit int: the register holds 0xffffff9c, not -100.
+        let mut h = boot();
+        let p = h.s(SCRATCH, "/etc/passwd");
+        assert_eq!(h.call(nr::NEWFSTATAT, &[0xffff_ff9c, p, SCRATCH + 0x100, 0]), 0);
+        assert_eq!(h.call(nr::OPENAT, &[0xffff_ff9c, p, 0, 0]), 3);
     }
 
     #[test]

@@ -10,8 +10,8 @@ use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 
 use super::abi::Errno;
-pub use super::image::Prot;
-use super::image::{PAGE, USER_END};
+pub use super::elf::Prot;
+use super::elf::{PAGE, USER_END};
 
 /// A user address that cannot be accessed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

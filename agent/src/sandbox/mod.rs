@@ -1,14 +1,19 @@
-//! The builder's world, as safe code: loading a static Linux executable and the initial stack
-//! Linux gives it. (The arch layer maps the pages and runs it in ring 3.)
+//! The builder's world, as safe code: a small Linux-compatible kernel for static x86-64
+//! programs (docs/sandbox.md). The arch layer runs processes in ring 3 and reports each event
+//! (system call, fault, timer tick) to [`process::Kernel`]; everything a builder can observe is
+//! decided here.
+//!
+//! In the order a build uses them:
+//! - [`fs`]: the in-memory file system in Nix's sandbox layout; inputs unpack into it from NARs,
+//!   outputs serialise out of it as NARs;
+//! - [`elf`]: loading static executables and `#!` scripts, the initial stack;
+//! - [`mem`]: user memory as the kernel sees it (the arch layer implements it with page tables);
+//! - [`process`]: processes, descriptors, pipes, the scheduler and the limits;
+//! - [`linux`]: the system calls, by number;
+//! - [`abi`]: errno values and syscall numbers.
+pub mod abi;
 pub mod elf;
 pub mod fs;
-pub mod syscall;
-// The fuller kernel from the sandbox work (processes, pipes, fork/exec/wait, the broad syscall
-// set, its own file system `kfs`), landed side by side to be unified with the layer above; see
-// docs/sandbox-kernel.md.
-pub mod abi;
-pub mod image;
-pub mod kfs;
 pub mod linux;
 pub mod mem;
 pub mod process;

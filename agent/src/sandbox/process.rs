@@ -23,8 +23,8 @@ use alloc::vec::Vec;
 use core::cell::RefCell;
 
 use super::abi::Errno;
-use super::image::{self as elf, Prot, StackSpec, PAGE};
-use super::kfs::{Fs, Ino, Kind, ROOT};
+use super::elf::{self as elf, Prot, StackSpec, PAGE};
+use super::fs::{Fs, Ino, Kind, ROOT};
 use super::mem::Memory;
 
 pub type Pid = u32;
@@ -43,6 +43,8 @@ pub const STACK_SIZE: u64 = 1 << 20;
 pub const MMAP_TOP: u64 = 0x7f00_0000_0000;
 /// Most open descriptors per process (`RLIMIT_NOFILE`).
 pub const MAX_FDS: usize = 1024;
+/// The path that names a process's own executable.
+pub const PROC_SELF_EXE: &[u8] = b"/proc/self/exe";
 /// Pipe capacity (Linux's default 16 pages).
 pub const PIPE_CAP: usize = 65536;
 
@@ -85,13 +87,34 @@ pub struct Limits {
     pub cpu_ticks: u64,
 }
 
-/// User registers, saved at every event (hardware encoding order for `gpr`).
+/// User registers, saved at every event (hardware encoding order for `gpr`). The arch layer's
+/// entry code relies on this exact layout (`repr(C)`: gpr at 0, rip 128, rflags 136, fs_base
+/// 144, the FXSAVE area at 160).
+#[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Regs {
     pub gpr: [u64; 16],
     pub rip: u64,
     pub rflags: u64,
     pub fs_base: u64,
+    /// x87/SSE state (the 512-byte FXSAVE image), saved and restored at every switch.
+    pub fpu: Fpu,
+}
+
+/// The FXSAVE area of one process.
+#[repr(C, align(16))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fpu(pub [u8; 512]);
+
+impl Default for Fpu {
+    /// The state a new program starts with (Linux's `fpstate_init`): x87 control word 0x37F,
+    /// MXCSR 0x1F80 (all exceptions masked, round to nearest).
+    fn default() -> Fpu {
+        let mut f = [0u8; 512];
+        f[0..2].copy_from_slice(&0x037Fu16.to_le_bytes());
+        f[24..28].copy_from_slice(&0x1F80u32.to_le_bytes());
+        Fpu(f)
+    }
 }
 
 pub const RAX: usize = 0;
@@ -197,6 +220,9 @@ pub struct Process<M> {
     /// Signals set to `SIG_IGN` (bit n-1 for signal n).
     pub ignored: u64,
     pub vfork_parent: Option<Pid>,
+    /// The program it runs and its absolute path (what `/proc/self/exe` names).
+    pub exe: Ino,
+    pub exe_path: Vec<u8>,
 }
 
 impl<M> Process<M> {
@@ -327,6 +353,8 @@ impl<M: Memory> Kernel<M> {
             regions: BTreeMap::new(),
             ignored: 0,
             vfork_parent: None,
+            exe: ROOT,
+            exe_path: Vec::new(),
         };
         self.procs.insert(pid, proc);
         if let Err(e) = self.exec(pid, path, argv, envp) {
@@ -413,12 +441,14 @@ impl<M: Memory> Kernel<M> {
         let execfn = path.clone();
         let mut depth = 0;
         let (image, ino) = loop {
-            let ino = self.fs.resolve(cwd, &path, true)?;
+            // `/proc/self/exe` is the only part of /proc a builder gets: busybox re-executes
+            // itself through it to run its applets.
+            let ino = if path == PROC_SELF_EXE { self.p(pid).exe } else { self.fs.resolve(cwd, &path, true)? };
             let node = self.fs.get(ino)?;
             if !matches!(node.kind, Kind::File(_)) {
                 return Err(Errno::EACCES);
             }
-            self.fs.access(ino, super::kfs::X_OK)?;
+            self.fs.access(ino, super::fs::X_OK)?;
             let Kind::File(data) = &node.kind else { return Err(Errno::EACCES) };
             match elf::shebang(data) {
                 None => break (elf::parse(data).map_err(|_| Errno::ENOEXEC)?, ino),
@@ -440,6 +470,16 @@ impl<M: Memory> Kernel<M> {
                     path = interp;
                 }
             }
+        };
+        let absolute = if path.starts_with(b"/") {
+            path.clone()
+        } else {
+            let mut a = self.fs.path_of(cwd)?;
+            if a != b"/" {
+                a.push(b'/');
+            }
+            a.extend_from_slice(&path);
+            a
         };
         let mut random = [0u8; 16];
         self.random(&mut random);
@@ -482,6 +522,10 @@ impl<M: Memory> Kernel<M> {
         let p = self.pm(pid);
         p.regs = Regs { rip: image.entry, rflags: 0x202, ..Regs::default() };
         p.regs.gpr[RSP] = sp;
+        if path != PROC_SELF_EXE {
+            p.exe_path = absolute;
+        }
+        p.exe = ino;
         p.brk_start = image.brk;
         p.brk = image.brk;
         p.mmap_next = MMAP_TOP;
@@ -538,6 +582,8 @@ impl<M: Memory> Kernel<M> {
             regions: parent.regions.clone(),
             ignored: parent.ignored,
             vfork_parent: if vfork { Some(pid) } else { None },
+            exe: parent.exe,
+            exe_path: parent.exe_path.clone(),
         };
         self.next_pid += 1;
         self.procs.insert(child_pid, child);

@@ -1,0 +1,52 @@
+//! The preemption timer: the local APIC timer in periodic mode. It only ever fires while a
+//! sandboxed process runs (the agent itself runs with interrupts disabled); each tick hands
+//! control back to the sandbox kernel, which charges CPU time and rotates the run queue.
+//!
+//! The legacy 8259 PICs are masked first: nothing else may interrupt a process (after reset
+//! QEMU's PIT would otherwise deliver IRQ 0 on vector 0, which looks like #DE).
+use super::cpu::outb;
+use super::layout;
+use core::arch::asm;
+
+/// The timer's interrupt vector.
+pub const VECTOR: u8 = 0x20;
+/// The APIC's spurious-interrupt vector.
+pub const SPURIOUS: u8 = 0xFF;
+/// APIC timer counts per tick. QEMU (TCG and KVM) clocks the APIC timer at 1 GHz, so with
+/// divide-by-1 this is 10 ms of guest time.
+pub const COUNT_PER_TICK: u32 = 10_000_000;
+
+const IA32_APIC_BASE: u32 = 0x1B;
+const REG_EOI: u64 = 0xB0;
+const REG_SVR: u64 = 0xF0;
+const REG_LVT_TIMER: u64 = 0x320;
+const REG_INITIAL_COUNT: u64 = 0x380;
+const REG_DIVIDE: u64 = 0x3E0;
+
+fn apic_base() -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: reading IA32_APIC_BASE has no side effects.
+    unsafe { asm!("rdmsr", in("ecx") IA32_APIC_BASE, out("eax") lo, out("edx") hi, options(nostack)) };
+    ((u64::from(hi) << 32) | u64::from(lo)) & 0x000F_FFFF_FFFF_F000
+}
+
+fn write(reg: u64, v: u32) {
+    let addr = layout::phys_to_virt(apic_base() + reg) as *mut u32;
+    // SAFETY: the local APIC's registers are MMIO in the 4 KiB page at IA32_APIC_BASE (below
+    // 4 GiB, covered by the direct map); these writes only configure the timer and signal EOI.
+    unsafe { addr.write_volatile(v) }
+}
+
+pub fn init() {
+    outb(0x21, 0xFF); // mask every line of the master PIC
+    outb(0xA1, 0xFF); // and of the slave
+    write(REG_SVR, 0x100 | u32::from(SPURIOUS)); // software-enable the APIC
+    write(REG_DIVIDE, 0b1011); // divide by 1
+    write(REG_LVT_TIMER, (1 << 17) | u32::from(VECTOR)); // periodic
+    write(REG_INITIAL_COUNT, COUNT_PER_TICK);
+}
+
+/// Acknowledges the interrupt being handled.
+pub fn end_of_interrupt() {
+    write(REG_EOI, 0);
+}
