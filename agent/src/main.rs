@@ -12,6 +12,7 @@
 extern crate alloc;
 
 mod arch;
+mod job;
 
 use agent::channel::{FrameReader, FrameWriter, InStream, Incoming, OutStream, StreamError};
 use agent::proto::{self, AttestationKind, ErrorCode, Type};
@@ -22,8 +23,8 @@ use alloc::format;
 use alloc::vec::Vec;
 use sha2::{Digest, Sha256};
 
-type Reader = FrameReader<arch::virtio::BlkDisk>;
-type Writer = FrameWriter<arch::virtio::BlkDisk>;
+pub(crate) type Reader = FrameReader<arch::virtio::BlkDisk>;
+pub(crate) type Writer = FrameWriter<arch::virtio::BlkDisk>;
 
 fn main() -> ! {
     log::info!("agent {} booted", agent::VERSION);
@@ -63,7 +64,7 @@ fn main() -> ! {
     arch::power::shutdown()
 }
 
-fn error(out: &mut Writer, code: ErrorCode, text: &str) -> Result<(), StreamError> {
+pub(crate) fn error(out: &mut Writer, code: ErrorCode, text: &str) -> Result<(), StreamError> {
     log::warn!("request error {code:?}: {text}");
     out.send(Type::Error, &proto::error_payload(code, text))?;
     out.flush()
@@ -85,6 +86,8 @@ fn serve(input: &mut Reader, out: &mut Writer) -> Result<(), StreamError> {
                 Type::BulkBegin => receive_bulk(input, out, &payload)?,
                 Type::BulkRequest => send_bulk(out, &payload)?,
                 Type::Exec => exec(input, out, &payload)?,
+                // One build per VM: whatever happened, the request stream is done with.
+                Type::Build => return job::build(input, out, &payload),
                 _ => error(out, ErrorCode::UnexpectedMessage, "unexpected message type")?,
             },
         }
@@ -217,7 +220,7 @@ fn exit_code(status: Status) -> i32 {
 /// Runs the sandbox until its first process (the builder) ends: each process runs in ring 3
 /// until an event, which the kernel handles; output streams out as Output frames (fd byte +
 /// bytes) and the kernel's notes go to the agent log as they appear.
-fn run_sandbox(kernel: &mut Kernel<arch::user::AddressSpace>, out: &mut Writer) -> Result<Status, StreamError> {
+pub(crate) fn run_sandbox(kernel: &mut Kernel<arch::user::AddressSpace>, out: &mut Writer) -> Result<Status, StreamError> {
     use arch::user::Event;
     loop {
         if let Some(status) = kernel.finished() {

@@ -59,6 +59,18 @@ pub enum Type {
     Output = 0x0101,
     /// agent → loader: `[status i32]`: the exit status (128 + signal when a fault ended it).
     ExitStatus = 0x0102,
+    /// loader → agent: a build. Payload: three string lists (`encode_strings`): the `.drv` path;
+    /// the input `.drv` paths; the input store paths. Then, as bulk transfers in that order:
+    /// the `.drv` ATerm, each input derivation's ATerm, each input path's NAR.
+    Build = 0x0200,
+    /// agent → loader: one output, after every check passed. Payload: strings [name, store
+    /// path]; its NAR follows as a bulk transfer.
+    BuildOutput = 0x0201,
+    /// agent → loader: the statement; its exact bytes follow as a bulk transfer.
+    Statement = 0x0202,
+    /// agent → loader: `[attestation kind u8][report or quote]` (empty for `none`); the last
+    /// frame of a successful build.
+    Evidence = 0x0300,
 }
 
 impl Type {
@@ -79,6 +91,10 @@ impl Type {
             0x0100 => Exec,
             0x0101 => Output,
             0x0102 => ExitStatus,
+            0x0200 => Build,
+            0x0201 => BuildOutput,
+            0x0202 => Statement,
+            0x0300 => Evidence,
             _ => return None,
         })
     }

@@ -6,6 +6,8 @@
 //!
 //! - [`vm`]: one VM, one job — request disk, QEMU, response frames.
 //! - [`store`]: reading a build's inputs from the local Nix store, importing outputs.
+//! - [`build`]: one attested build: request out, outputs and evidence back, checked.
+pub mod build;
 pub mod store;
 pub mod vm;
 

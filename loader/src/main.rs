@@ -18,6 +18,25 @@ enum Cli {
         #[arg(trailing_var_arg = true, required = true)]
         command: Vec<String>,
     },
+    /// Build a derivation attested: `loader build /nix/store/…-x.drv --out DIR` (or a `.nix`
+    /// file, instantiated first). Writes DIR/<output>.nar and DIR/evidence.json; check them with
+    /// `measurement-tool verify DIR/evidence.json --nar DIR/out.nar`.
+    Build {
+        #[command(flatten)]
+        vm: VmArgs,
+        /// A `.drv` in the local store, or a `.nix` file evaluating to one derivation.
+        derivation: PathBuf,
+        /// Where the outputs and evidence go.
+        #[arg(long, default_value = "attested-result")]
+        out: PathBuf,
+        /// Also add the outputs to the local Nix store at their store paths (after checking
+        /// each NAR against the statement).
+        #[arg(long)]
+        import: bool,
+        /// Print a machine-readable summary on stdout (the build log goes to stderr).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(clap::Args)]
@@ -75,5 +94,81 @@ fn main() -> anyhow::Result<()> {
             std::io::stdout().flush()?;
             std::process::exit(if r.errors.is_empty() { r.status } else { 125 });
         }
+        Cli::Build { vm, derivation, out, import, json } => build(&vm, &derivation, &out, import, json),
+    }
+}
+
+fn build(vm: &VmArgs, derivation: &std::path::Path, out: &std::path::Path, import: bool, json: bool) -> anyhow::Result<()> {
+    use std::io::Write;
+    let drv = if derivation.extension().is_some_and(|e| e == "nix") {
+        loader::store::instantiate(derivation).with_context(|| format!("instantiating {}", derivation.display()))?
+    } else {
+        derivation.to_path_buf()
+    };
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.set_style(indicatif::ProgressStyle::with_template("{spinner} {msg}").expect("valid template"));
+    bar.set_message(format!("building {}", drv.display()));
+    bar.enable_steady_tick(std::time::Duration::from_millis(120));
+    let result = loader::build::build(
+        &vm.config(),
+        &drv,
+        out,
+        |_, bytes| bar.suspend(|| std::io::stderr().write_all(bytes).ok()).unwrap_or(()),
+        |p| match p {
+            loader::build::Progress::Received(n) if n > 0 => bar.set_message(format!("receiving outputs: {}", human(n))),
+            _ => {}
+        },
+    );
+    bar.finish_and_clear();
+    let report = match result {
+        Ok(r) => r,
+        Err(loader::build::BuildError::Refused { code, text, .. }) => {
+            anyhow::bail!("the build of {} failed (agent error {code}): {text}\nno outputs were written", drv.display())
+        }
+        Err(e) => return Err(e).with_context(|| format!("building {}", drv.display())),
+    };
+    if import {
+        loader::build::import(&report).context("importing the outputs into the local store")?;
+    }
+    if json {
+        let outputs: Vec<serde_json::Value> = report
+            .outputs
+            .iter()
+            .map(|o| {
+                serde_json::json!({
+                    "name": o.name, "path": o.path, "nar": o.nar, "narSize": o.nar_size,
+                    "narSha256": hex::encode(o.nar_sha256), "references": o.references,
+                })
+            })
+            .collect();
+        let v = serde_json::json!({
+            "derivation": report.drv_path, "outputs": outputs, "evidence": report.evidence,
+            "attestation": report.attestation, "imported": import,
+            "inputPaths": report.input_paths, "inputBytes": report.input_bytes,
+            "seconds": report.timings.total.as_secs_f64(),
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    eprintln!("built {} in {:.2} s ({:?}; {} inputs, {})", report.drv_path, report.timings.total.as_secs_f64(), report.accel, report.input_paths, human(report.input_bytes));
+    for o in &report.outputs {
+        eprintln!("  {:<8} {}\n           NAR sha256:{} ({}) -> {}", o.name, o.path, hex::encode(o.nar_sha256), human(o.nar_size), o.nar.display());
+    }
+    eprintln!("  evidence {} (attestation: {})", report.evidence.display(), report.attestation);
+    if report.attestation == "none" {
+        eprintln!("  WARNING: no TEE: this evidence proves nothing about where or how the build ran");
+    }
+    if import {
+        eprintln!("  imported into the local Nix store");
+    }
+    Ok(())
+}
+
+fn human(n: u64) -> String {
+    match n {
+        n if n >= 1 << 30 => format!("{:.1} GiB", n as f64 / (1u64 << 30) as f64),
+        n if n >= 1 << 20 => format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64),
+        n if n >= 1 << 10 => format!("{:.1} KiB", n as f64 / 1024.0),
+        n => format!("{n} B"),
     }
 }

@@ -24,6 +24,14 @@ static mut BOOT_STACK: BootStack = BootStack([0; 0x10000]);
 #[global_allocator]
 static HEAP: LockedHeap = LockedHeap::empty();
 
+/// Bytes of heap (set once by `init`).
+static HEAP_BYTES: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// The heap's size: what a build's limits are cut from.
+pub fn heap_bytes() -> u64 {
+    HEAP_BYTES.load(core::sync::atomic::Ordering::Relaxed)
+}
+
 /// RAM below 4 GiB as QEMU reports it in CMOS (bytes): registers 0x34/0x35 count 64 KiB blocks
 /// above 16 MiB, as SeaBIOS reads them.
 fn ram_size() -> u64 {
@@ -43,6 +51,7 @@ pub fn init() {
     // SAFETY: [start, end) is RAM that nothing else uses (the image ends below `start`), it is
     // mapped by the direct map, and `init` runs once before any allocation.
     unsafe { HEAP.lock().init(layout::phys_to_virt(start) as *mut u8, size as usize) };
+    HEAP_BYTES.store(size, core::sync::atomic::Ordering::Relaxed);
     log::info!("memory: {} MiB RAM, heap {} MiB at {:#x}", end >> 20, size >> 20, start);
 }
 

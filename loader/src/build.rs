@@ -1,0 +1,390 @@
+//! `loader build`: one attested build of a derivation from the local store.
+//!
+//! The loader gathers bytes (the `.drv`, its input derivations, the NARs of its input closure),
+//! starts a fresh agent, forwards everything, streams the build log, and writes what comes back:
+//! `DIR/<output>.nar` and `DIR/evidence.json`. It trusts none of it either: before anything is
+//! written under its final name, every received NAR must hash to the digest the statement gives
+//! for it; a build the agent refused leaves no output behind.
+use crate::store::{self, StoreError};
+use crate::vm::{self, Frame, VmConfig, VmError};
+use agent::proto::{self, Type};
+use measurement_tool::evidence::bundle::Bundle;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Everything `build` can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("reading the build from the local store: {0}")]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Vm(#[from] VmError),
+    /// The agent refused the request or the build failed; `log` is the builder's output.
+    #[error("the agent refused the build (error {code}): {text}")]
+    Refused { code: u32, text: String, log: Vec<u8> },
+    #[error("the agent's answer is malformed: {0}")]
+    Response(String),
+    #[error("{what}: {source}")]
+    Io { what: String, source: std::io::Error },
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> BuildError {
+    let what = what.into();
+    move |source| BuildError::Io { what, source }
+}
+
+/// One output as received and checked.
+#[derive(Debug, Clone)]
+pub struct BuiltOutput {
+    pub name: String,
+    pub path: String,
+    pub nar: PathBuf,
+    pub nar_size: u64,
+    pub nar_sha256: [u8; 32],
+    pub references: Vec<String>,
+}
+
+/// What a successful build produced.
+#[derive(Debug)]
+pub struct BuildReport {
+    pub drv_path: String,
+    pub outputs: Vec<BuiltOutput>,
+    pub statement: Vec<u8>,
+    /// "none", "sev-snp" or "tdx".
+    pub attestation: String,
+    pub evidence: PathBuf,
+    pub input_paths: usize,
+    pub input_bytes: u64,
+    pub timings: vm::Timings,
+    pub accel: vm::Accel,
+}
+
+/// Progress events, for a progress bar.
+#[derive(Debug, Clone, Copy)]
+pub enum Progress {
+    /// Output bytes received so far.
+    Received(u64),
+}
+
+/// Builds `drv_path` in a fresh agent; writes the outputs and `evidence.json` into `out_dir`.
+/// `on_log(fd, bytes)` streams the builder's output.
+pub fn build(
+    config: &VmConfig,
+    drv_path: &Path,
+    out_dir: &Path,
+    mut on_log: impl FnMut(u8, &[u8]),
+    mut on_progress: impl FnMut(Progress),
+) -> Result<BuildReport, BuildError> {
+    let inputs = store::gather(drv_path)?;
+    std::fs::create_dir_all(out_dir).map_err(io(format!("creating {}", out_dir.display())))?;
+    let mut request = Vec::new();
+    let drv_paths: Vec<&str> = inputs.input_drvs.keys().map(String::as_str).collect();
+    let input_paths: Vec<&str> = inputs.input_paths.iter().map(String::as_str).collect();
+    proto::encode_strings(&mut request, &[&inputs.drv_path]);
+    proto::encode_strings(&mut request, &drv_paths);
+    proto::encode_strings(&mut request, &input_paths);
+    let mut input_bytes = 0u64;
+    let mut receiver = Receiver::new(out_dir);
+    let mut store_error = None;
+    let run = vm::run(
+        config,
+        |r| {
+            r.frame(Type::Build, &request)?;
+            r.bulk(&mut &inputs.drv[..], inputs.drv.len() as u64)?;
+            for bytes in inputs.input_drvs.values() {
+                r.bulk(&mut &bytes[..], bytes.len() as u64)?;
+            }
+            for p in &inputs.input_paths {
+                let nar = match store::dump(p) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        store_error = Some(e);
+                        return Err(VmError::Response("cannot read an input".into()));
+                    }
+                };
+                input_bytes += nar.len() as u64;
+                r.bulk(&mut &nar[..], nar.len() as u64)?;
+            }
+            Ok(())
+        },
+        |f| {
+            if f.ty == Type::Output && !f.payload.is_empty() {
+                on_log(f.payload[0], &f.payload[1..]);
+            }
+            receiver.frame(f);
+            on_progress(Progress::Received(receiver.received));
+        },
+    );
+    if let Some(e) = store_error {
+        receiver.discard();
+        return Err(e.into());
+    }
+    let run = match run {
+        Ok(r) => r,
+        Err(e) => {
+            receiver.discard();
+            return Err(e.into());
+        }
+    };
+    if let Some((code, text)) = crate::errors(&run.frames).into_iter().next() {
+        receiver.discard();
+        return Err(BuildError::Refused { code, text, log: receiver.log });
+    }
+    let finished = receiver.finish(&inputs.drv_path);
+    let (outputs, statement, attestation, report) = match finished {
+        Ok(v) => v,
+        Err(e) => return Err(e),
+    };
+    let bundle = match attestation.as_str() {
+        "none" => Bundle::unattested(&statement),
+        other => return Err(BuildError::Response(format!("attestation '{other}' is not supported by this loader yet (report of {} bytes)", report.len()))),
+    };
+    let evidence = out_dir.join("evidence.json");
+    std::fs::write(&evidence, bundle.to_json()).map_err(io(format!("writing {}", evidence.display())))?;
+    Ok(BuildReport {
+        drv_path: inputs.drv_path,
+        outputs,
+        statement,
+        attestation,
+        evidence,
+        input_paths: inputs.input_paths.len(),
+        input_bytes,
+        timings: run.timings,
+        accel: run.accel,
+    })
+}
+
+/// Adds checked outputs to the local Nix store (see [`store::import`] for the mechanism).
+pub fn import(report: &BuildReport) -> Result<(), BuildError> {
+    let nars: Vec<Vec<u8>> = report
+        .outputs
+        .iter()
+        .map(|o| std::fs::read(&o.nar).map_err(io(format!("reading {}", o.nar.display()))))
+        .collect::<Result<_, _>>()?;
+    // Re-check what is about to go into the store against the statement's digests.
+    for (o, nar) in report.outputs.iter().zip(&nars) {
+        if <[u8; 32]>::from(Sha256::digest(nar)) != o.nar_sha256 {
+            return Err(BuildError::Response(format!("{} changed on disk since the build", o.nar.display())));
+        }
+    }
+    // Outputs that refer to each other must be imported referrers last; nix-store --import
+    // checks references exist, so import in dependency order.
+    let mut order: Vec<usize> = Vec::new();
+    let mut left: Vec<usize> = (0..report.outputs.len()).collect();
+    while !left.is_empty() {
+        let before = left.len();
+        left.retain(|&i| {
+            let o = &report.outputs[i];
+            let ready = o.references.iter().all(|r| *r == o.path || !report.outputs.iter().any(|x| x.path == *r) || order.iter().any(|&j| report.outputs[j].path == *r));
+            if ready {
+                order.push(i);
+            }
+            !ready
+        });
+        if left.len() == before {
+            order.append(&mut left); // a reference cycle between outputs: one stream takes them all
+        }
+    }
+    let imports: Vec<store::Import<'_>> = order
+        .iter()
+        .map(|&i| store::Import { path: &report.outputs[i].path, nar: &nars[i], references: &report.outputs[i].references, deriver: &report.drv_path })
+        .collect();
+    store::import(&imports)?;
+    Ok(())
+}
+
+/// Collects the agent's answer frame by frame: output NARs straight into `*.nar.partial` files
+/// (hashed as they arrive), the statement, the evidence.
+struct Receiver {
+    dir: PathBuf,
+    state: State,
+    outputs: Vec<(String, String, PathBuf, u64, [u8; 32])>,
+    statement: Option<Vec<u8>>,
+    evidence: Option<Vec<u8>>,
+    log: Vec<u8>,
+    received: u64,
+    error: Option<String>,
+}
+
+enum State {
+    Idle,
+    /// An output announced; its BulkBegin is next.
+    OutputBegin { name: String, path: String },
+    Output { name: String, path: String, file: std::fs::File, partial: PathBuf, left: u64, total: u64, hasher: Sha256 },
+    StatementBegin,
+    Statement { bytes: Vec<u8>, left: u64 },
+}
+
+impl Receiver {
+    fn new(dir: &Path) -> Self {
+        Receiver { dir: dir.to_path_buf(), state: State::Idle, outputs: Vec::new(), statement: None, evidence: None, log: Vec::new(), received: 0, error: None }
+    }
+
+    fn fail(&mut self, e: impl Into<String>) {
+        if self.error.is_none() {
+            self.error = Some(e.into());
+        }
+        self.state = State::Idle;
+    }
+
+    fn frame(&mut self, f: &Frame) {
+        if self.error.is_some() {
+            return;
+        }
+        match (std::mem::replace(&mut self.state, State::Idle), f.ty) {
+            (_, Type::Output) => {
+                if let Some((_, bytes)) = f.payload.split_first() {
+                    if self.log.len() < 1 << 20 {
+                        self.log.extend_from_slice(bytes);
+                    }
+                }
+            }
+            (State::Idle, Type::BuildOutput) => match proto::decode_strings(&f.payload) {
+                Some((v, rest)) if v.len() == 2 && rest.is_empty() && safe_name(&v[0]) => {
+                    self.state = State::OutputBegin { name: v[0].clone(), path: v[1].clone() }
+                }
+                _ => self.fail("malformed BuildOutput"),
+            },
+            (State::OutputBegin { name, path }, Type::BulkBegin) => {
+                let Some(total) = proto::parse_u64(&f.payload) else { return self.fail("malformed BulkBegin") };
+                let partial = self.dir.join(format!("{name}.nar.partial"));
+                match std::fs::File::create(&partial) {
+                    Ok(file) => self.state = State::Output { name, path, file, partial, left: total, total, hasher: Sha256::new() },
+                    Err(e) => self.fail(format!("creating {}: {e}", partial.display())),
+                }
+                self.end_output_if_done();
+            }
+            (State::Output { name, path, mut file, partial, left, total, mut hasher }, Type::BulkData) => {
+                if f.payload.len() as u64 > left {
+                    return self.fail("output longer than announced");
+                }
+                if let Err(e) = file.write_all(&f.payload) {
+                    return self.fail(format!("writing {}: {e}", partial.display()));
+                }
+                hasher.update(&f.payload);
+                self.received += f.payload.len() as u64;
+                self.state = State::Output { name, path, file, partial, left: left - f.payload.len() as u64, total, hasher };
+                self.end_output_if_done();
+            }
+            (State::Idle, Type::Statement) => self.state = State::StatementBegin,
+            (State::StatementBegin, Type::BulkBegin) => match proto::parse_u64(&f.payload) {
+                Some(total) if total <= 256 << 20 => {
+                    self.state = State::Statement { bytes: Vec::new(), left: total };
+                    self.end_statement_if_done();
+                }
+                _ => self.fail("malformed statement transfer"),
+            },
+            (State::Statement { mut bytes, left }, Type::BulkData) if f.payload.len() as u64 <= left => {
+                bytes.extend_from_slice(&f.payload);
+                self.state = State::Statement { bytes, left: left - f.payload.len() as u64 };
+                self.end_statement_if_done();
+            }
+            (State::Idle, Type::Evidence) => self.evidence = Some(f.payload.clone()),
+            (s, Type::Hello | Type::Log | Type::Error | Type::Bye) => self.state = s,
+            (_, other) => self.fail(format!("unexpected {other:?} frame")),
+        }
+    }
+
+    fn end_output_if_done(&mut self) {
+        if let State::Output { left: 0, .. } = &self.state {
+            if let State::Output { name, path, partial, total, hasher, .. } = std::mem::replace(&mut self.state, State::Idle) {
+                self.outputs.push((name, path, partial, total, hasher.finalize().into()));
+            }
+        }
+    }
+
+    fn end_statement_if_done(&mut self) {
+        if let State::Statement { left: 0, .. } = &self.state {
+            if let State::Statement { bytes, .. } = std::mem::replace(&mut self.state, State::Idle) {
+                self.statement = Some(bytes);
+            }
+        }
+    }
+
+    /// Removes every partial file.
+    fn discard(&mut self) {
+        if let State::Output { partial, .. } = std::mem::replace(&mut self.state, State::Idle) {
+            let _ = std::fs::remove_file(partial);
+        }
+        for (_, _, partial, _, _) in self.outputs.drain(..) {
+            let _ = std::fs::remove_file(partial);
+        }
+    }
+
+    /// Checks every received NAR against the statement, then gives the files their names.
+    #[allow(clippy::type_complexity)]
+    fn finish(mut self, drv_path: &str) -> Result<(Vec<BuiltOutput>, Vec<u8>, String, Vec<u8>), BuildError> {
+        let result = self.check(drv_path);
+        if result.is_err() {
+            self.discard();
+        }
+        result
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn check(&mut self, drv_path: &str) -> Result<(Vec<BuiltOutput>, Vec<u8>, String, Vec<u8>), BuildError> {
+        if let Some(e) = &self.error {
+            return Err(BuildError::Response(e.clone()));
+        }
+        let (Some(statement), Some(evidence)) = (self.statement.clone(), self.evidence.clone()) else {
+            return Err(BuildError::Response("the agent did not finish the build (no statement or evidence)".into()));
+        };
+        let subjects = statement_subjects(&statement).map_err(BuildError::Response)?;
+        let drv_in_statement = serde_json::from_slice::<serde_json::Value>(&statement)
+            .ok()
+            .and_then(|v| v["predicate"]["buildDefinition"]["externalParameters"]["derivation"].as_str().map(String::from));
+        if drv_in_statement.as_deref() != Some(drv_path) {
+            return Err(BuildError::Response("the statement is about another derivation".into()));
+        }
+        if subjects.len() != self.outputs.len() {
+            return Err(BuildError::Response("the statement and the outputs received differ in number".into()));
+        }
+        let mut built = Vec::new();
+        for (name, path, partial, size, sha) in &self.outputs {
+            let Some((spath, digest, refs)) = subjects.get(name) else {
+                return Err(BuildError::Response(format!("output '{name}' is not in the statement")));
+            };
+            if spath != path || *digest != *sha {
+                return Err(BuildError::Response(format!("output '{name}': the NAR received does not match the statement")));
+            }
+            let nar = self.dir.join(format!("{name}.nar"));
+            built.push(BuiltOutput { name: name.clone(), path: path.clone(), nar: nar.clone(), nar_size: *size, nar_sha256: *sha, references: refs.clone() });
+            let _ = partial;
+        }
+        for (name, _, partial, _, _) in self.outputs.drain(..) {
+            let nar = self.dir.join(format!("{name}.nar"));
+            std::fs::rename(&partial, &nar).map_err(io(format!("renaming {}", partial.display())))?;
+        }
+        let (kind, report) = evidence.split_first().ok_or_else(|| BuildError::Response("empty evidence".into()))?;
+        let attestation = match kind {
+            0 => "none",
+            1 => "sev-snp",
+            2 => "tdx",
+            _ => return Err(BuildError::Response("unknown attestation kind".into())),
+        };
+        Ok((built, statement, attestation.to_string(), report.to_vec()))
+    }
+}
+
+/// Output names become file names: letters, digits and `+-._?=` only, as Nix allows.
+fn safe_name(name: &str) -> bool {
+    !name.is_empty() && !name.starts_with('.') && name.bytes().all(|c| c.is_ascii_alphanumeric() || b"+-_?=".contains(&c))
+}
+
+/// Output name → (store path, NAR SHA-256, references) from a statement.
+#[allow(clippy::type_complexity)]
+fn statement_subjects(statement: &[u8]) -> Result<BTreeMap<String, (String, [u8; 32], Vec<String>)>, String> {
+    let v: serde_json::Value = serde_json::from_slice(statement).map_err(|e| format!("statement: {e}"))?;
+    let mut out = BTreeMap::new();
+    for s in v["subject"].as_array().ok_or("statement without subjects")? {
+        let path = s["name"].as_str().ok_or("subject without name")?.to_string();
+        let name = s["annotations"]["output"].as_str().ok_or("subject without output name")?.to_string();
+        let hex = s["digest"]["sha256"].as_str().ok_or("subject without sha256")?;
+        let digest: [u8; 32] = hex::decode(hex).ok().and_then(|d| d.try_into().ok()).ok_or("bad sha256")?;
+        let refs = s["annotations"]["references"].as_array().ok_or("subject without references")?.iter().filter_map(|r| r.as_str().map(String::from)).collect();
+        out.insert(name, (path, digest, refs));
+    }
+    Ok(out)
+}
