@@ -94,7 +94,10 @@ in {
       seq 1 200 | sort -r | uniq | awk '{ s += $1 } END { print s }' > sum
       echo "The quick brown fox" | sed 's/quick/slow/' | tr a-z A-Z > fox
       mkdir d; for i in 1 2 3; do echo $i > d/f$i; done
-      tar cf - d | gzip -9 -n > d.tar.gz
+      # Reproducible archives only: fixed mtimes and member order (a directory's order and
+      # the build's clock differ between machines, so `tar cf - d` is not reproducible).
+      touch -t 197001010000 d/f1 d/f2 d/f3
+      tar cf - d/f1 d/f2 d/f3 | gzip -9 -n > d.tar.gz
       sha256sum d/* > sums
     ''; };
 

@@ -24,9 +24,20 @@ pub fn encode(bytes: &[u8]) -> String {
     s
 }
 
+/// Which bytes are nix32 digits (a table: the reference scanner asks for every byte).
+const IS_DIGIT: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < ALPHABET.len() {
+        t[ALPHABET[i] as usize] = true;
+        i += 1;
+    }
+    t
+};
+
 /// Whether `c` is a nix32 digit.
 pub fn is_digit(c: u8) -> bool {
-    ALPHABET.contains(&c)
+    IS_DIGIT[c as usize]
 }
 
 /// Decodes `s` into `size` bytes; `None` on a bad digit, a wrong length, or set bits beyond

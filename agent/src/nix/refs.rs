@@ -14,32 +14,42 @@ pub struct RefScanner {
     hashes: BTreeSet<[u8; REF_LEN]>,
     seen: BTreeSet<[u8; REF_LEN]>,
     tail: Vec<u8>,
+    /// Bytes some candidate starts with.
+    first: [bool; 256],
 }
 
 impl RefScanner {
     /// `hash_parts`: the 32-character hash parts of the candidates.
     pub fn new<'a>(hash_parts: impl IntoIterator<Item = &'a str>) -> Self {
-        let hashes = hash_parts.into_iter().filter_map(|h| h.as_bytes().try_into().ok()).collect();
-        Self { hashes, seen: BTreeSet::new(), tail: Vec::new() }
+        let hashes: BTreeSet<[u8; REF_LEN]> = hash_parts.into_iter().filter_map(|h| h.as_bytes().try_into().ok()).collect();
+        let mut first = [false; 256];
+        for h in &hashes {
+            first[h[0] as usize] = true;
+        }
+        Self { hashes, seen: BTreeSet::new(), tail: Vec::new(), first }
     }
 
-    /// `search`: slide over `s`, skipping past any non-base-32 byte.
-    fn search(s: &[u8], hashes: &mut BTreeSet<[u8; REF_LEN]>, seen: &mut BTreeSet<[u8; REF_LEN]>) {
-        let mut i = 0;
-        while i + REF_LEN <= s.len() {
-            if let Some(j) = (0..REF_LEN).rev().find(|&j| !base32::is_digit(s[i + j])) {
-                i += j + 1;
+    /// One pass over `s`: `run` counts the nix32 digits ending at each byte; where it reaches
+    /// 32 the window is a candidate, looked up only if its first byte can start a hash. Linear in
+    /// `s` whatever it holds (Nix's skip loop re-checks up to 31 bytes per position on long runs
+    /// of digits, as in a file of `x`s).
+    fn search(s: &[u8], hashes: &mut BTreeSet<[u8; REF_LEN]>, seen: &mut BTreeSet<[u8; REF_LEN]>, first: &[bool; 256]) {
+        let mut run = 0usize;
+        for i in 0..s.len() {
+            if !base32::is_digit(s[i]) {
+                run = 0;
                 continue;
             }
-            let window: [u8; REF_LEN] = s[i..i + REF_LEN].try_into().unwrap();
-            if hashes.remove(&window) {
-                seen.insert(window);
+            run += 1;
+            if run >= REF_LEN && first[s[i + 1 - REF_LEN] as usize] {
+                let window: [u8; REF_LEN] = s[i + 1 - REF_LEN..=i].try_into().expect("REF_LEN bytes");
+                if hashes.remove(&window) {
+                    seen.insert(window);
+                }
             }
-            i += 1;
         }
     }
 
-    /// `RefScanSink::operator()`.
     pub fn update(&mut self, data: &[u8]) {
         if self.hashes.is_empty() {
             return;
@@ -47,8 +57,8 @@ impl RefScanner {
         let tail_len = data.len().min(REF_LEN);
         let mut s = core::mem::take(&mut self.tail);
         s.extend_from_slice(&data[..tail_len]);
-        Self::search(&s, &mut self.hashes, &mut self.seen);
-        Self::search(data, &mut self.hashes, &mut self.seen);
+        Self::search(&s, &mut self.hashes, &mut self.seen, &self.first);
+        Self::search(data, &mut self.hashes, &mut self.seen, &self.first);
         let rest = REF_LEN - tail_len;
         if rest < s.len() - tail_len {
             let old = s.len() - tail_len;
