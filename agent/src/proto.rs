@@ -68,8 +68,8 @@ pub enum Type {
     BuildOutput = 0x0201,
     /// agent → loader: the statement; its exact bytes follow as a bulk transfer.
     Statement = 0x0202,
-    /// agent → loader: `[attestation kind u8][report or quote]` (empty for `none`); the last
-    /// frame of a successful build.
+    /// agent → loader: `[attestation kind u8][report or quote]`; for `none`, the 64 bytes of
+    /// REPORT_DATA, unsigned. The last frame of a successful build.
     Evidence = 0x0300,
 }
 

@@ -74,10 +74,23 @@ pub fn build(
     config: &VmConfig,
     drv_path: &Path,
     out_dir: &Path,
-    mut on_log: impl FnMut(u8, &[u8]),
-    mut on_progress: impl FnMut(Progress),
+    on_log: impl FnMut(u8, &[u8]),
+    on_progress: impl FnMut(Progress),
 ) -> Result<BuildReport, BuildError> {
     let inputs = store::gather(drv_path)?;
+    build_inputs(config, &inputs, out_dir, on_log, on_progress, &store::dump)
+}
+
+/// [`build`] from inputs already gathered; `dump` gives each input path's NAR. (Embedders with
+/// their own store access use this; the tests use it to play a lying host.)
+pub fn build_inputs(
+    config: &VmConfig,
+    inputs: &store::BuildInputs,
+    out_dir: &Path,
+    mut on_log: impl FnMut(u8, &[u8]),
+    mut on_progress: impl FnMut(Progress),
+    dump: &dyn Fn(&str) -> Result<Vec<u8>, StoreError>,
+) -> Result<BuildReport, BuildError> {
     std::fs::create_dir_all(out_dir).map_err(io(format!("creating {}", out_dir.display())))?;
     let mut request = Vec::new();
     let drv_paths: Vec<&str> = inputs.input_drvs.keys().map(String::as_str).collect();
@@ -97,7 +110,7 @@ pub fn build(
                 r.bulk(&mut &bytes[..], bytes.len() as u64)?;
             }
             for p in &inputs.input_paths {
-                let nar = match store::dump(p) {
+                let nar = match dump(p) {
                     Ok(n) => n,
                     Err(e) => {
                         store_error = Some(e);
@@ -138,13 +151,19 @@ pub fn build(
         Err(e) => return Err(e),
     };
     let bundle = match attestation.as_str() {
-        "none" => Bundle::unattested(&statement),
+        "none" => {
+            let b = Bundle::unattested(&statement);
+            if b.unsigned_report_data != Some(hex::encode(&report)) {
+                return Err(BuildError::Response("the agent's REPORT_DATA is not SHA-512 of the statement it sent".into()));
+            }
+            b
+        }
         other => return Err(BuildError::Response(format!("attestation '{other}' is not supported by this loader yet (report of {} bytes)", report.len()))),
     };
     let evidence = out_dir.join("evidence.json");
     std::fs::write(&evidence, bundle.to_json()).map_err(io(format!("writing {}", evidence.display())))?;
     Ok(BuildReport {
-        drv_path: inputs.drv_path,
+        drv_path: inputs.drv_path.clone(),
         outputs,
         statement,
         attestation,

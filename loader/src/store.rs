@@ -44,7 +44,7 @@ fn lines(bytes: Vec<u8>) -> Vec<String> {
 }
 
 /// Everything the agent needs to build one derivation, as raw bytes from the local store.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct BuildInputs {
     /// The derivation's store path and ATerm bytes.
     pub drv_path: String,

@@ -666,6 +666,9 @@ impl<M: Memory> Kernel<M> {
         if acc == 3 {
             return Err(Errno::EINVAL);
         }
+        // A file this call creates is opened with the access asked for whatever its mode (as
+        // Linux: `cp` makes a 0444 copy of a read-only file and then writes it).
+        let mut created = false;
         let ino = if flags & O_CREAT != 0 {
             let (dir, name) = self.fs.resolve_parent(d, &path)?;
             match self.fs.resolve(dir, &name, flags & O_NOFOLLOW == 0) {
@@ -685,6 +688,7 @@ impl<M: Memory> Kernel<M> {
                     };
                     self.fs.access(dir, W_OK | X_OK)?;
                     let umask = self.p(pid).umask;
+                    created = true;
                     self.fs.create(dir, &name, mode & 0o7777 & !umask)?
                 }
                 Err(e) => return Err(e),
@@ -704,7 +708,7 @@ impl<M: Memory> Kernel<M> {
             1 => W_OK,
             _ => R_OK | W_OK,
         };
-        if !matches!(node.kind, Kind::Dev(_)) {
+        if !matches!(node.kind, Kind::Dev(_)) && !created {
             self.fs.access(ino, want)?;
         }
         if flags & O_TRUNC != 0 && acc != 0 && matches!(node.kind, Kind::File(_)) {
@@ -1442,6 +1446,18 @@ mod tests {
         assert_eq!(h.call(nr::OPENAT, &[AT_FDCWD as u64, p, O_WRONLY as u64, 0]), Errno::EACCES.ret());
         let p = h.s(SCRATCH + 0x700, "/etc/new");
         assert_eq!(h.call(nr::OPENAT, &[AT_FDCWD as u64, p, (O_CREAT | O_WRONLY) as u64, 0o644]), Errno::EACCES.ret());
+    }
+
+    #[test]
+    fn creating_a_read_only_file_still_opens_it_for_writing() {
+        let mut h = boot();
+        let p = h.s(SCRATCH, "ro");
+        let fd = h.call(nr::OPENAT, &[AT_FDCWD as u64, p, (O_CREAT | O_WRONLY | O_TRUNC) as u64, 0o444]);
+        assert_eq!(fd, 3);
+        h.poke(SCRATCH + 0x100, b"x");
+        assert_eq!(h.call(nr::WRITE, &[3, SCRATCH + 0x100, 1]), 1);
+        // Opening it again for writing is refused: it exists now, with mode 0444.
+        assert_eq!(h.call(nr::OPENAT, &[AT_FDCWD as u64, p, (O_CREAT | O_WRONLY) as u64, 0o444]), Errno::EACCES.ret());
     }
 
     #[test]

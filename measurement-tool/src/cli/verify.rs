@@ -55,6 +55,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             if !a.allow_unattested {
                 bail!("REJECTED: attestation: expected sev-snp or tdx, got none (made without a TEE; pass --allow-unattested to accept it anyway)");
             }
+            if bundle.unsigned_report_data.as_deref() != Some(hex::encode(report_data).as_str()) {
+                bail!("REJECTED: statement: its SHA-512 is not the bundle's unsigned_report_data (the statement or the bundle was altered)");
+            }
             eprintln!("WARNING: {UNATTESTED_WARNING}");
             eprintln!("WARNING: accepted only because --allow-unattested was given");
             measurement = None;

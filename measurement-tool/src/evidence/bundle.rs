@@ -32,6 +32,11 @@ pub struct Bundle {
     /// TDX: collateral JSON (dcap-qvl format).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub collateral: Option<serde_json::Value>,
+    /// `none` only: SHA-512 of the statement (hex), as the agent computed it — the REPORT_DATA a
+    /// TEE would have signed. Unsigned: it catches a statement altered by accident or by a tool
+    /// that does not recompute it, and proves nothing else.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unsigned_report_data: Option<String>,
     /// SNP launch parameters the measurement depends on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub launch: Option<Launch>,
@@ -61,6 +66,7 @@ impl Bundle {
             vcek: None,
             cert_chain: None,
             collateral: None,
+            unsigned_report_data: Some(hex::encode(<sha2::Sha512 as sha2::Digest>::digest(statement))),
             launch: None,
         }
     }
