@@ -57,39 +57,35 @@ pub struct BuildInputs {
     pub input_paths: Vec<String>,
 }
 
-/// Gathers the build inputs of `drv_path` from the local store.
+/// Gathers the build inputs of `drv_path` from the local store: the `.drv` files are read and
+/// parsed here (with the agent's own ATerm parser), so the only Nix command run is one
+/// `nix-store --query --requisites` for the input closure.
 pub fn gather(drv_path: &Path) -> Result<BuildInputs, StoreError> {
+    use agent::nix::derivation;
     let drv_path = drv_path.to_string_lossy().to_string();
-    let drv = std::fs::read(&drv_path).map_err(|source| StoreError::Io { path: drv_path.clone(), source })?;
-    // `nix show-derivation -r` gives every derivation in the closure with its inputs as JSON.
-    let cmd = "nix show-derivation -r";
-    let json = run(Command::new("nix")
-        .args(["--extra-experimental-features", "nix-command", "show-derivation", "-r"])
-        .arg(&drv_path))?;
-    let all: serde_json::Value = serde_json::from_slice(&json)
-        .map_err(|e| StoreError::Parse { cmd: cmd.into(), what: e.to_string() })?;
-    let all = all.as_object().ok_or_else(|| StoreError::Parse { cmd: cmd.into(), what: "not an object".into() })?;
+    let read = |p: &str| std::fs::read(p).map_err(|source| StoreError::Io { path: p.to_string(), source });
+    let parse = |p: &str, bytes: &[u8]| {
+        derivation::parse(bytes).map_err(|e| StoreError::Parse { cmd: format!("reading {p}"), what: format!("{e:?}") })
+    };
+    let drv = read(&drv_path)?;
+    let me = parse(&drv_path, &drv)?;
+    // Every derivation the build depends on, recursively.
     let mut input_drvs = BTreeMap::new();
-    for path in all.keys() {
-        if *path != drv_path {
-            let bytes = std::fs::read(path).map_err(|source| StoreError::Io { path: path.clone(), source })?;
-            input_drvs.insert(path.clone(), bytes);
+    let mut todo: Vec<String> = me.input_drvs.keys().cloned().collect();
+    while let Some(p) = todo.pop() {
+        if input_drvs.contains_key(&p) {
+            continue;
         }
+        let bytes = read(&p)?;
+        todo.extend(parse(&p, &bytes)?.input_drvs.into_keys());
+        input_drvs.insert(p, bytes);
     }
-    let me = all.get(&drv_path).ok_or_else(|| StoreError::Parse { cmd: cmd.into(), what: "derivation missing".into() })?;
-    let mut roots = BTreeSet::new();
-    for src in me["inputSrcs"].as_array().into_iter().flatten() {
-        roots.insert(src.as_str().unwrap_or_default().to_string());
-    }
-    for (dep, outs) in me["inputDrvs"].as_object().into_iter().flatten() {
-        let dep_json = all.get(dep).ok_or_else(|| StoreError::Parse { cmd: cmd.into(), what: format!("{dep} missing") })?;
-        for out in outs.as_array().into_iter().flatten() {
-            let name = out.as_str().unwrap_or_default();
-            let path = dep_json["outputs"][name]["path"].as_str().ok_or_else(|| StoreError::Parse {
-                cmd: cmd.into(),
-                what: format!("{dep} has no output {name}"),
-            })?;
-            roots.insert(path.to_string());
+    let mut roots: BTreeSet<String> = me.input_srcs.clone();
+    for (dep, outs) in &me.input_drvs {
+        let d = parse(dep, &input_drvs[dep])?;
+        for o in outs {
+            let out = d.outputs.get(o).ok_or_else(|| StoreError::Parse { cmd: format!("reading {dep}"), what: format!("no output {o}") })?;
+            roots.insert(out.path.clone());
         }
     }
     for root in &roots {
@@ -105,9 +101,13 @@ pub fn gather(drv_path: &Path) -> Result<BuildInputs, StoreError> {
     Ok(BuildInputs { drv_path, drv, input_drvs, input_paths })
 }
 
-/// The NAR serialisation of a store path, as `nix-store --dump` gives it.
+/// The NAR serialisation of a store path, byte for byte what `nix-store --dump` gives (made
+/// here with the agent's serialiser over the file system, without starting Nix).
 pub fn dump(path: &str) -> Result<Vec<u8>, StoreError> {
-    run(Command::new("nix-store").arg("--dump").arg(path))
+    let mut nar = Vec::new();
+    measurement_tool::nixfs::dump(Path::new(path), &mut |b| nar.extend_from_slice(b))
+        .map_err(|source| StoreError::Io { path: path.to_string(), source })?;
+    Ok(nar)
 }
 
 /// Instantiates a `.nix` file; returns the `.drv` path.

@@ -2,3 +2,5 @@
 
 pub mod measure;
 pub mod evidence;
+/// The host file system as a NAR source (the agent's serialiser over real paths).
+pub mod nixfs;

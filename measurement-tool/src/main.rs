@@ -1,7 +1,6 @@
 use clap::Parser;
 
 mod cli;
-mod nixfs;
 
 /// Recompute the agent's launch measurement and verify build evidence.
 #[derive(Parser)]

@@ -28,6 +28,11 @@ fn gather_finds_input_derivations_and_the_input_closure() {
     assert!(inputs.input_paths.iter().any(|p| p.ends_with("-busybox")), "{:?}", inputs.input_paths);
     assert!(inputs.input_paths.iter().any(|p| p.ends_with("-dep-lib")), "{:?}", inputs.input_paths);
     assert!(!inputs.input_paths.iter().any(|p| p.ends_with("-dep")), "{:?}", inputs.input_paths);
+    // Each input's NAR, made without Nix, is what `nix-store --dump` gives.
+    for p in &inputs.input_paths {
+        let nix = Command::new("nix-store").args(["--dump", p]).output().unwrap().stdout;
+        assert!(loader::store::dump(p).unwrap() == nix, "{p}");
+    }
 }
 
 #[test]

@@ -51,7 +51,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
             let mut err = None;
-            crate::nixfs::dump(&path, &mut |b| {
+            measurement_tool::nixfs::dump(&path, &mut |b| {
                 if err.is_none() {
                     err = out.write_all(b).err();
                 }
@@ -64,7 +64,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         }
         Cmd::NarHash { path } => {
             let mut h = Hasher::new(Algo::Sha256);
-            crate::nixfs::dump(&path, &mut |b| h.update(b)).with_context(|| format!("serialising {}", path.display()))?;
+            measurement_tool::nixfs::dump(&path, &mut |b| h.update(b)).with_context(|| format!("serialising {}", path.display()))?;
             println!("{}", h.finish().to_typed_nix32());
         }
         Cmd::DrvPath { drv } => {

@@ -121,7 +121,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     }
     for p in &a.store_path {
         let mut hasher = Sha256::new();
-        crate::nixfs::dump(p, &mut |b| hasher.update(b)).with_context(|| format!("serialising {}", p.display()))?;
+        measurement_tool::nixfs::dump(p, &mut |b| hasher.update(b)).with_context(|| format!("serialising {}", p.display()))?;
         let h = hex::encode(hasher.finalize());
         let name = p.to_string_lossy();
         match subjects.iter().find(|(path, _, _)| *path == name) {
