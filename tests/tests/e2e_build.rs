@@ -183,3 +183,35 @@ fn a_forged_derivation_or_input_is_refused() {
 fn build_with(inputs: &loader::store::BuildInputs, dir: &Path, dump: &dyn Fn(&str) -> Result<Vec<u8>, loader::store::StoreError>) -> Result<BuildReport, BuildError> {
     loader::build::build_inputs(&config(), inputs, dir, |_, _| {}, |_| {}, dump)
 }
+
+#[test]
+fn import_puts_the_outputs_in_the_local_store_at_their_paths() {
+    // A derivation no one has built yet (a nonce), so the store cannot already hold its outputs.
+    let bb = e2e::busybox_dir();
+    let nonce = format!("{:?}-{}", std::time::SystemTime::now(), std::process::id());
+    let expr = format!(
+        r#"let bb = builtins.path {{ path = {}; name = "busybox"; }}; in derivation {{
+             name = "imported"; system = "x86_64-linux"; builder = "${{bb}}/bin/busybox";
+             nonce = "{nonce}"; outputs = [ "out" "doc" ];
+             args = [ "sh" "-c" "mkdir $out; echo $doc > $out/doc-path; echo manual > $doc" ]; }}"#,
+        bb.display()
+    );
+    let out = Command::new("nix-instantiate").args(["-E", &expr]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let drv = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
+    let dir = out_dir("import");
+    let report = build(&drv, &dir).unwrap();
+    for o in &report.outputs {
+        assert!(!Path::new(&o.path).exists(), "{} already in the store", o.path);
+    }
+    loader::build::import(&report).unwrap();
+    for o in &report.outputs {
+        let q = |args: &[&str]| String::from_utf8(Command::new("nix-store").args(args).arg(&o.path).output().unwrap().stdout).unwrap();
+        assert_eq!(q(&["-q", "--hash"]).trim(), nix32(&o.nar_sha256), "{}", o.name);
+        let mut refs: Vec<String> = q(&["-q", "--references"]).lines().map(String::from).collect();
+        refs.sort();
+        assert_eq!(refs, o.references, "{}", o.name);
+        assert_eq!(q(&["-q", "--deriver"]).trim(), drv.to_string_lossy(), "{}", o.name);
+        assert!(Command::new("nix-store").args(["--verify-path"]).arg(&o.path).status().unwrap().success());
+    }
+}
