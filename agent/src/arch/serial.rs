@@ -31,7 +31,8 @@ impl log::Log for Logger {
         true
     }
     fn log(&self, record: &log::Record) {
-        let _ = writeln!(Serial, "[{:5}] {}", record.level(), record.args());
+        // Millions of TSC cycles since reset: relative timings for whoever reads the log.
+        let _ = writeln!(Serial, "[{:5} {:>6}M] {}", record.level(), super::cpu::rdtsc() >> 20, record.args());
     }
     fn flush(&self) {}
 }

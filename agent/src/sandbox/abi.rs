@@ -197,4 +197,5 @@ pub mod nr {
     pub const RENAMEAT: u64 = 264;
     pub const SET_ROBUST_LIST: u64 = 273;
     pub const RSEQ: u64 = 334;
+    pub const PRCTL: u64 = 157;
 }

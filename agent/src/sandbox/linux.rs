@@ -239,6 +239,11 @@ impl<M: Memory> Kernel<M> {
                 mask[0] = 1;
                 ret(self.put(pid, a[2], &mask).map(|_| size as i64))
             }
+            nr::PRCTL => ret(match a[0] {
+                15 => Ok(0), // PR_SET_NAME: there is no /proc to show it in
+                16 => self.put(pid, a[1], b"builder\0\0\0\0\0\0\0\0\0").map(|_| 0), // PR_GET_NAME
+                _ => Err(Errno::EINVAL),
+            }),
             nr::SET_ROBUST_LIST | nr::MADVISE | nr::FADVISE64 | nr::SIGALTSTACK => ret(Ok(0)),
             // glibc probes rseq and copes without it; not a gap worth a note.
             nr::RSEQ => ret(Err(Errno::ENOSYS)),
