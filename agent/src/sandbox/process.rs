@@ -387,9 +387,12 @@ impl<M: Memory> Kernel<M> {
         FdEntry { ofd: Rc::new(RefCell::new(Ofd { object, offset: 0, flags })), cloexec }
     }
 
-    /// Drops a descriptor; the last one of an unlinked file frees it.
+    /// Drops a descriptor; the last one of an unlinked file frees it; the last one of a pipe
+    /// end wakes every blocked process (a reader waiting for data sees end of file, a writer
+    /// sees no reader), whether it goes by `close`, `dup2`, close-on-exec or exit.
     pub(crate) fn put_fd(&mut self, e: FdEntry) {
         if Rc::strong_count(&e.ofd) == 1 {
+            let pipe = matches!(e.ofd.borrow().object, Object::Pipe(_));
             if let Object::Inode(i) = e.ofd.borrow().object {
                 let c = self.open_count.entry(i).or_insert(1);
                 *c -= 1;
@@ -397,6 +400,10 @@ impl<M: Memory> Kernel<M> {
                     self.open_count.remove(&i);
                     self.fs.release(i);
                 }
+            }
+            drop(e);
+            if pipe {
+                self.wake_all();
             }
         }
     }
