@@ -58,9 +58,8 @@ test: agent agent-fault-test
 # else TCG; no TEE), its evidence verified, and the same derivation built by Nix for comparison.
 DEMO := target/demo
 demo: agent
-	@mkdir -p $(DEMO)/busybox/bin && cp -u /bin/busybox $(DEMO)/busybox/bin/busybox
 	$(CARGO) build -q --locked -p loader -p measurement-tool
-	@set -e; drv=$$(nix-instantiate examples/hello.nix --argstr busyboxDir $(ROOT)/$(DEMO)/busybox); \
+	@set -e; drv=$$(nix-instantiate examples/hello.nix); \
 	echo "== loader build $$drv"; \
 	rm -rf $(DEMO)/result; \
 	target/debug/loader build "$$drv" --out $(DEMO)/result --agent $(AGENT_BIN); \

@@ -215,3 +215,26 @@ fn import_puts_the_outputs_in_the_local_store_at_their_paths() {
         assert!(Command::new("nix-store").args(["--verify-path"]).arg(&o.path).status().unwrap().success());
     }
 }
+
+#[test]
+fn the_cli_builds_a_nix_file_and_prints_json() {
+    // `loader build FILE.nix` instantiates first; `--json` is the machine-readable summary.
+    let dir = out_dir("cli");
+    let example = integration_tests::root().join("examples/hello.nix");
+    let out = Command::new(integration_tests::bin("loader"))
+        .args(["build", s(&example), "--out", s(&dir), "--json", "--memory", "1024", "--agent"])
+        .arg(integration_tests::agent_bin())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let drv = Command::new("nix-instantiate").arg(&example).output().unwrap();
+    assert_eq!(v["derivation"], String::from_utf8(drv.stdout).unwrap().trim());
+    assert_eq!(v["attestation"], "none");
+    let o = &v["outputs"][0];
+    assert_eq!(o["name"], "out");
+    let nar = std::fs::read(o["nar"].as_str().unwrap()).unwrap();
+    assert_eq!(o["narSha256"].as_str().unwrap(), hex::encode(<[u8; 32]>::from(sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(&nar)))));
+    let v = verify(&[v["evidence"].as_str().unwrap(), "--nar", o["nar"].as_str().unwrap(), "--allow-unattested"]);
+    assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stderr));
+}
