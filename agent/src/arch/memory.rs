@@ -46,6 +46,11 @@ pub fn init() {
     log::info!("memory: {} MiB RAM, heap {} MiB at {:#x}", end >> 20, size >> 20, start);
 }
 
+/// Bytes of heap not allocated (what the sandbox's limits are capped by).
+pub fn heap_free() -> u64 {
+    HEAP.lock().free() as u64
+}
+
 /// Allocates zeroed, page-aligned memory for device DMA. Returns (physical, virtual).
 pub fn alloc_dma_pages(pages: usize) -> Option<(u64, core::ptr::NonNull<u8>)> {
     let layout = core::alloc::Layout::from_size_align(pages * PAGE_SIZE as usize, PAGE_SIZE as usize).ok()?;

@@ -310,6 +310,10 @@ impl Memory for AddressSpace {
         // SAFETY: the PML4 is ours; its lower half pointed only at the tables just freed.
         unsafe { (&mut *table(self.pml4)).0[..256].fill(0) };
     }
+
+    fn table_bytes(&self) -> u64 {
+        (self.tables.len() as u64 + 1) * PAGE
+    }
 }
 
 impl Drop for AddressSpace {

@@ -608,11 +608,25 @@ impl<M: Memory> Kernel<M> {
             }
             Object::Log(s) => {
                 let s = *s;
-                match self.output.last_mut() {
-                    Some((t, v)) if *t == s => v.extend_from_slice(data),
-                    _ => self.output.push((s, data.to_vec())),
+                drop(o);
+                // What fits under the log limit goes out; past it the build ends, as Nix kills
+                // a builder that exceeds `max-log-size`.
+                let room = self.limits.log_bytes.saturating_sub(self.log_written);
+                let n = data.len().min(usize::try_from(room).unwrap_or(usize::MAX));
+                if n > 0 {
+                    match self.output.last_mut() {
+                        Some((t, v)) if *t == s => v.extend_from_slice(&data[..n]),
+                        _ => self.output.push((s, data[..n].to_vec())),
+                    }
+                    self.log_written += n as u64;
                 }
-                Ok(Out::Ret(data.len() as i64))
+                if n < data.len() {
+                    let limit = self.limits.log_bytes;
+                    self.notes.push(alloc::format!("sandbox: log limit of {limit} bytes reached (pid {pid}); ending the build"));
+                    self.end(1, Status::Signaled(sig::SIGXFSZ));
+                    return Ok(Out::Ended);
+                }
+                Ok(Out::Ret(n as i64))
             }
         }
     }
@@ -1004,12 +1018,13 @@ impl<M: Memory> Kernel<M> {
         let p = Prot { read: prot & 1 != 0 || prot != 0, write: prot & 2 != 0, exec: prot & 4 != 0 };
         self.map(pid, va, len, Prot { read: true, write: true, exec: false })?;
         if let Some(i) = file {
-            let size = self.fs.get(i)?.size();
-            if off < size {
-                let n = (size - off).min(len) as usize;
-                let mut data = alloc::vec![0u8; n];
-                self.fs.read_at(i, off, &mut data)?;
-                self.pm(pid).mem.poke(va, &data).map_err(|_| Errno::EFAULT)?;
+            // A private copy of the file's bytes, straight from the file (no intermediate buffer).
+            if let Kind::File(d) = &self.fs.get(i)?.kind {
+                if off < d.len() as u64 {
+                    let n = (d.len() as u64 - off).min(len) as usize;
+                    let mem = &mut self.procs.get_mut(&pid).ok_or(Errno::ESRCH)?.mem;
+                    mem.poke(va, &d[off as usize..off as usize + n]).map_err(|_| Errno::EFAULT)?;
+                }
             }
         }
         if prot == 0 {
@@ -1277,6 +1292,10 @@ mod tests {
 
     /// A kernel running /bin/busybox (loaded by the real exec path) with a scratch page area.
     fn boot() -> H {
+        boot_with(Limits { memory: 256 << 20, processes: 8, cpu_ticks: 1000, log_bytes: 1 << 20 })
+    }
+
+    fn boot_with(limits: Limits) -> H {
         let mut fs = Fs::nix_sandbox(64 << 20, 10_000).unwrap();
         let bb = std::fs::read("/bin/busybox").expect("/bin/busybox (busybox-static) is needed");
         let store = fs.resolve(ROOT, b"/nix/store", true).unwrap();
@@ -1284,7 +1303,7 @@ mod tests {
         let f = fs.create(d, b"busybox", 0o555).unwrap();
         fs.write_at(f, 0, &bb).unwrap();
         fs.set_readonly(d);
-        let mut k = Kernel::new(fs, Limits { memory: 256 << 20, processes: 8, cpu_ticks: 1000 });
+        let mut k = Kernel::new(fs, limits);
         let pid = k
             .spawn(MockMemory::new(), b"/nix/store/0000-busybox/busybox", vec![b"sh".to_vec()], vec![b"HOME=/homeless-shelter".to_vec()])
             .unwrap();
@@ -1342,7 +1361,7 @@ mod tests {
         let mut outputs = BTreeMap::new();
         outputs.insert("out".to_string(), "/nix/store/o-out".to_string());
         let setup = builder_setup(&DrvEnv { builder: "/nix/store/b-bb/bin/busybox", args: &args, env: &env, outputs: &outputs, fixed_output: false }, 1).unwrap();
-        let mut k: Kernel<MockMemory> = Kernel::new(fs, Limits { memory: 256 << 20, processes: 8, cpu_ticks: 1000 });
+        let mut k: Kernel<MockMemory> = Kernel::new(fs, Limits { memory: 256 << 20, processes: 8, cpu_ticks: 1000, log_bytes: 1 << 20 });
         let pid = k.start_builder(MockMemory::new(), &setup).unwrap();
         // The initial stack carries exactly the setup's argv and envp.
         let p = k.process(pid).unwrap();
@@ -1519,6 +1538,50 @@ mod tests {
         assert_eq!(h.call(nr::MMAP, &[0, 1 << 30, 3, 0x22, u64::MAX, 0]), Errno::ENOMEM.ret());
         assert_eq!(h.call(nr::MMAP, &[0xffff_8000_0000_0000, 0x1000, 3, 0x32, u64::MAX, 0]), Errno::EINVAL.ret());
         assert_eq!(h.call(nr::MPROTECT, &[0x3000_0000, 0x1000, 7]), Errno::ENOMEM.ret());
+    }
+
+    #[test]
+    fn the_log_limit_ends_the_build() {
+        // 1 MiB of log (the harness's limit): a write that crosses it is cut there and the
+        // build ends with SIGXFSZ, so a builder cannot fill the channel.
+        let mut h = boot();
+        h.poke(SCRATCH, &[b'x'; 0x8000]);
+        for _ in 0..31 {
+            assert_eq!(h.call(nr::WRITE, &[1, SCRATCH, 0x8000]), 0x8000);
+        }
+        assert_eq!(h.call(nr::WRITE, &[2, SCRATCH, 0x4000]), 0x4000);
+        let p = h.k.process(1).unwrap();
+        p.regs.gpr[RAX] = nr::WRITE;
+        p.regs.gpr[RDI] = 1;
+        p.regs.gpr[RSI] = SCRATCH;
+        p.regs.gpr[RDX] = 0x8000;
+        assert_eq!(h.k.syscall(1), Step::Ended);
+        assert_eq!(h.k.finished(), Some(Status::Signaled(sig::SIGXFSZ)));
+        let logged: usize = h.k.output.iter().map(|(_, b)| b.len()).sum();
+        assert_eq!(logged, 1 << 20);
+        assert!(h.k.notes.iter().any(|n| n.contains("log limit")));
+    }
+
+    #[test]
+    fn page_tables_count_against_the_memory_limit() {
+        // One page every GiB needs a page table, a page directory and (every 512 GiB) a PDPT
+        // besides the page: the limit allows about a quarter as many such mappings.
+        let limit = 16 << 20;
+        let mut h = boot_with(Limits { memory: limit, processes: 8, cpu_ticks: 1000, log_bytes: 1 << 20 });
+        let before = h.k.memory_used();
+        let mut n = 0u64;
+        loop {
+            let va = 0x100_0000_0000 + (n << 30);
+            let r = h.call(nr::MMAP, &[va, 0x1000, 3, 0x32, u64::MAX, 0]);
+            if r < 0 {
+                assert_eq!(r, Errno::ENOMEM.ret());
+                break;
+            }
+            n += 1;
+        }
+        let per = (limit - before) / n;
+        assert!(per >= 3 * PAGE, "{n} scattered pages fit: {per} bytes each");
+        assert!(h.k.memory_used() <= limit);
     }
 
     #[test]

@@ -46,6 +46,9 @@ pub trait Memory: Sized {
     fn fork(&self) -> Result<Self, Errno>;
     /// Drops every mapping (execve, exit).
     fn clear(&mut self);
+    /// Bytes of page tables this address space holds. They are charged to the memory limit
+    /// with the pages they map: scattered one-page mappings need up to three tables each.
+    fn table_bytes(&self) -> u64;
 }
 
 /// A page-table-free model of user memory for host tests.
@@ -60,6 +63,16 @@ impl MockMemory {
     }
     pub fn mapped_pages(&self) -> usize {
         self.pages.len()
+    }
+    /// Page tables as 4-level paging would need them for the mapped pages: the top table, and
+    /// one table per distinct 512 GiB, 1 GiB and 2 MiB region that holds a page.
+    fn tables(&self) -> u64 {
+        let regions = |shift: u32| {
+            let mut v: Vec<u64> = self.pages.keys().map(|k| k >> shift).collect();
+            v.dedup();
+            v.len() as u64
+        };
+        1 + regions(39) + regions(30) + regions(21)
     }
     pub fn prot(&self, va: u64) -> Option<Prot> {
         self.pages.get(&(va & !(PAGE - 1))).map(|p| p.0)
@@ -153,6 +166,9 @@ impl Memory for MockMemory {
     }
     fn clear(&mut self) {
         self.pages.clear();
+    }
+    fn table_bytes(&self) -> u64 {
+        self.tables() * PAGE
     }
 }
 

@@ -58,6 +58,7 @@ pub mod sig {
     pub const SIGSEGV: u8 = 11;
     pub const SIGPIPE: u8 = 13;
     pub const SIGXCPU: u8 = 24;
+    pub const SIGXFSZ: u8 = 25;
 }
 
 /// How a process ended.
@@ -78,13 +79,16 @@ impl Status {
 }
 
 /// Resource limits for one build.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
     /// Bytes of user memory mapped across all processes.
     pub memory: u64,
     pub processes: usize,
     /// Timer ticks of CPU time across all processes.
     pub cpu_ticks: u64,
+    /// Bytes of stdout and stderr together (Nix's `max-log-size`): past it the build ends
+    /// with `SIGXFSZ`, so a builder cannot fill the channel.
+    pub log_bytes: u64,
 }
 
 /// User registers, saved at every event (hardware encoding order for `gpr`). The arch layer's
@@ -225,9 +229,10 @@ pub struct Process<M> {
     pub exe_path: Vec<u8>,
 }
 
-impl<M> Process<M> {
+impl<M: Memory> Process<M> {
+    /// Memory charged to the limit: mapped pages and the page tables that map them.
     fn mapped(&self) -> u64 {
-        self.regions.iter().map(|(s, e)| e - s).sum()
+        self.regions.iter().map(|(s, e)| e - s).sum::<u64>() + self.mem.table_bytes()
     }
 }
 
@@ -267,6 +272,8 @@ pub struct Kernel<M: Memory> {
     unimplemented: BTreeSet<u64>,
     pub limits: Limits,
     pub ticks: u64,
+    /// Bytes written to stdout and stderr so far.
+    pub log_written: u64,
     /// Open descriptions per inode, so unlinked-but-open files stay readable.
     open_count: BTreeMap<Ino, usize>,
     result: Option<Status>,
@@ -288,6 +295,7 @@ impl<M: Memory> Kernel<M> {
             unimplemented: BTreeSet::new(),
             limits,
             ticks: 0,
+            log_written: 0,
             open_count: BTreeMap::new(),
             result: None,
             hostname: b"localhost",
@@ -415,7 +423,7 @@ impl<M: Memory> Kernel<M> {
 
     /// Maps `[va, va+len)` for `pid` with accounting against the memory limit.
     pub(crate) fn map(&mut self, pid: Pid, va: u64, len: u64, prot: Prot) -> Result<(), Errno> {
-        let new = len - overlap(&self.p(pid).regions, va, va + len);
+        let new = len - overlap(&self.p(pid).regions, va, va + len) + tables_for(len);
         if self.memory_used().saturating_add(new) > self.limits.memory {
             return Err(Errno::ENOMEM);
         }
@@ -504,13 +512,11 @@ impl<M: Memory> Kernel<M> {
             let (a, b) = s.pages();
             self.map(pid, a, b - a, rw)?;
         }
+        // Straight from the file's bytes (no copy: a program may be as large as the file system).
+        let Kind::File(file) = &self.fs.get(ino)?.kind else { return Err(Errno::EACCES) };
+        let mem = &mut self.procs.get_mut(&pid).ok_or(Errno::ESRCH)?.mem;
         for s in &image.segments {
-            let data = match &self.fs.get(ino)?.kind {
-                Kind::File(d) => d[s.offset as usize..(s.offset + s.filesz) as usize].to_vec(),
-                _ => return Err(Errno::EACCES),
-            };
-            let p = self.pm(pid);
-            p.mem.poke(s.vaddr, &data).map_err(|_| Errno::EFAULT)?;
+            mem.poke(s.vaddr, &file[s.offset as usize..(s.offset + s.filesz) as usize]).map_err(|_| Errno::EFAULT)?;
         }
         for s in &image.segments {
             let (a, b) = s.pages();
@@ -719,6 +725,12 @@ impl<M: Memory> Kernel<M> {
     pub fn unimplemented(&self) -> impl Iterator<Item = &u64> {
         self.unimplemented.iter()
     }
+}
+
+/// The most page-table bytes a new mapping of `len` bytes can need (a table per 2 MiB, 1 GiB
+/// and 512 GiB region it touches, each possibly straddling one boundary).
+fn tables_for(len: u64) -> u64 {
+    ((len >> 21) + (len >> 30) + (len >> 39) + 3) * PAGE
 }
 
 /// Bytes of `[a, b)` already covered by `regions`.
