@@ -290,7 +290,7 @@ fn run_sandbox(kernel: &mut Kernel<arch::user::AddressSpace>, out: &mut Writer) 
             }
             return Ok(status);
         }
-        let Some(pid) = kernel.current() else {
+        let Some(pid) = kernel.schedule() else {
             // Cannot happen while unfinished (the kernel ends a deadlocked build itself).
             kernel.end(1, Status::Signaled(agent::sandbox::process::sig::SIGKILL));
             continue;

@@ -14,6 +14,7 @@ use super::elf::{Prot, PAGE, USER_END};
 use super::fs::{Device, Ino, Kind, PATH_MAX, R_OK, W_OK, X_OK};
 use super::mem::{user_range, Memory};
 use super::process::*;
+use super::signal::{Action, Delivery, Info, NSIG};
 
 const AT_FDCWD: i64 = -100;
 const AT_SYMLINK_NOFOLLOW: u64 = 0x100;
@@ -63,7 +64,10 @@ fn chown_ok(uid: u64, gid: u64) -> R {
 impl<M: Memory> Kernel<M> {
     /// Handles the syscall `pid` just made with registers `regs` (already saved in the process).
     pub fn syscall(&mut self, pid: Pid) -> Step {
-        let Some(p) = self.procs.get(&pid) else { return Step::Ended };
+        let Some(p) = self.procs.get_mut(&pid) else { return Step::Ended };
+        // Whatever the process was waiting in, it has come back to run a call.
+        p.sig.restart = false;
+        p.sig.suspend = None;
         let r = p.regs.gpr;
         let (n, a) = (r[RAX], [r[RDI], r[RSI], r[RDX], r[R10], r[R8], r[R9]]);
         let out = match self.dispatch(pid, n, a) {
@@ -80,6 +84,7 @@ impl<M: Memory> Kernel<M> {
                 // instruction (rax still holds the number), as Linux restarts a call.
                 let p = self.pm(pid);
                 p.regs.rip = p.regs.rip.wrapping_sub(2);
+                p.sig.restart = true;
                 self.block(pid);
                 Step::Block
             }
@@ -183,7 +188,37 @@ impl<M: Memory> Kernel<M> {
             }),
             nr::SET_TID_ADDRESS => ret(Ok(pid as i64)),
             nr::RT_SIGACTION => ret(self.sigaction(pid, a[0], a[1], a[2], a[3])),
-            nr::RT_SIGPROCMASK => ret(if a[2] != 0 { self.put(pid, a[2], &[0; 8]).map(|_| 0) } else { Ok(0) }),
+            nr::RT_SIGPROCMASK => ret(self.sigprocmask(pid, a[0], a[1], a[2], a[3])),
+            nr::RT_SIGPENDING => {
+                let s = &self.p(pid).sig;
+                let set = s.pending & s.blocked;
+                ret(if a[1] != 8 { Err(Errno::EINVAL) } else { self.put(pid, a[0], &set.to_le_bytes()).map(|_| 0) })
+            }
+            nr::RT_SIGRETURN => Ok(match self.sigreturn(pid) {
+                Delivery::Ended => Out::Ended,
+                _ => Out::Resumed,
+            }),
+            nr::RT_SIGSUSPEND | nr::PAUSE => {
+                let mask = if n == nr::PAUSE {
+                    self.p(pid).sig.blocked
+                } else if a[1] != 8 {
+                    return ret(Err(Errno::EINVAL));
+                } else {
+                    self.get_u64(pid, a[0])?
+                };
+                Ok(match self.sigsuspend(pid, mask) {
+                    None => Out::Block,
+                    Some(Delivery::Ended) => Out::Ended,
+                    Some(_) => Out::Resumed,
+                })
+            }
+            nr::SIGALTSTACK => {
+                // No alternate stacks: handlers run on the current stack; the old one reads
+                // as disabled (SS_DISABLE).
+                let mut old = [0u8; 24];
+                old[8..12].copy_from_slice(&2u32.to_le_bytes());
+                ret(if a[1] != 0 { self.put(pid, a[1], &old).map(|_| 0) } else { Ok(0) })
+            }
             nr::PRLIMIT64 => ret(self.prlimit(pid, a[0], a[1], a[2], a[3])),
             nr::SCHED_YIELD => {
                 self.pm(pid).regs.gpr[RAX] = 0;
@@ -239,7 +274,7 @@ impl<M: Memory> Kernel<M> {
                 mask[0] = 1;
                 ret(self.put(pid, a[2], &mask).map(|_| size as i64))
             }
-            nr::SET_ROBUST_LIST | nr::MADVISE | nr::FADVISE64 | nr::SIGALTSTACK => ret(Ok(0)),
+            nr::SET_ROBUST_LIST | nr::MADVISE | nr::FADVISE64 => ret(Ok(0)),
             // glibc probes rseq and copes without it; not a gap worth a note.
             nr::RSEQ => ret(Err(Errno::ENOSYS)),
             _ => {
@@ -584,13 +619,11 @@ impl<M: Memory> Kernel<M> {
                 }
                 let mut p = end.pipe.borrow_mut();
                 if p.readers == 0 {
+                    // EPIPE, and SIGPIPE (which ends the writer unless ignored or handled).
                     drop(p);
                     drop(o);
-                    if self.p(pid).ignored & (1 << (sig::SIGPIPE - 1)) != 0 {
-                        return Err(Errno::EPIPE);
-                    }
-                    self.end(pid, Status::Signaled(sig::SIGPIPE));
-                    return Ok(Out::Ended);
+                    self.send(pid, sig::SIGPIPE, Info::kernel());
+                    return Err(Errno::EPIPE);
                 }
                 let room = PIPE_CAP - p.buf.len();
                 if room == 0 || (data.len() <= 4096 && room < data.len()) {
@@ -1181,7 +1214,7 @@ impl<M: Memory> Kernel<M> {
     }
 
     fn kill(&mut self, pid: Pid, who: i64, signal: u64) -> Result<Out, Errno> {
-        if signal > 64 {
+        if signal > u64::from(NSIG) {
             return Err(Errno::EINVAL);
         }
         if who <= 0 {
@@ -1195,40 +1228,51 @@ impl<M: Memory> Kernel<M> {
         if !allowed {
             return Err(Errno::EPERM);
         }
-        if signal == 0 || matches!(self.p(who).state, State::Zombie(_)) {
-            return Ok(Out::Ret(0));
+        if signal != 0 {
+            self.send(who, signal as u8, Info::user(pid));
         }
-        // No handlers run in the sandbox: a signal not ignored ends the process (SIGCHLD, SIGURG, SIGWINCH are ignored by default).
-        let ignored = self.p(who).ignored & (1 << (signal - 1)) != 0 || matches!(signal, 17 | 23 | 28);
-        if signal != 9 && ignored {
-            return Ok(Out::Ret(0));
-        }
-        self.end(who, Status::Signaled(signal as u8));
-        if who == pid {
+        // SIGKILL to itself ends the caller at once; other signals are acted on before it
+        // runs again.
+        if !self.procs.get(&pid).is_some_and(|p| !matches!(p.state, State::Zombie(_))) {
             return Ok(Out::Ended);
         }
         Ok(Out::Ret(0))
     }
 
     fn sigaction(&mut self, pid: Pid, signal: u64, act: u64, old: u64, size: u64) -> R {
-        if signal == 0 || signal > 64 || size != 8 || (act != 0 && (signal == 9 || signal == 19)) {
+        if signal == 0 || signal > u64::from(NSIG) || size != 8 {
             return Err(Errno::EINVAL);
         }
-        let bit = 1u64 << (signal - 1);
-        let was_ignored = self.p(pid).ignored & bit != 0;
+        let sig = signal as u8;
+        let was = self.p(pid).sig.action(sig);
         if act != 0 {
-            let handler = self.get_u64(pid, act)?;
-            let p = self.pm(pid);
-            if handler == 1 {
-                p.ignored |= bit;
-            } else {
-                p.ignored &= !bit;
-            }
+            let mut b = [0u8; 32];
+            self.get(pid, act, &mut b)?;
+            self.pm(pid).sig.set_action(sig, Action::from_bytes(&b))?;
         }
         if old != 0 {
-            let mut b = [0u8; 32];
-            b[..8].copy_from_slice(&(was_ignored as u64).to_le_bytes());
-            self.put(pid, old, &b)?;
+            self.put(pid, old, &was.to_bytes())?;
+        }
+        Ok(0)
+    }
+
+    fn sigprocmask(&mut self, pid: Pid, how: u64, set: u64, old: u64, size: u64) -> R {
+        if size != 8 {
+            return Err(Errno::EINVAL);
+        }
+        let was = self.p(pid).sig.blocked;
+        if set != 0 {
+            let m = self.get_u64(pid, set)?;
+            let new = match how {
+                0 => was | m,  // SIG_BLOCK
+                1 => was & !m, // SIG_UNBLOCK
+                2 => m,        // SIG_SETMASK
+                _ => return Err(Errno::EINVAL),
+            };
+            self.pm(pid).sig.set_blocked(new);
+        }
+        if old != 0 {
+            self.put(pid, old, &was.to_le_bytes())?;
         }
         Ok(0)
     }
@@ -1314,7 +1358,7 @@ mod tests {
     }
 
     impl H {
-        fn call(&mut self, n: u64, a: &[u64]) -> i64 {
+        fn step(&mut self, n: u64, a: &[u64]) -> Step {
             let mut r = [0u64; 6];
             r[..a.len()].copy_from_slice(a);
             let p = self.k.process(self.pid).unwrap();
@@ -1322,10 +1366,26 @@ mod tests {
             for (i, reg) in [RDI, RSI, RDX, R10, R8, R9].iter().enumerate() {
                 p.regs.gpr[*reg] = r[i];
             }
-            match self.k.syscall(self.pid) {
+            self.k.syscall(self.pid)
+        }
+        fn call(&mut self, n: u64, a: &[u64]) -> i64 {
+            match self.step(n, a) {
                 Step::Ret(v) => v,
                 s => panic!("syscall {n} gave {s:?}"),
             }
+        }
+        fn regs(&mut self) -> &mut Regs {
+            &mut self.k.process(self.pid).unwrap().regs
+        }
+        /// `rt_sigaction(sig, {handler, flags, restorer, mask})`.
+        fn handle(&mut self, sig: u8, handler: u64, flags: u64, mask: u64) {
+            let a = Action { handler, flags, restorer: RESTORER, mask };
+            self.poke(SCRATCH + 0xf000, &a.to_bytes());
+            assert_eq!(self.call(nr::RT_SIGACTION, &[u64::from(sig), SCRATCH + 0xf000, 0, 8]), 0);
+        }
+        /// A u64 of the `sigcontext` in the frame at `frame` (index in its order).
+        fn frame_word(&mut self, frame: u64, i: u64) -> u64 {
+            u64::from_le_bytes(self.peek(frame + 48 + 8 * i, 8).try_into().unwrap())
         }
         fn poke(&mut self, va: u64, d: &[u8]) {
             self.k.process(self.pid).unwrap().mem.write(va, d).unwrap();
@@ -1540,6 +1600,170 @@ mod tests {
         assert_eq!(h.call(nr::MPROTECT, &[0x3000_0000, 0x1000, 7]), Errno::ENOMEM.ret());
     }
 
+    const HANDLER: u64 = 0x40_1000;
+    const RESTORER: u64 = 0x40_1100;
+    const SA_RESTORER: u64 = crate::sandbox::signal::SA_RESTORER;
+
+    #[test]
+    fn signal_handlers_run_and_return() {
+        let mut h = boot();
+        h.handle(10, HANDLER, SA_RESTORER | 4, 1 << 11);
+        let (rip, sp) = (0x40_2000, SCRATCH + 0x8000 + 5);
+        h.regs().rip = rip;
+        h.regs().gpr[RSP] = sp;
+        h.regs().gpr[12] = 0x1234;
+        h.regs().fpu.0[200] = 0x5a;
+        assert_eq!(h.call(nr::KILL, &[1, 10]), 0);
+        assert_eq!(h.k.schedule(), Some(1));
+        let r = *h.regs();
+        assert_eq!((r.rip, r.gpr[RDI]), (HANDLER, 10));
+        assert_eq!(r.gpr[RSP] % 16, 8, "as after a call");
+        assert!(r.gpr[RSP] + 8 <= sp - 128, "below the red zone");
+        assert_eq!(h.peek(r.gpr[RSP], 8), RESTORER.to_le_bytes(), "returns to sa_restorer");
+        let info = h.peek(r.gpr[RSI], 24);
+        assert_eq!((info[0], info[8], info[16]), (10, 0, 1), "signo, SI_USER, from pid 1");
+        assert_eq!(r.gpr[RDX], r.gpr[RSP] + 8, "the ucontext follows the return address");
+        assert_eq!(h.k.process(1).unwrap().sig.blocked, 1 << 9 | 1 << 11, "the signal and sa_mask (SIGUSR2) are blocked");
+        assert_eq!(r.fpu, Fpu::default(), "a handler starts with a clean FPU");
+        // The handler returns: `ret` pops the restorer, which calls rt_sigreturn.
+        h.regs().gpr[RSP] += 8;
+        h.regs().gpr[12] = 0;
+        assert_eq!(h.step(nr::RT_SIGRETURN, &[]), Step::Resumed);
+        let r = *h.regs();
+        assert_eq!((r.rip, r.gpr[RSP], r.gpr[RAX], r.gpr[12], r.fpu.0[200]), (rip, sp, 0, 0x1234, 0x5a));
+        assert_eq!(h.k.process(1).unwrap().sig.blocked, 0);
+        // A default action ends the process before it runs again.
+        assert_eq!(h.call(nr::KILL, &[1, 15]), 0);
+        assert_eq!(h.k.schedule(), None);
+        assert_eq!(h.k.finished(), Some(Status::Signaled(15)));
+    }
+
+    #[test]
+    fn a_blocked_call_fails_with_eintr_or_restarts() {
+        for restart in [false, true] {
+            let mut h = boot();
+            let flags = SA_RESTORER | if restart { crate::sandbox::signal::SA_RESTART } else { 0 };
+            h.handle(10, HANDLER, flags, 0);
+            assert_eq!(h.call(nr::PIPE2, &[SCRATCH, 0]), 0);
+            assert_eq!(h.call(nr::FORK, &[]), 2, "someone else to run");
+            h.regs().rip = 0x40_2002;
+            h.regs().gpr[RSP] = SCRATCH + 0x8000;
+            assert_eq!(h.step(nr::READ, &[3, SCRATCH, 1]), Step::Block);
+            h.k.send(1, 10, Info::user(2));
+            while h.k.current() != Some(1) {
+                h.k.yield_now();
+            }
+            assert_eq!(h.k.schedule(), Some(1));
+            assert_eq!(h.regs().rip, HANDLER);
+            let frame = h.regs().gpr[RSP];
+            let (rax, rip) = (h.frame_word(frame, 13), h.frame_word(frame, 16));
+            if restart {
+                assert_eq!((rax, rip), (nr::READ, 0x40_2000), "the read runs again after the handler");
+            } else {
+                assert_eq!((rax as i64, rip), (Errno::EINTR.ret(), 0x40_2002), "the read fails with EINTR");
+            }
+        }
+    }
+
+    #[test]
+    fn sigsuspend_waits_for_sigchld() {
+        // busybox ash's `wait`: block everything, poll with WNOHANG, then sigsuspend with the
+        // old mask until the SIGCHLD handler has run.
+        let mut h = boot();
+        h.handle(17, HANDLER, SA_RESTORER, 0);
+        h.regs().gpr[RSP] = SCRATCH + 0x8000;
+        h.poke(SCRATCH, &u64::MAX.to_le_bytes());
+        h.poke(SCRATCH + 8, &0u64.to_le_bytes());
+        let child = h.call(nr::FORK, &[]) as Pid;
+        assert_eq!(h.call(nr::RT_SIGPROCMASK, &[2, SCRATCH, 0, 8]), 0);
+        assert_eq!(h.call(nr::WAIT4, &[u64::MAX, 0, 1, 0]), 0);
+        h.regs().rip = 0x40_2002;
+        assert_eq!(h.step(nr::RT_SIGSUSPEND, &[SCRATCH + 8, 8]), Step::Block);
+        // The child ends: SIGCHLD wakes the parent, whose sigsuspend runs the handler.
+        h.pid = child;
+        assert_eq!(h.step(nr::EXIT_GROUP, &[3]), Step::Ended);
+        h.pid = 1;
+        assert_eq!(h.k.process(1).unwrap().state, State::Runnable);
+        assert_eq!(h.regs().rip, 0x40_2000, "backed over the syscall instruction");
+        h.regs().rip += 2; // which runs again
+        assert_eq!(h.step(nr::RT_SIGSUSPEND, &[SCRATCH + 8, 8]), Step::Resumed);
+        assert_eq!(h.regs().rip, HANDLER);
+        let si = h.regs().gpr[RSI];
+        let info = h.peek(si, 28);
+        assert_eq!((info[0], info[8], info[16], info[24]), (17, 1, child as u8, 3), "SIGCHLD, CLD_EXITED, pid, status");
+        h.regs().gpr[RSP] += 8;
+        assert_eq!(h.step(nr::RT_SIGRETURN, &[]), Step::Resumed);
+        assert_eq!((h.regs().gpr[RAX] as i64, h.regs().rip), (Errno::EINTR.ret(), 0x40_2002));
+        assert_eq!(h.k.process(1).unwrap().sig.blocked, u64::MAX & !(1 << 8 | 1 << 18), "the mask before the call");
+        assert_eq!(h.call(nr::WAIT4, &[u64::MAX, 0, 1, 0]), child as i64);
+    }
+
+    #[test]
+    fn exec_keeps_ignored_signals_and_resets_handlers() {
+        let mut h = boot();
+        h.handle(10, HANDLER, SA_RESTORER, 0);
+        h.poke(SCRATCH + 0x100, &crate::sandbox::signal::SIG_IGN.to_le_bytes());
+        assert_eq!(h.call(nr::RT_SIGACTION, &[13, SCRATCH + 0x100, 0, 8]), 0);
+        h.k.exec(1, b"/nix/store/0000-busybox/busybox", vec![b"sh".to_vec()], vec![]).unwrap();
+        let s = &h.k.process(1).unwrap().sig;
+        assert!(s.ignores(13) && !s.handles(10));
+        // SIGKILL and SIGSTOP cannot be caught.
+        h.k.map(1, SCRATCH, 0x10000, Prot { read: true, write: true, exec: false }).unwrap();
+        let a = Action { handler: HANDLER, flags: SA_RESTORER, restorer: RESTORER, mask: 0 };
+        h.poke(SCRATCH, &a.to_bytes());
+        assert_eq!(h.call(nr::RT_SIGACTION, &[9, SCRATCH, 0, 8]), Errno::EINVAL.ret());
+        assert_eq!(h.call(nr::RT_SIGACTION, &[19, SCRATCH, 0, 8]), Errno::EINVAL.ret());
+    }
+
+    #[test]
+    fn faults_reach_handlers_and_bad_frames_end_the_process() {
+        // A SIGSEGV handler sees the address; a second fault inside it (SIGSEGV now blocked)
+        // ends the process.
+        let mut h = boot();
+        h.handle(11, HANDLER, SA_RESTORER, 0);
+        h.regs().gpr[RSP] = SCRATCH + 0x8000;
+        h.k.fault(1, Exception { vector: 14, error: 4, address: 0x1234 });
+        assert_eq!(h.regs().rip, HANDLER);
+        let si = h.regs().gpr[RSI];
+        assert_eq!(h.peek(si + 16, 8), 0x1234u64.to_le_bytes());
+        h.k.fault(1, Exception { vector: 14, error: 4, address: 0x1234 });
+        assert_eq!(h.k.finished(), Some(Status::Signaled(sig::SIGSEGV)));
+        // Handlers and frames that would make the agent's return to ring 3 fault instead:
+        // a non-canonical handler, no restorer, a non-canonical or kernel return address.
+        for (handler, flags) in [(0x8000_0000_0000_0000, SA_RESTORER), (0xffff_8000_0000_0000, SA_RESTORER), (HANDLER, 0)] {
+            let mut h = boot();
+            h.handle(10, handler, flags, 0);
+            h.regs().gpr[RSP] = SCRATCH + 0x8000;
+            assert_eq!(h.call(nr::KILL, &[1, 10]), 0);
+            assert_eq!(h.k.schedule(), None, "{handler:#x} {flags:#x}");
+            assert_eq!(h.k.finished(), Some(Status::Signaled(sig::SIGSEGV)));
+        }
+        for rip in [0x8000_0000_0000_0000u64, 0xffff_ffff_8000_0000] {
+            let mut h = boot();
+            h.handle(10, HANDLER, SA_RESTORER, 0);
+            h.regs().gpr[RSP] = SCRATCH + 0x8000;
+            assert_eq!(h.call(nr::KILL, &[1, 10]), 0);
+            h.k.schedule();
+            let frame = h.regs().gpr[RSP];
+            h.poke(frame + 48 + 8 * 16, &rip.to_le_bytes());
+            h.regs().gpr[RSP] += 8;
+            assert_eq!(h.step(nr::RT_SIGRETURN, &[]), Step::Ended);
+            assert_eq!(h.k.finished(), Some(Status::Signaled(sig::SIGSEGV)));
+        }
+        // Reserved MXCSR bits from a frame are dropped (fxrstor would fault in the agent).
+        let mut h = boot();
+        h.handle(10, HANDLER, SA_RESTORER, 0);
+        h.regs().gpr[RSP] = SCRATCH + 0x8000;
+        assert_eq!(h.call(nr::KILL, &[1, 10]), 0);
+        h.k.schedule();
+        let frame = h.regs().gpr[RSP];
+        let fp = h.frame_word(frame, 23);
+        h.poke(fp + 24, &u32::MAX.to_le_bytes());
+        h.regs().gpr[RSP] += 8;
+        assert_eq!(h.step(nr::RT_SIGRETURN, &[]), Step::Resumed);
+        assert_eq!(u32::from_le_bytes(h.regs().fpu.0[24..28].try_into().unwrap()), 0xffbf);
+    }
+
     #[test]
     fn the_log_limit_ends_the_build() {
         // 1 MiB of log (the harness's limit): a write that crosses it is cut there and the
@@ -1625,10 +1849,35 @@ mod tests {
         assert_eq!(h.call(nr::WRITE, &[w2, SCRATCH, 1]), Errno::EPIPE.ret());
         h.poke(SCRATCH + 0x400, &0u64.to_le_bytes());
         assert_eq!(h.call(nr::RT_SIGACTION, &[13, SCRATCH + 0x400, 0, 8]), 0);
-        h.k.process(1).unwrap().regs.gpr[RAX] = nr::WRITE;
-        h.k.process(1).unwrap().regs.gpr[RDI] = w2;
-        assert_eq!(h.k.syscall(1), Step::Ended);
+        // EPIPE, and SIGPIPE's default action ends the writer before it runs again.
+        assert_eq!(h.step(nr::WRITE, &[w2, SCRATCH, 1]), Step::Ret(Errno::EPIPE.ret()));
+        assert_eq!(h.k.schedule(), None);
         assert_eq!(h.k.finished(), Some(Status::Signaled(sig::SIGPIPE)));
+    }
+
+    #[test]
+    fn a_writer_that_exits_wakes_a_blocked_reader() {
+        // Found by the busybox suite (`find . | sort` deadlocked now and then): the last
+        // writer's exit closes the pipe, and a reader already blocked on it must see EOF.
+        let mut h = boot();
+        assert_eq!(h.call(nr::PIPE2, &[SCRATCH, 0]), 0);
+        let child = h.call(nr::FORK, &[]) as Pid;
+        assert_eq!(h.call(nr::CLOSE, &[4]), 0, "the parent keeps only the read end");
+        assert_eq!(h.step(nr::READ, &[3, SCRATCH, 1]), Step::Block);
+        assert_eq!(h.k.process(1).unwrap().state, State::Blocked);
+        h.pid = child;
+        assert_eq!(h.step(nr::EXIT_GROUP, &[0]), Step::Ended);
+        assert_eq!(h.k.process(1).unwrap().state, State::Runnable);
+        h.pid = 1;
+        assert_eq!(h.call(nr::READ, &[3, SCRATCH, 1]), 0, "end of file");
+        // The same when the last writer goes by close-on-exec.
+        let mut h = boot();
+        assert_eq!(h.call(nr::PIPE2, &[SCRATCH, 0o2000000]), 0);
+        let child = h.call(nr::FORK, &[]) as Pid;
+        assert_eq!(h.call(nr::CLOSE, &[4]), 0);
+        assert_eq!(h.step(nr::READ, &[3, SCRATCH, 1]), Step::Block);
+        h.k.exec(child, b"/nix/store/0000-busybox/busybox", vec![b"sh".to_vec()], vec![]).unwrap();
+        assert_eq!(h.k.process(1).unwrap().state, State::Runnable);
     }
 
     #[test]

@@ -26,6 +26,7 @@ use super::abi::Errno;
 use super::elf::{self as elf, Prot, StackSpec, PAGE};
 use super::fs::{Fs, Ino, Kind, ROOT};
 use super::mem::Memory;
+use super::signal::{Info, Signals};
 
 pub type Pid = u32;
 
@@ -221,8 +222,8 @@ pub struct Process<M> {
     pub mmap_next: u64,
     /// Mapped page ranges, start -> end (disjoint, for accounting).
     pub regions: BTreeMap<u64, u64>,
-    /// Signals set to `SIG_IGN` (bit n-1 for signal n).
-    pub ignored: u64,
+    /// Actions, mask, pending signals.
+    pub sig: Signals,
     pub vfork_parent: Option<Pid>,
     /// The program it runs and its absolute path (what `/proc/self/exe` names).
     pub exe: Ino,
@@ -359,7 +360,7 @@ impl<M: Memory> Kernel<M> {
             brk: 0,
             mmap_next: MMAP_TOP,
             regions: BTreeMap::new(),
-            ignored: 0,
+            sig: Signals::default(),
             vfork_parent: None,
             exe: ROOT,
             exe_path: Vec::new(),
@@ -395,9 +396,12 @@ impl<M: Memory> Kernel<M> {
         FdEntry { ofd: Rc::new(RefCell::new(Ofd { object, offset: 0, flags })), cloexec }
     }
 
-    /// Drops a descriptor; the last one of an unlinked file frees it.
+    /// Drops a descriptor; the last one of an unlinked file frees it; the last one of a pipe
+    /// end wakes every blocked process (a reader waiting for data sees end of file, a writer
+    /// sees no reader), whether it goes by `close`, `dup2`, close-on-exec or exit.
     pub(crate) fn put_fd(&mut self, e: FdEntry) {
         if Rc::strong_count(&e.ofd) == 1 {
+            let pipe = matches!(e.ofd.borrow().object, Object::Pipe(_));
             if let Object::Inode(i) = e.ofd.borrow().object {
                 let c = self.open_count.entry(i).or_insert(1);
                 *c -= 1;
@@ -405,6 +409,10 @@ impl<M: Memory> Kernel<M> {
                     self.open_count.remove(&i);
                     self.fs.release(i);
                 }
+            }
+            drop(e);
+            if pipe {
+                self.wake_all();
             }
         }
     }
@@ -535,7 +543,7 @@ impl<M: Memory> Kernel<M> {
         p.brk_start = image.brk;
         p.brk = image.brk;
         p.mmap_next = MMAP_TOP;
-        p.ignored = 0;
+        p.sig.exec();
         for slot in p.fds.iter_mut() {
             if slot.as_ref().is_some_and(|e| e.cloexec) {
                 closing.push(slot.take().expect("checked"));
@@ -586,7 +594,7 @@ impl<M: Memory> Kernel<M> {
             brk: parent.brk,
             mmap_next: parent.mmap_next,
             regions: parent.regions.clone(),
-            ignored: parent.ignored,
+            sig: parent.sig.fork(),
             vfork_parent: if vfork { Some(pid) } else { None },
             exe: parent.exe,
             exe_path: parent.exe_path.clone(),
@@ -633,16 +641,22 @@ impl<M: Memory> Kernel<M> {
                 self.pm(k).ppid = 1;
             }
         }
-        // A parent blocked in wait4 retries.
+        // A parent blocked in wait4 retries; it is sent SIGCHLD.
         if let Some(parent) = self.procs.get_mut(&ppid) {
             if parent.state == State::Blocked {
                 parent.state = State::Runnable;
-                if !self.queue.contains(&ppid) {
-                    self.queue.push_back(ppid);
-                }
+                self.enqueue(ppid);
             }
+            self.send(ppid, super::signal::SIGCHLD, Info::child(pid, status));
         } else {
             self.procs.remove(&pid);
+        }
+    }
+
+    /// Puts `pid` at the back of the run queue unless it is there already.
+    pub(crate) fn enqueue(&mut self, pid: Pid) {
+        if !self.queue.contains(&pid) {
+            self.queue.push_back(pid);
         }
     }
 
@@ -662,7 +676,17 @@ impl<M: Memory> Kernel<M> {
         self.pm(pid).state = State::Blocked;
         self.queue.retain(|&q| q != pid);
         if self.queue.is_empty() && self.result.is_none() {
-            self.notes.push(String::from("sandbox: every process is blocked (deadlock); ending the build"));
+            let mut waits = String::new();
+            for p in self.procs.values() {
+                let what = match p.state {
+                    State::Blocked => alloc::format!("in system call {}", p.regs.gpr[RAX]),
+                    State::VforkWait(c) => alloc::format!("waiting for vfork child {c}"),
+                    State::Zombie(_) => String::from("ended"),
+                    State::Runnable => String::from("runnable"),
+                };
+                waits.push_str(&alloc::format!("; pid {} (parent {}) {what}", p.pid, p.ppid));
+            }
+            self.notes.push(alloc::format!("sandbox: every process is blocked (deadlock); ending the build{waits}"));
             self.end(1, Status::Signaled(sig::SIGKILL));
         }
     }
@@ -697,7 +721,8 @@ impl<M: Memory> Kernel<M> {
         }
     }
 
-    /// A CPU exception in user code ends that process with the matching signal.
+    /// A CPU exception in user code: the matching signal's handler runs if the process has one
+    /// (and does not block it); otherwise the process ends with that signal.
     pub fn fault(&mut self, pid: Pid, e: Exception) {
         let s = match e.vector {
             0 => sig::SIGFPE,  // #DE
@@ -707,6 +732,9 @@ impl<M: Memory> Kernel<M> {
             17 => sig::SIGBUS, // #AC
             _ => sig::SIGSEGV, // #GP (privileged instructions), #PF, #SS, ...
         };
+        if self.fault_signal(pid, s, e.address) {
+            return;
+        }
         let rip = self.procs.get(&pid).map(|p| p.regs.rip).unwrap_or(0);
         self.notes.push(alloc::format!(
             "sandbox: pid {pid} killed by signal {s}: exception {} (error {:#x}, address {:#x}) at rip {rip:#x}",
