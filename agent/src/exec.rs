@@ -201,26 +201,31 @@ pub const DEFAULT: Requested = Requested { memory: 1 << 30, processes: 64, cpu_t
 pub const MAX_PROCESSES: u64 = 1024;
 pub const MAX_CPU_TICKS: u64 = 24 * 3600 * 100;
 pub const MAX_INODES: usize = 100_000;
-/// Heap kept back for the agent itself (descriptors, buffers, inodes, frames), never granted.
+/// Heap kept back for the agent itself (descriptor tables, buffers, frames), never granted.
 pub const HEAP_RESERVE: u64 = 48 << 20;
+/// The most kernel memory one process holds outside the memory limit: its descriptor table
+/// (1024 entries and their open file descriptions) and signal state.
+pub const PROCESS_KERNEL_BYTES: u64 = 128 << 10;
 /// Response stream kept back for what follows the builder's output (status, errors, answers).
 pub const LOG_RESERVE: u64 = 1 << 20;
 
 /// Grants a request's limits (defaults where it asked for 0), capped by what the agent can
 /// afford so that no builder can exhaust the agent's own memory or the response stream:
-/// of the heap beyond [`HEAP_RESERVE`], half may become user memory (pages and page tables)
-/// and a quarter file contents (a file's buffer may grow to twice its size); one inode per
-/// 512 bytes of the reserve; the log fits in the response stream's `log_room`, less
-/// [`LOG_RESERVE`].
+/// of the heap beyond [`HEAP_RESERVE`], half may become user memory (pages, page tables, pipe
+/// buffers) and a quarter the file system (contents, inodes and names; a file's buffer may
+/// grow to twice its size); the log fits in the response stream's `log_room`, less
+/// [`LOG_RESERVE`]; processes are capped so that their kernel state (descriptor tables, at most
+/// [`PROCESS_KERNEL_BYTES`] each) fits in half the reserve.
 pub fn grant(req: &Requested, heap_free: u64, log_room: u64) -> Grant {
     let pick = |v: u64, d: u64| if v == 0 { d } else { v };
     let budget = heap_free.saturating_sub(HEAP_RESERVE);
     let memory = pick(req.memory, DEFAULT.memory).min(budget / 2);
     let fs_bytes = pick(req.fs_bytes, DEFAULT.fs_bytes).min(budget / 4);
-    let processes = pick(req.processes, DEFAULT.processes).min(MAX_PROCESSES) as usize;
+    let processes = pick(req.processes, DEFAULT.processes).min(MAX_PROCESSES).min(HEAP_RESERVE / 2 / PROCESS_KERNEL_BYTES) as usize;
     let cpu_ticks = pick(req.cpu_ticks, DEFAULT.cpu_ticks).min(MAX_CPU_TICKS);
     let log_bytes = pick(req.log_bytes, DEFAULT.log_bytes).min(log_room.saturating_sub(LOG_RESERVE));
-    let fs_inodes = MAX_INODES.min((HEAP_RESERVE / 512) as usize);
+    // Inodes and names are charged to the file-system bytes (`fs::INODE_BYTES`).
+    let fs_inodes = MAX_INODES;
     Grant { limits: Limits { memory, processes, cpu_ticks, log_bytes }, fs_bytes, fs_inodes }
 }
 
@@ -342,7 +347,7 @@ mod tests {
         assert_eq!((g.limits.memory, g.fs_bytes), (DEFAULT.memory, DEFAULT.fs_bytes));
         assert_eq!((g.limits.processes, g.limits.cpu_ticks), (64, 6000));
         assert_eq!(g.limits.log_bytes, room - LOG_RESERVE);
-        assert_eq!(g.fs_inodes, MAX_INODES.min((HEAP_RESERVE / 512) as usize));
+        assert_eq!(g.fs_inodes, MAX_INODES);
         // A 512 MiB guest cannot afford them.
         let g = grant(&Requested::default(), 500 << 20, room);
         assert_eq!((g.limits.memory, g.fs_bytes), (((500 << 20) - HEAP_RESERVE) / 2, ((500 << 20) - HEAP_RESERVE) / 4));
@@ -355,7 +360,8 @@ mod tests {
         for heap in [0, 1 << 20, 100 << 20, 512 << 20, 16 << 30] {
             let g = grant(&huge, heap, 0);
             assert!(g.limits.memory + 2 * g.fs_bytes <= heap.saturating_sub(HEAP_RESERVE), "{heap}");
-            assert_eq!((g.limits.processes as u64, g.limits.cpu_ticks, g.limits.log_bytes), (MAX_PROCESSES, MAX_CPU_TICKS, 0));
+            assert_eq!((g.limits.cpu_ticks, g.limits.log_bytes), (MAX_CPU_TICKS, 0));
+            assert!(g.limits.processes as u64 * PROCESS_KERNEL_BYTES <= HEAP_RESERVE / 2 && g.limits.processes <= MAX_PROCESSES as usize);
         }
     }
 }

@@ -4,23 +4,7 @@
 use integration_tests::vm_config;
 use loader::vm::Accel;
 use std::process::Command;
-use std::sync::OnceLock;
-
-fn probe() -> &'static [u8] {
-    static P: OnceLock<Vec<u8>> = OnceLock::new();
-    P.get_or_init(|| {
-        let root = integration_tests::root();
-        let out = root.join("target/sandbox-probe");
-        let status = Command::new("gcc")
-            .args(["-static", "-nostdlib", "-fno-stack-protector", "-fno-pie", "-no-pie", "-O1", "-o"])
-            .arg(&out)
-            .arg(root.join("tests/sandbox/probe.c"))
-            .status()
-            .unwrap();
-        assert!(status.success(), "gcc");
-        std::fs::read(out).unwrap()
-    })
-}
+use integration_tests::sandbox::probe;
 
 fn run(args: &[&str]) -> loader::ExecResult {
     let mut argv = vec!["probe"];

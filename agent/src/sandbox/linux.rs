@@ -12,7 +12,7 @@ use core::cell::RefCell;
 use super::abi::{nr, Errno, S_IFIFO};
 use super::elf::{Prot, PAGE, USER_END};
 use super::fs::{Device, Ino, Kind, PATH_MAX, R_OK, W_OK, X_OK};
-use super::mem::{user_range, Memory};
+use super::mem::{access_ok, user_range, Memory};
 use super::process::*;
 use super::signal::{Action, Delivery, Info, NSIG};
 
@@ -339,8 +339,8 @@ impl<M: Memory> Kernel<M> {
                         Object::Pipe(end) => {
                             let p = end.pipe.borrow();
                             if end.write {
-                                if p.readers == 0 { POLLERR } else if p.buf.len() < PIPE_CAP { events & POLLOUT } else { 0 }
-                            } else if !p.buf.is_empty() {
+                                if p.readers == 0 { POLLERR } else if p.len() < PIPE_CAP { events & POLLOUT } else { 0 }
+                            } else if !p.is_empty() {
                                 events & POLLIN
                             } else if p.writers == 0 {
                                 POLLHUP
@@ -366,10 +366,17 @@ impl<M: Memory> Kernel<M> {
 
     // ---- user memory helpers ----
 
+    /// Copies from user memory; nothing to copy is never a fault (`copy_from_user` of 0 bytes).
     fn get(&self, pid: Pid, va: u64, buf: &mut [u8]) -> Result<(), Errno> {
+        if buf.is_empty() {
+            return Ok(());
+        }
         self.p(pid).mem.read(va, buf).map_err(Errno::from)
     }
     fn put(&mut self, pid: Pid, va: u64, data: &[u8]) -> Result<(), Errno> {
+        if data.is_empty() {
+            return Ok(());
+        }
         self.pm(pid).mem.write(va, data).map_err(Errno::from)
     }
     fn get_u64(&self, pid: Pid, va: u64) -> Result<u64, Errno> {
@@ -480,7 +487,7 @@ impl<M: Memory> Kernel<M> {
         let nb = flags as u32 & O_NONBLOCK;
         // Check the destination before creating anything.
         self.put(pid, va, &[0; 8])?;
-        let pipe = Rc::new(RefCell::new(Pipe::default()));
+        let pipe = Rc::new(RefCell::new(Pipe::new(self.pipe_memory.clone())));
         let r = self.new_fd(Object::Pipe(PipeEnd::new_end(pipe.clone(), false)), nb, cloexec);
         let w = self.new_fd(Object::Pipe(PipeEnd::new_end(pipe, true)), O_WRONLY | nb, cloexec);
         let rfd = self.install(pid, r, 0)?;
@@ -503,7 +510,7 @@ impl<M: Memory> Kernel<M> {
     fn rw(&mut self, pid: Pid, fd: u64, buf: u64, len: u64, at: Option<u64>, write: bool) -> Result<Out, Errno> {
         let e = self.fd(pid, fd)?;
         let len = (len as usize).min(MAX_RW);
-        if len > 0 && !user_range(buf, len as u64) {
+        if !access_ok(buf, len as u64) {
             return Err(Errno::EFAULT);
         }
         let acc = e.ofd.borrow().flags & O_ACCMODE;
@@ -537,6 +544,12 @@ impl<M: Memory> Kernel<M> {
             let len = self.get_u64(pid, at + 8)?;
             if len == 0 {
                 continue;
+            }
+            // One call moves at most MAX_RW bytes in all (a short count, as Linux's
+            // MAX_RW_COUNT), so a thousand iovecs cannot pile up a gigabyte in one call.
+            let len = len.min(MAX_RW as u64 - total as u64);
+            if len == 0 {
+                break;
             }
             match self.rw(pid, fd, base, len, None, write) {
                 Ok(Out::Ret(n)) => {
@@ -572,7 +585,7 @@ impl<M: Memory> Kernel<M> {
                     return Err(Errno::ESPIPE);
                 }
                 let mut p = end.pipe.borrow_mut();
-                if p.buf.is_empty() {
+                if p.is_empty() {
                     if p.writers == 0 {
                         return Ok(Out::Ret(0));
                     }
@@ -581,10 +594,7 @@ impl<M: Memory> Kernel<M> {
                     }
                     return Ok(Out::Block);
                 }
-                let n = buf.len().min(p.buf.len());
-                for (d, s) in buf.iter_mut().zip(p.buf.drain(..n)) {
-                    *d = s;
-                }
+                let n = p.pop(buf);
                 drop(p);
                 drop(o);
                 self.wake_all();
@@ -625,15 +635,19 @@ impl<M: Memory> Kernel<M> {
                     self.send(pid, sig::SIGPIPE, Info::kernel());
                     return Err(Errno::EPIPE);
                 }
-                let room = PIPE_CAP - p.buf.len();
+                // A buffer to allocate must fit under the memory limit (Linux: a pipe page
+                // the memory cgroup refuses is ENOMEM).
+                if p.unallocated() && self.memory_used() + PIPE_CAP as u64 > self.limits.memory {
+                    return Err(Errno::ENOMEM);
+                }
+                let room = PIPE_CAP - p.len();
                 if room == 0 || (data.len() <= 4096 && room < data.len()) {
                     if o.flags & O_NONBLOCK != 0 {
                         return Err(Errno::EAGAIN);
                     }
                     return Ok(Out::Block);
                 }
-                let n = room.min(data.len());
-                p.buf.extend(&data[..n]);
+                let n = p.push(&data[..room.min(data.len())]);
                 drop(p);
                 drop(o);
                 self.wake_all();
@@ -827,16 +841,17 @@ impl<M: Memory> Kernel<M> {
     fn getdents(&mut self, pid: Pid, fd: u64, buf: u64, count: u64) -> R {
         let e = self.fd(pid, fd)?;
         let Object::Inode(dir) = e.ofd.borrow().object else { return Err(Errno::ENOTDIR) };
-        let entries = self.fs.readdir(dir)?;
+        let start = e.ofd.borrow().offset as usize;
         let mut out = Vec::new();
-        let mut pos = e.ofd.borrow().offset as usize;
-        while pos < entries.len() {
-            let (name, ino) = &entries[pos];
+        let mut pos = start;
+        let mut more = false;
+        for (name, ino) in self.fs.readdir_from(dir, start)? {
             let reclen = (19 + name.len() + 1).div_ceil(8) * 8;
-            if out.len() + reclen > count as usize {
+            if out.len() + reclen > (count as usize).min(MAX_RW) {
+                more = true;
                 break;
             }
-            let t = match self.fs.get(*ino).map(|n| &n.kind) {
+            let t = match self.fs.get(ino).map(|n| &n.kind) {
                 Ok(Kind::Dir { .. }) => 4,
                 Ok(Kind::File(_)) => 8,
                 Ok(Kind::Symlink(_)) => 10,
@@ -844,7 +859,7 @@ impl<M: Memory> Kernel<M> {
                 Err(_) => 0,
             };
             let start = out.len();
-            out.extend_from_slice(&(*ino as u64).to_le_bytes());
+            out.extend_from_slice(&(ino as u64).to_le_bytes());
             out.extend_from_slice(&((pos + 1) as u64).to_le_bytes());
             out.extend_from_slice(&(reclen as u16).to_le_bytes());
             out.push(t);
@@ -852,7 +867,7 @@ impl<M: Memory> Kernel<M> {
             out.resize(start + reclen, 0);
             pos += 1;
         }
-        if out.is_empty() && pos < entries.len() {
+        if out.is_empty() && more {
             return Err(Errno::EINVAL);
         }
         self.put(pid, buf, &out)?;
@@ -994,7 +1009,7 @@ impl<M: Memory> Kernel<M> {
         }
         let (Some(old_end), Some(new_end)) = (page_up(cur), page_up(want)) else { return cur };
         if new_end > old_end {
-            if self.p(pid).regions.range(..new_end).any(|(&s, &e)| s < new_end && e > old_end) {
+            if self.p(pid).regions.any_in(old_end, new_end) {
                 return cur;
             }
             if self.map(pid, old_end, new_end - old_end, Prot { read: true, write: true, exec: false }).is_err() {
@@ -1039,7 +1054,7 @@ impl<M: Memory> Kernel<M> {
             if addr % PAGE != 0 || !user_range(addr, len) {
                 return Err(Errno::EINVAL);
             }
-            if flags & MAP_FIXED_NOREPLACE != 0 && self.p(pid).regions.iter().any(|(&s, &e)| s < addr + len && e > addr) {
+            if flags & MAP_FIXED_NOREPLACE != 0 && self.p(pid).regions.any_in(addr, addr + len) {
                 return Err(Errno::EEXIST);
             }
             addr
@@ -1091,7 +1106,7 @@ impl<M: Memory> Kernel<M> {
         if !user_range(addr, len) {
             return Err(Errno::ENOMEM);
         }
-        let covered = self.p(pid).regions.iter().map(|(&s, &e)| e.min(addr + len).saturating_sub(s.max(addr))).sum::<u64>();
+        let covered = self.p(pid).regions.overlap(addr, addr + len);
         if covered != len {
             return Err(Errno::ENOMEM);
         }
@@ -1150,7 +1165,18 @@ impl<M: Memory> Kernel<M> {
     }
 
     fn execve(&mut self, pid: Pid, pva: u64, argv: u64, envp: u64) -> Result<Out, Errno> {
+        /// `MAX_ARG_STRLEN`: one argument or variable, its NUL included.
+        const MAX_ARG_STRLEN: usize = 32 * PAGE as usize;
         let path = self.path(pid, pva)?;
+        // Linux (6.x `alloc_bprm`) opens the file before it reads argv and envp: a missing or
+        // unexecutable file is ENOENT or EACCES whatever the argument pointers are.
+        if path != PROC_SELF_EXE {
+            let ino = self.fs.resolve(self.p(pid).cwd, &path, true)?;
+            if !matches!(self.fs.get(ino)?.kind, Kind::File(_)) {
+                return Err(Errno::EACCES);
+            }
+            self.fs.access(ino, X_OK)?;
+        }
         let read_list = |k: &Self, mut va: u64| -> Result<Vec<Vec<u8>>, Errno> {
             let mut v = Vec::new();
             let mut total = 0usize;
@@ -1162,7 +1188,7 @@ impl<M: Memory> Kernel<M> {
                 if p == 0 {
                     return Ok(v);
                 }
-                let s = k.cstr(pid, p, super::elf::MAX_ARG_BYTES).map_err(|e| if e == Errno::ENAMETOOLONG { Errno::E2BIG } else { e })?;
+                let s = k.cstr(pid, p, MAX_ARG_STRLEN).map_err(|e| if e == Errno::ENAMETOOLONG { Errno::E2BIG } else { e })?;
                 total += s.len() + 1;
                 if total > super::elf::MAX_ARG_BYTES || v.len() >= MAX_ARGS {
                     return Err(Errno::E2BIG);
@@ -1561,6 +1587,53 @@ mod tests {
     }
 
     #[test]
+    fn page_zero_is_a_user_address_and_nothing_to_copy_never_faults() {
+        // Found by the abuse suite against a native run: read(/dev/null, NULL, 16) is 0 on
+        // Linux (access_ok passes page 0; no byte is copied), not EFAULT.
+        let mut h = boot();
+        assert_eq!(h.call(nr::READ, &[0, 0, 16]), 0);
+        assert_eq!(h.call(nr::READ, &[0, 8, 16]), 0);
+        assert_eq!(h.call(nr::WRITE, &[1, 0, 16]), Errno::EFAULT.ret(), "a copy that happens still faults");
+        assert_eq!(h.call(nr::READ, &[0, USER_END - 8, 16]), Errno::EFAULT.ret());
+    }
+
+    #[test]
+    fn one_writev_moves_at_most_a_megabyte() {
+        // 1024 iovecs of 1 MiB each would otherwise queue a gigabyte of output in one call.
+        let mut h = boot();
+        let buf = h.call(nr::MMAP, &[0, 1 << 20, 3, 0x22, u64::MAX, 0]) as u64;
+        let mut iov = vec![];
+        for _ in 0..1024 {
+            iov.extend_from_slice(&buf.to_le_bytes());
+            iov.extend_from_slice(&(1u64 << 20).to_le_bytes());
+        }
+        h.poke(SCRATCH, &iov);
+        assert_eq!(h.call(nr::WRITEV, &[1, SCRATCH, 1024]), 1 << 20);
+        assert_eq!(h.k.output.iter().map(|(_, b)| b.len()).sum::<usize>(), 1 << 20);
+    }
+
+    #[test]
+    fn execve_checks_the_file_first_and_each_string_against_max_arg_strlen() {
+        // Both found against native runs: Linux 6.x opens the file before reading argv, and
+        // refuses any single string of 128 KiB or more (MAX_ARG_STRLEN) with E2BIG.
+        let mut h = boot();
+        let missing = h.s(SCRATCH, "/nonexistent");
+        assert_eq!(h.call(nr::EXECVE, &[missing, 0xffff_8000_0000_0000, 0]), Errno::ENOENT.ret());
+        let etc = h.s(SCRATCH, "/etc/passwd");
+        assert_eq!(h.call(nr::EXECVE, &[etc, 0xffff_8000_0000_0000, 0]), Errno::EACCES.ret());
+        let bb = h.s(SCRATCH, "/nix/store/0000-busybox/busybox");
+        assert_eq!(h.call(nr::EXECVE, &[bb, 0xffff_8000_0000_0000, 0]), Errno::EFAULT.ret());
+        let big = h.call(nr::MMAP, &[0, 1 << 18, 3, 0x22, u64::MAX, 0]) as u64;
+        let mut arg = vec![b'a'; 32 * 4096];
+        arg.push(0);
+        h.poke(big, &arg);
+        h.poke(SCRATCH + 0x100, &[big.to_le_bytes(), 0u64.to_le_bytes()].concat());
+        assert_eq!(h.call(nr::EXECVE, &[bb, SCRATCH + 0x100, 0]), Errno::E2BIG.ret());
+        h.poke(big + 32 * 4096 - 1, &[0]);
+        assert_eq!(h.step(nr::EXECVE, &[bb, SCRATCH + 0x100, 0]), Step::Resumed, "131071 bytes and a NUL fit");
+    }
+
+    #[test]
     fn identity_time_random() {
         let mut h = boot();
         assert_eq!(h.call(nr::GETUID, &[]), 1000);
@@ -1853,6 +1926,37 @@ mod tests {
         assert_eq!(h.step(nr::WRITE, &[w2, SCRATCH, 1]), Step::Ret(Errno::EPIPE.ret()));
         assert_eq!(h.k.schedule(), None);
         assert_eq!(h.k.finished(), Some(Status::Signaled(sig::SIGPIPE)));
+    }
+
+    #[test]
+    fn pipe_buffers_count_against_the_memory_limit() {
+        // Found by the abuse suite: 64 processes each filling 500 pipes exhausted the agent's
+        // heap. A pipe's 64 KiB buffer now exists only while it holds data, and is charged.
+        let limit = 16 << 20;
+        let mut h = boot_with(Limits { memory: limit, processes: 8, cpu_ticks: 1000, log_bytes: 1 << 20 });
+        let before = h.k.memory_used();
+        let mut ends = vec![];
+        let err = loop {
+            assert_eq!(h.call(nr::PIPE2, &[SCRATCH, 0]), 0);
+            let fds = h.peek(SCRATCH, 8);
+            let (r, w) = (u32::from_le_bytes(fds[..4].try_into().unwrap()) as u64, u32::from_le_bytes(fds[4..].try_into().unwrap()) as u64);
+            let n = h.call(nr::WRITE, &[w, SCRATCH, 1]);
+            if n < 0 {
+                break n;
+            }
+            ends.push((r, w));
+        };
+        assert_eq!(err, Errno::ENOMEM.ret());
+        assert_eq!(ends.len() as u64, (limit - before) / PIPE_CAP as u64);
+        assert!(h.k.memory_used() <= limit);
+        // Draining a pipe frees its buffer; closing a full one does too.
+        let (r, w) = ends[0];
+        assert_eq!(h.call(nr::READ, &[r, SCRATCH, 16]), 1);
+        assert_eq!(h.call(nr::WRITE, &[w, SCRATCH, 1]), 1, "room again");
+        let (r1, w1) = ends[1];
+        assert_eq!(h.call(nr::CLOSE, &[r1]), 0);
+        assert_eq!(h.call(nr::CLOSE, &[w1]), 0);
+        assert_eq!(h.k.memory_used(), before + (ends.len() as u64 - 1) * PIPE_CAP as u64);
     }
 
     #[test]

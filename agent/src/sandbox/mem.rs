@@ -28,6 +28,13 @@ pub fn user_range(va: u64, len: u64) -> bool {
     va >= PAGE && va.checked_add(len).is_some_and(|e| e <= USER_END)
 }
 
+/// Linux's `access_ok`: `[va, va+len)` lies below the end of user space (page 0 included: it
+/// is a user address, only unmapped). The first check of a buffer argument; the copy itself
+/// then faults on unmapped pages.
+pub fn access_ok(va: u64, len: u64) -> bool {
+    va.checked_add(len).is_some_and(|e| e <= USER_END)
+}
+
 /// One process's user address space.
 pub trait Memory: Sized {
     /// Copies user bytes at `va` into `buf`; needs readable pages.
