@@ -281,10 +281,27 @@ fn exit_code(status: Status) -> i32 {
 /// Runs the sandbox until its first process (the builder) ends: each process runs in ring 3
 /// until an event, which the kernel handles; output streams out as Output frames (fd byte +
 /// bytes) and the kernel's notes go to the agent log as they appear.
+///
+/// The agent's own time on the build's behalf (everything but ring 3) is charged to the CPU
+/// limit in ticks, measured with the TSC: otherwise a loop of costly calls (forking a large
+/// process again and again) would run past any limit.
 fn run_sandbox(kernel: &mut Kernel<arch::user::AddressSpace>, out: &mut Writer) -> Result<Status, StreamError> {
     use arch::user::Event;
+    let per_tick = arch::timer::tsc_per_tick();
+    let mut agent_cycles = 0u64;
+    let mut since = arch::cpu::rdtsc();
     loop {
+        let now = arch::cpu::rdtsc();
+        agent_cycles += now.saturating_sub(since);
+        since = now;
+        if agent_cycles >= per_tick {
+            kernel.charge(agent_cycles / per_tick);
+            agent_cycles %= per_tick;
+        }
         if let Some(status) = kernel.finished() {
+            for note in kernel.notes.drain(..) {
+                log::warn!("{note}");
+            }
             for nr in kernel.unimplemented() {
                 log::warn!("sandbox: system call {nr} was asked for and is not implemented (ENOSYS)");
             }
@@ -296,7 +313,9 @@ fn run_sandbox(kernel: &mut Kernel<arch::user::AddressSpace>, out: &mut Writer) 
             continue;
         };
         let Some(p) = kernel.process(pid) else { continue };
-        match arch::user::run(&p.mem, &mut p.regs) {
+        let event = arch::user::run(&p.mem, &mut p.regs);
+        since = arch::cpu::rdtsc();
+        match event {
             Event::Syscall => {
                 kernel.syscall(pid);
             }

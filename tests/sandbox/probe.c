@@ -126,6 +126,20 @@ static void fork_memory(void) {
     }
 }
 
+/* Holds 64 MiB and forks a child that exits at once, again and again: each fork costs the
+ * agent a 64 MiB copy and the process almost no ring-3 time. */
+static void fork_loop(void) {
+    long m = sys6(MMAP, 0, 64 << 20, 3, 0x22, -1, 0);
+    if (m < 0) { report("mmap: errno", -m); exit_(1); }
+    for (long o = 0; o < (64 << 20); o += 4096) ((volatile char *)m)[o] = 1;
+    for (long n = 0;; n++) {
+        long r = sys3(FORK, 0, 0, 0);
+        if (r == 0) exit_(0);
+        if (r < 0) { report("fork: errno", -r); exit_(1); }
+        sys6(61, r, 0, 0, 0, 0, 0); /* wait4 */
+    }
+}
+
 static void write_file(void) {
     long fd = sys3(OPEN, (long)"big", 0101, 0644); /* O_CREAT | O_WRONLY */
     long total = 0;
@@ -269,6 +283,7 @@ __attribute__((used)) static void start_c(long *sp) {
     else if (eq(mode, "spin")) for (;;) __asm__ volatile("");
     else if (eq(mode, "fork-bomb")) fork_bomb();
     else if (eq(mode, "fork-memory")) fork_memory();
+    else if (eq(mode, "fork-loop")) fork_loop();
     else if (eq(mode, "eat-mmap")) eat_mmap();
     else if (eq(mode, "eat-brk")) eat_brk();
     else if (eq(mode, "sparse-mmap")) sparse_mmap();

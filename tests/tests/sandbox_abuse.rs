@@ -99,6 +99,14 @@ fn an_infinite_loop_ends_at_the_cpu_limit() {
     // A shell loop, too.
     let o = run(&busybox(), &["busybox", "sh", "-c", "while :; do :; done"], Requested { cpu_ticks: 20, ..Default::default() });
     assert_eq!(o.r.status, 128 + 24);
+    // A loop spending its time in the agent (each fork copies 64 MiB; the process itself runs
+    // for microseconds): the agent's time is charged too, or this would never end.
+    let o = probe_run("fork-loop", Requested { cpu_ticks: 100, ..Default::default() });
+    assert_eq!(o.r.status, 128 + 24, "{}", o.stdout());
+    let note = o.serial.lines().find(|l| l.contains("CPU time limit reached after")).expect("a note");
+    let words: Vec<&str> = note.split(|c: char| !c.is_ascii_digit()).filter(|w| !w.is_empty()).collect();
+    let (all, agent): (u64, u64) = (words[0].parse().unwrap(), words[1].parse().unwrap());
+    assert!(agent * 2 > all, "most of the time was the agent's: {note}");
 }
 
 #[test]

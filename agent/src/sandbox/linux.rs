@@ -2017,6 +2017,12 @@ mod tests {
             h.k.tick();
         }
         assert_eq!(h.k.finished(), Some(Status::Signaled(sig::SIGXCPU)));
+        // Time the agent spends on the build's behalf counts too.
+        let mut h = boot();
+        assert!(!h.k.charge(600));
+        h.k.tick();
+        assert!(h.k.charge(400));
+        assert_eq!(h.k.finished(), Some(Status::Signaled(sig::SIGXCPU)));
         let mut h = boot();
         assert_eq!(h.call(nr::PIPE2, &[SCRATCH, 0]), 0);
         h.k.process(1).unwrap().regs.gpr[RAX] = nr::READ;

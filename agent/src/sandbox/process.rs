@@ -327,7 +327,9 @@ pub struct Kernel<M: Memory> {
     pub notes: Vec<String>,
     unimplemented: BTreeSet<u64>,
     pub limits: Limits,
+    /// CPU time charged, in timer ticks: ring 3 and the agent's share.
     pub ticks: u64,
+    pub agent_ticks: u64,
     /// Bytes written to stdout and stderr so far.
     pub log_written: u64,
     /// Bytes of pipe buffers allocated (see [`Pipe`]).
@@ -353,6 +355,7 @@ impl<M: Memory> Kernel<M> {
             unimplemented: BTreeSet::new(),
             limits,
             ticks: 0,
+            agent_ticks: 0,
             log_written: 0,
             pipe_memory: Rc::new(core::cell::Cell::new(0)),
             open_count: BTreeMap::new(),
@@ -752,16 +755,33 @@ impl<M: Memory> Kernel<M> {
     /// A timer tick while `pid` ran: charges CPU time, enforces the limit, rotates the queue.
     pub fn tick(&mut self) {
         self.ticks += 1;
-        if self.ticks > self.limits.cpu_ticks {
-            if self.result.is_none() {
-                self.notes.push(String::from("sandbox: CPU time limit reached; ending the build"));
-                self.end(1, Status::Signaled(sig::SIGXCPU));
-            }
+        if self.over_cpu_limit() {
             return;
         }
         if let Some(p) = self.queue.pop_front() {
             self.queue.push_back(p);
         }
+    }
+
+    /// Charges `n` ticks of time the agent spent on the build's behalf (system calls, page
+    /// copies, output) to the CPU limit, as Linux charges system time. True when the limit has
+    /// ended the build.
+    pub fn charge(&mut self, n: u64) -> bool {
+        self.ticks = self.ticks.saturating_add(n);
+        self.agent_ticks = self.agent_ticks.saturating_add(n);
+        self.over_cpu_limit()
+    }
+
+    fn over_cpu_limit(&mut self) -> bool {
+        if self.ticks <= self.limits.cpu_ticks {
+            return false;
+        }
+        if self.result.is_none() {
+            let (all, agent) = (self.ticks, self.agent_ticks);
+            self.notes.push(alloc::format!("sandbox: CPU time limit reached after {all} ticks ({agent} of them in the agent); ending the build"));
+            self.end(1, Status::Signaled(sig::SIGXCPU));
+        }
+        true
     }
 
     /// A vfork parent leaves the run queue until its child execs or exits.
