@@ -76,6 +76,7 @@ bench: agent
 	$(CARGO) run -q --release -p integration-tests --bin bench --locked | tee target/bench-boot.md
 	$(CARGO) run -q --release -p integration-tests --bin bench_nar --locked | tee target/bench-nar.md
 	$(CARGO) run -q --release -p integration-tests --bin bench_build --locked | tee target/bench-build.md
+	$(CARGO) run -q --release -p integration-tests --bin bench_sandbox --locked | tee target/bench-sandbox.md
 
 # Each fuzz target for FUZZ_SECONDS (libFuzzer via cargo-fuzz; needs the nightly toolchain).
 FUZZ_SECONDS ?= 60

@@ -142,6 +142,11 @@ impl<D: Disk> OutStream<D> {
         Ok(())
     }
 
+    /// Bytes the stream can still take.
+    pub fn room(&self) -> u64 {
+        self.cap.saturating_sub(self.flushed + self.pending.len() as u64)
+    }
+
     fn commit(&mut self) -> Result<(), StreamError> {
         let mut head = vec![0u8; SECTOR_SIZE];
         head[0..8].copy_from_slice(&STREAM_MAGIC);
@@ -190,14 +195,26 @@ pub struct FrameReader<D: Disk> {
     stream: InStream<D>,
     /// Bytes read ahead of the stream position (a candidate header after a bad one).
     carry: Vec<u8>,
+    /// A frame handed back with `put_back`, returned by the next `next`.
+    back: Option<Incoming>,
 }
 
 impl<D: Disk> FrameReader<D> {
     pub fn new(stream: InStream<D>) -> Self {
-        Self { stream, carry: Vec::new() }
+        Self { stream, carry: Vec::new(), back: None }
+    }
+
+    /// Hands a frame back: the next `next` returns it (one frame of look-ahead, for a reader
+    /// that skips frames until one it does not own).
+    pub fn put_back(&mut self, frame: Incoming) {
+        debug_assert!(self.back.is_none());
+        self.back = Some(frame);
     }
 
     pub fn next(&mut self) -> Result<Incoming, StreamError> {
+        if let Some(f) = self.back.take() {
+            return Ok(f);
+        }
         let mut h = [0u8; HEADER_LEN];
         let have = self.carry.len();
         h[..have].copy_from_slice(&self.carry);
@@ -247,6 +264,10 @@ impl<D: Disk> FrameWriter<D> {
     /// Appends one frame (payloads over MAX_PAYLOAD are a bug in the agent, not host input).
     pub fn send(&mut self, ty: Type, payload: &[u8]) -> Result<(), StreamError> {
         assert!(payload.len() <= proto::MAX_PAYLOAD);
+        // All or nothing: a frame that does not fit leaves no header behind.
+        if (HEADER_LEN + proto::padded(payload.len())) as u64 > self.stream.room() {
+            return Err(StreamError::Full);
+        }
         self.stream.write(&proto::encode_header(ty, payload.len()))?;
         self.stream.write(payload)?;
         let pad = proto::padded(payload.len()) - payload.len();
@@ -255,6 +276,11 @@ impl<D: Disk> FrameWriter<D> {
 
     pub fn flush(&mut self) -> Result<(), StreamError> {
         self.stream.flush()
+    }
+
+    /// Bytes of frames (headers included) the stream can still take.
+    pub fn room(&self) -> u64 {
+        self.stream.room()
     }
 }
 
@@ -322,6 +348,20 @@ pub mod tests {
         let mut r = reader(&s);
         assert_eq!(r.next().unwrap(), Incoming::Frame(Type::Ping, b"hello".to_vec()));
         assert_eq!(r.next().unwrap(), Incoming::Frame(Type::Shutdown, vec![]));
+        assert_eq!(r.next().unwrap(), Incoming::End);
+    }
+
+    #[test]
+    fn a_frame_put_back_comes_next() {
+        let mut s = proto::frame(Type::Ping, b"a");
+        s.extend(proto::frame(Type::Ping, b"b"));
+        let mut r = reader(&s);
+        let a = r.next().unwrap();
+        r.put_back(a);
+        assert_eq!(r.next().unwrap(), Incoming::Frame(Type::Ping, b"a".to_vec()));
+        assert_eq!(r.next().unwrap(), Incoming::Frame(Type::Ping, b"b".to_vec()));
+        r.put_back(Incoming::End);
+        assert_eq!(r.next().unwrap(), Incoming::End);
         assert_eq!(r.next().unwrap(), Incoming::End);
     }
 
@@ -400,6 +440,9 @@ pub mod tests {
     fn output_stream_refuses_to_overflow() {
         let disk = RamDisk::new(DATA_OFFSET as usize + 1024);
         let mut w = FrameWriter::new(OutStream::create(disk).unwrap());
+        assert_eq!(w.room(), 1024);
         assert_eq!(w.send(Type::BulkData, &[0; 2000]), Err(StreamError::Full));
+        w.send(Type::Ping, &[0; 8]).unwrap();
+        assert_eq!(w.room(), 1024 - 24);
     }
 }

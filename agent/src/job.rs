@@ -37,6 +37,8 @@ const MAX_INODES: usize = 1_000_000;
 const CPU_TICKS: u64 = 360_000;
 /// Processes one build may have at once.
 const MAX_PROCESSES: usize = 256;
+/// The builder's log (stdout and stderr together): past it the build ends with SIGXFSZ.
+const MAX_LOG: u64 = 256 << 20;
 /// `NIX_BUILD_CORES`: fixed, so the host's vCPU count cannot leak into outputs.
 const BUILD_CORES: u32 = 1;
 
@@ -136,7 +138,9 @@ fn run(input: &mut Reader, out: &mut Writer, request: &[u8]) -> Result<(), Stop>
     log::info!("build: {} inputs unpacked and checked ({} bytes)", inputs.len(), fs.used_bytes());
 
     // 4. The builder, in the sandbox.
-    let mut kernel = start_builder(fs, &plan, heap)?;
+    // The log may use a quarter of the response stream's room at most: the outputs follow it.
+    let log_bytes = MAX_LOG.min(out.room() / 4);
+    let mut kernel = start_builder(fs, &plan, heap, log_bytes)?;
     let status = run_sandbox(&mut kernel, out)?;
     match status {
         Status::Exited(0) => {}
@@ -239,7 +243,7 @@ fn attest(report_data: &[u8; 64]) -> (AttestationKind, Vec<u8>) {
 
 /// The builder's process, started as Nix 2.8 starts it, in a kernel with this build's limits
 /// (the file system may use half the heap, the builder's processes a quarter).
-fn start_builder(fs: Fs, plan: &Plan, heap: u64) -> Result<Kernel<arch::user::AddressSpace>, Stop> {
+fn start_builder(fs: Fs, plan: &Plan, heap: u64, log_bytes: u64) -> Result<Kernel<arch::user::AddressSpace>, Stop> {
     let outputs: BTreeMap<String, String> = plan.outputs.iter().map(|(n, p)| (n.clone(), p.to_path())).collect();
     let d = &plan.drv;
     let drv_env = env::DrvEnv { builder: &d.builder, args: &d.args, env: &d.env, outputs: &outputs, fixed_output: plan.fixed.is_some() };
@@ -247,7 +251,7 @@ fn start_builder(fs: Fs, plan: &Plan, heap: u64) -> Result<Kernel<arch::user::Ad
         Ok(s) => s,
         Err(e) => return refuse(ErrorCode::BadDerivation, format!("builder environment: {e:?}")),
     };
-    let mut kernel = Kernel::new(fs, Limits { memory: heap / 4, processes: MAX_PROCESSES, cpu_ticks: CPU_TICKS });
+    let mut kernel = Kernel::new(fs, Limits { memory: heap / 4, processes: MAX_PROCESSES, cpu_ticks: CPU_TICKS, log_bytes });
     let Ok(space) = arch::user::AddressSpace::new() else { return refuse(ErrorCode::Sandbox, "out of memory") };
     if let Err(e) = kernel.start_builder(space, &setup) {
         return refuse(ErrorCode::BuildFailed, format!("cannot start the builder '{}': {}", setup.program, e.name()));

@@ -5,6 +5,7 @@
 //! follow the order in which a build uses them:
 //!
 //! - [`proto`]: the framed protocol spoken with the (untrusted) loader.
+//! - [`exec`]: the `Exec` request (one program in a fresh sandbox), checked and capped.
 //! - [`nix`]: Nix semantics — ATerm derivations, store paths, NAR, hashing.
 //! - [`sandbox`]: the builder's world — in-memory file system, ELF, syscalls.
 //! - [`statement`]: what the agent attests to.
@@ -20,6 +21,7 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 pub mod build;
 pub mod channel;
+pub mod exec;
 pub mod proto;
 pub mod nix;
 pub mod statement;

@@ -16,9 +16,8 @@ mod job;
 
 use agent::channel::{FrameReader, FrameWriter, InStream, Incoming, OutStream, StreamError};
 use agent::proto::{self, AttestationKind, ErrorCode, Type};
-use agent::sandbox::abi::Errno;
 use agent::sandbox::fs::{self, Fs};
-use agent::sandbox::process::{Exception, Kernel, Limits, Status};
+use agent::sandbox::process::{Exception, Kernel, Status};
 use alloc::format;
 use alloc::vec::Vec;
 use sha2::{Digest, Sha256};
@@ -143,70 +142,135 @@ fn send_bulk(out: &mut Writer, request: &[u8]) -> Result<(), StreamError> {
     out.flush()
 }
 
-/// The largest executable the agent accepts.
-const MAX_PROGRAM: u64 = 256 << 20;
-
-/// Limits for `Exec` (a development request: one program, no derivation).
-const EXEC_LIMITS: Limits = Limits { memory: 1 << 30, processes: 64, cpu_ticks: 60 * 100 };
-const EXEC_FS_BYTES: u64 = 1 << 30;
-const EXEC_FS_INODES: usize = 100_000;
-
-/// Runs a static program in the sandbox (no derivation): the program is placed read-only at
-/// `/nix/store/exec/program` in a fresh sandbox file system and started with the request's
-/// argv and envp; its stdout/stderr stream back as Output frames, then its status.
-fn exec(input: &mut Reader, out: &mut Writer, request: &[u8]) -> Result<(), StreamError> {
-    let Some((argv, rest)) = proto::decode_strings(request) else {
-        return error(out, ErrorCode::BadPayload, "Exec: malformed argv");
+/// Runs a static program in a fresh sandbox (no derivation; the request is checked and its
+/// limits capped by `agent::exec`): the program is placed read-only at
+/// `/nix/store/exec/program`, each file of the request under `/build` or `/tmp` as the
+/// builder's own, then the program starts with the request's argv and envp; its stdout/stderr
+/// stream back as Output frames, then its status.
+fn exec(input: &mut Reader, out: &mut Writer, payload: &[u8]) -> Result<(), StreamError> {
+    let req = match agent::exec::decode(payload) {
+        Ok(r) => r,
+        Err(refused) => {
+            skip_transfers(input, refused.transfers)?;
+            return error(out, ErrorCode::BadPayload, refused.why);
+        }
     };
-    let Some((envp, _)) = proto::decode_strings(rest) else {
-        return error(out, ErrorCode::BadPayload, "Exec: malformed envp");
+    let grant = agent::exec::grant(&req.limits, arch::memory::heap_free(), out.room());
+    let l = grant.limits;
+    log::info!(
+        "exec: limits: {} MiB memory, {} processes, {} CPU ticks, {} MiB / {} inodes of files, {} bytes of log",
+        l.memory >> 20, l.processes, l.cpu_ticks, grant.fs_bytes >> 20, grant.fs_inodes, l.log_bytes
+    );
+    // The program, then each file: one bulk transfer each, in order.
+    let mut places = Vec::with_capacity(1 + req.files.len());
+    places.push((agent::exec::PROGRAM, true));
+    places.extend(req.files.iter().map(|f| (&f.path[..], f.executable)));
+    let mut fs = match Fs::nix_sandbox(grant.fs_bytes, grant.fs_inodes) {
+        Ok(fs) => fs,
+        Err(e) => {
+            skip_transfers(input, places.len())?;
+            return error(out, ErrorCode::Sandbox, &format!("Exec: sandbox file system: {}", e.name()));
+        }
     };
-    // The executable follows as a bulk transfer.
-    let total = match input.next()? {
-        Incoming::Frame(Type::BulkBegin, p) => match proto::parse_u64(&p) {
-            Some(t) if t <= MAX_PROGRAM => t,
-            _ => return error(out, ErrorCode::TransferTooLarge, "Exec: program too large"),
-        },
-        _ => return error(out, ErrorCode::UnexpectedMessage, "Exec: expected the program as a bulk transfer"),
-    };
-    let mut program = Vec::new();
-    if program.try_reserve_exact(total as usize).is_err() {
-        return error(out, ErrorCode::TransferTooLarge, "Exec: no memory for the program");
-    }
-    while (program.len() as u64) < total {
-        match input.next()? {
-            Incoming::Frame(Type::BulkData, d) if program.len() as u64 + d.len() as u64 <= total => program.extend_from_slice(&d),
-            _ => return error(out, ErrorCode::Truncated, "Exec: program transfer ended early"),
+    for (i, (path, executable)) in places.iter().enumerate() {
+        if let Err((code, text)) = receive_file(input, &mut fs, path, *executable)? {
+            skip_transfers(input, places.len() - i - 1)?;
+            return error(out, code, &text);
         }
     }
-    let place = |fs: &mut Fs| -> Result<(), Errno> {
-        let store = fs.resolve(fs::ROOT, b"/nix/store", true)?;
-        let dir = fs.mkdir(store, b"exec", 0o555)?;
-        let file = fs.create(dir, b"program", 0o555)?;
-        fs.write_at(file, 0, &program)?;
+    // The program is read-only, like a store path.
+    let sealed = fs.resolve(fs::ROOT, agent::exec::PROGRAM_DIR, true).and_then(|dir| {
+        let program = fs.resolve(dir, b"program", true)?;
+        fs.chmod(program, 0o555)?;
+        fs.chmod(dir, 0o555)?;
         fs.set_readonly(dir);
         Ok(())
-    };
-    let mut fs = match Fs::nix_sandbox(EXEC_FS_BYTES, EXEC_FS_INODES) {
-        Ok(fs) => fs,
-        Err(e) => return error(out, ErrorCode::Sandbox, &format!("Exec: sandbox file system: {}", e.name())),
-    };
-    if let Err(e) = place(&mut fs) {
+    });
+    if let Err(e) = sealed {
         return error(out, ErrorCode::Sandbox, &format!("Exec: cannot place the program: {}", e.name()));
     }
-    drop(program);
-    let mut kernel = Kernel::new(fs, EXEC_LIMITS);
+    let mut kernel = Kernel::new(fs, grant.limits);
     let space = match arch::user::AddressSpace::new() {
         Ok(s) => s,
         Err(_) => return error(out, ErrorCode::Sandbox, "Exec: out of memory"),
     };
     let bytes = |v: Vec<alloc::string::String>| v.into_iter().map(alloc::string::String::into_bytes).collect();
-    if let Err(e) = kernel.spawn(space, b"/nix/store/exec/program", bytes(argv), bytes(envp)) {
+    if let Err(e) = kernel.spawn(space, agent::exec::PROGRAM, bytes(req.argv), bytes(req.envp)) {
         return error(out, ErrorCode::Sandbox, &format!("Exec: cannot start the program: {}", e.name()));
     }
     let status = run_sandbox(&mut kernel, out)?;
     out.send(Type::ExitStatus, &exit_code(status).to_le_bytes())?;
     out.flush()
+}
+
+/// Receives the next bulk transfer straight into a new sandbox file at `path` (see
+/// `agent::exec::create_file`: its size is charged before any byte arrives). The outer error
+/// is the channel's; the inner one refuses the request, after skipping the transfer's rest.
+fn receive_file(input: &mut Reader, fs: &mut Fs, path: &[u8], executable: bool) -> Result<Result<(), (ErrorCode, alloc::string::String)>, StreamError> {
+    let name = alloc::string::String::from_utf8_lossy(path);
+    let total = match input.next()? {
+        Incoming::Frame(Type::BulkBegin, p) => match proto::parse_u64(&p) {
+            Some(t) => t,
+            None => return Ok(Err((ErrorCode::BadPayload, "Exec: BulkBegin payload must be 8 bytes".into()))),
+        },
+        other => {
+            input.put_back(other);
+            return Ok(Err((ErrorCode::UnexpectedMessage, format!("Exec: expected {name} as a bulk transfer"))));
+        }
+    };
+    let file = match agent::exec::create_file(fs, path, total, executable) {
+        Ok(f) => f,
+        Err(e) => {
+            skip_data(input, total)?;
+            return Ok(Err((ErrorCode::Sandbox, format!("Exec: cannot place {name} ({total} bytes): {}", e.name()))));
+        }
+    };
+    let mut got = 0u64;
+    while got < total {
+        match input.next()? {
+            Incoming::Frame(Type::BulkData, d) if got + d.len() as u64 <= total => {
+                if let Err(e) = fs.write_at(file, got, &d) {
+                    skip_data(input, total - got - d.len() as u64)?;
+                    return Ok(Err((ErrorCode::Sandbox, format!("Exec: cannot write {name}: {}", e.name()))));
+                }
+                got += d.len() as u64;
+            }
+            other => {
+                input.put_back(other);
+                return Ok(Err((ErrorCode::Truncated, format!("Exec: the transfer of {name} ended early"))));
+            }
+        }
+    }
+    Ok(Ok(()))
+}
+
+/// Skips up to `left` bytes of the current transfer's BulkData frames (after a refusal, so the
+/// next request is read from its start); any other frame is left for the caller.
+fn skip_data(input: &mut Reader, mut left: u64) -> Result<(), StreamError> {
+    while left > 0 {
+        match input.next()? {
+            Incoming::Frame(Type::BulkData, d) if d.len() as u64 <= left => left -= d.len() as u64,
+            other => {
+                input.put_back(other);
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Skips up to `n` whole bulk transfers (the rest of a refused request).
+fn skip_transfers(input: &mut Reader, n: usize) -> Result<(), StreamError> {
+    for _ in 0..n {
+        match input.next()? {
+            Incoming::Frame(Type::BulkBegin, p) => skip_data(input, proto::parse_u64(&p).unwrap_or(0))?,
+            other => {
+                input.put_back(other);
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The shell's view of a status: the exit code, or 128 + the signal.
@@ -220,19 +284,38 @@ fn exit_code(status: Status) -> i32 {
 /// Runs the sandbox until its first process (the builder) ends: each process runs in ring 3
 /// until an event, which the kernel handles; output streams out as Output frames (fd byte +
 /// bytes) and the kernel's notes go to the agent log as they appear.
+///
+/// The agent's own time on the build's behalf (everything but ring 3) is charged to the CPU
+/// limit in ticks, measured with the TSC: otherwise a loop of costly calls (forking a large
+/// process again and again) would run past any limit.
 pub(crate) fn run_sandbox(kernel: &mut Kernel<arch::user::AddressSpace>, out: &mut Writer) -> Result<Status, StreamError> {
     use arch::user::Event;
+    let per_tick = arch::timer::tsc_per_tick();
+    let mut agent_cycles = 0u64;
+    let mut since = arch::cpu::rdtsc();
     loop {
+        let now = arch::cpu::rdtsc();
+        agent_cycles += now.saturating_sub(since);
+        since = now;
+        if agent_cycles >= per_tick {
+            kernel.charge(agent_cycles / per_tick);
+            agent_cycles %= per_tick;
+        }
         if let Some(status) = kernel.finished() {
+            for note in kernel.notes.drain(..) {
+                log::warn!("{note}");
+            }
             return Ok(status); // unimplemented calls were noted, once each, as they happened
         }
-        let Some(pid) = kernel.current() else {
+        let Some(pid) = kernel.schedule() else {
             // Cannot happen while unfinished (the kernel ends a deadlocked build itself).
             kernel.end(1, Status::Signaled(agent::sandbox::process::sig::SIGKILL));
             continue;
         };
         let Some(p) = kernel.process(pid) else { continue };
-        match arch::user::run(&p.mem, &mut p.regs) {
+        let event = arch::user::run(&p.mem, &mut p.regs);
+        since = arch::cpu::rdtsc();
+        match event {
             Event::Syscall => {
                 kernel.syscall(pid);
             }

@@ -52,8 +52,8 @@ pub enum Type {
     /// loader → agent: `[total u64]`: send back a transfer of `total` pattern bytes
     /// (`pattern_byte`), to measure and test the guest → host direction.
     BulkRequest = 0x0013,
-    /// loader → agent: run a static program: `[u32 argc]([u32 len][arg])*[u32 envc]([u32 len][var])*`,
-    /// followed by a bulk transfer of the executable.
+    /// loader → agent: run a static program: argv, envp, then optionally limits and a file
+    /// list (`agent::exec`), followed by a bulk transfer of the executable and one per file.
     Exec = 0x0100,
     /// agent → loader: `[fd u8][bytes]` the program wrote to stdout (1) or stderr (2).
     Output = 0x0101,

@@ -12,7 +12,8 @@ pub mod store;
 pub mod vm;
 
 use agent::proto::{self, Type};
-use vm::{Frame, VmConfig, VmError};
+use std::path::{Path, PathBuf};
+use vm::{Frame, Request, VmConfig, VmError};
 
 /// What `ping` measured.
 #[derive(Debug)]
@@ -59,9 +60,28 @@ pub fn errors(frames: &[Frame]) -> Vec<(u32, String)> {
 pub struct ExecResult {
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
-    /// The exit status; 128 + signal when a fault ended the program.
+    /// The exit status; 128 + signal when a fault or a limit ended the program.
     pub status: i32,
     pub errors: Vec<(u32, String)>,
+}
+
+impl ExecResult {
+    /// Collects an exec's output, status and errors from a run's frames.
+    pub fn from_frames(frames: &[Frame]) -> ExecResult {
+        let mut result = ExecResult { status: -1, ..Default::default() };
+        for f in frames {
+            match f.ty {
+                Type::Output if !f.payload.is_empty() => {
+                    let dst = if f.payload[0] == 2 { &mut result.stderr } else { &mut result.stdout };
+                    dst.extend_from_slice(&f.payload[1..]);
+                }
+                Type::ExitStatus if f.payload.len() == 4 => result.status = i32::from_le_bytes(f.payload[..4].try_into().unwrap()),
+                _ => {}
+            }
+        }
+        result.errors = errors(frames);
+        result
+    }
 }
 
 /// The environment a program gets from `exec` (the variables Nix's sandbox sets that do not
@@ -81,35 +101,73 @@ pub const EXEC_ENV: &[&str] = &[
     "TMPDIR=/build",
 ];
 
-/// Runs a static program in a fresh agent's sandbox; `on_output(fd, bytes)` streams its output.
-pub fn exec(config: &VmConfig, program: &[u8], argv: &[&str], mut on_output: impl FnMut(u8, &[u8])) -> Result<ExecResult, VmError> {
-    let mut request = Vec::new();
-    proto::encode_strings(&mut request, argv);
-    proto::encode_strings(&mut request, EXEC_ENV);
-    let mut result = ExecResult { status: -1, ..Default::default() };
-    let run = vm::run(
-        config,
-        |r| {
-            r.frame(Type::Exec, &request)?;
-            r.bulk(&mut &program[..], program.len() as u64)?;
-            Ok(())
-        },
-        |f| {
-            if f.ty == Type::Output && !f.payload.is_empty() {
-                on_output(f.payload[0], &f.payload[1..]);
-            }
-        },
-    )?;
-    for f in &run.frames {
-        match f.ty {
-            Type::Output if !f.payload.is_empty() => {
-                let dst = if f.payload[0] == 2 { &mut result.stderr } else { &mut result.stdout };
-                dst.extend_from_slice(&f.payload[1..]);
-            }
-            Type::ExitStatus if f.payload.len() == 4 => result.status = i32::from_le_bytes(f.payload[..4].try_into().unwrap()),
-            _ => {}
+/// Where a file's bytes come from.
+#[derive(Clone, Debug)]
+pub enum Contents {
+    /// A host file, streamed into the request.
+    Path(PathBuf),
+    Bytes(Vec<u8>),
+}
+
+/// A file placed in the sandbox before the program starts: `guest` relative (under /build) or
+/// absolute under /build or /tmp (the agent refuses anything else).
+#[derive(Clone, Debug)]
+pub struct ExecFile {
+    pub guest: String,
+    pub contents: Contents,
+    pub executable: bool,
+}
+
+impl ExecFile {
+    /// A host file; executable when its owner may execute it (as Nix's `dumpPath` decides).
+    pub fn from_host(host: &Path, guest: &str) -> std::io::Result<ExecFile> {
+        use std::os::unix::fs::PermissionsExt;
+        let meta = std::fs::metadata(host)?;
+        if !meta.is_file() {
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{} is not a regular file", host.display())));
         }
+        Ok(ExecFile { guest: guest.into(), contents: Contents::Path(host.into()), executable: meta.permissions().mode() & 0o100 != 0 })
     }
-    result.errors = errors(&run.frames);
-    Ok(result)
+}
+
+/// What `exec` sends besides the program: files, and limits (0 = the agent's default; the
+/// agent caps every limit by what it can afford).
+#[derive(Clone, Debug, Default)]
+pub struct ExecOptions {
+    pub files: Vec<ExecFile>,
+    pub limits: agent::exec::Requested,
+}
+
+/// Writes an Exec request: the frame, the program, then each file (see `agent::exec`).
+pub fn exec_request(r: &mut Request, program: &[u8], argv: &[&str], options: &ExecOptions) -> Result<(), VmError> {
+    let files: Vec<(&str, bool)> = options.files.iter().map(|f| (f.guest.as_str(), f.executable)).collect();
+    r.frame(Type::Exec, &agent::exec::encode(argv, EXEC_ENV, &options.limits, &files))?;
+    r.bulk(&mut &program[..], program.len() as u64)?;
+    for f in &options.files {
+        match &f.contents {
+            Contents::Bytes(b) => r.bulk(&mut &b[..], b.len() as u64)?,
+            Contents::Path(p) => {
+                let what = || format!("reading {}", p.display());
+                let file = std::fs::File::open(p).map_err(|source| VmError::Io { what: what(), source })?;
+                let len = file.metadata().map_err(|source| VmError::Io { what: what(), source })?.len();
+                r.bulk(&mut std::io::BufReader::new(file), len)?
+            }
+        };
+    }
+    Ok(())
+}
+
+/// Runs a static program in a fresh agent's sandbox; `on_output(fd, bytes)` streams its output.
+pub fn exec(config: &VmConfig, program: &[u8], argv: &[&str], on_output: impl FnMut(u8, &[u8])) -> Result<ExecResult, VmError> {
+    exec_with(config, program, argv, &ExecOptions::default(), on_output)
+}
+
+/// [`exec`] with files and limits.
+pub fn exec_with(config: &VmConfig, program: &[u8], argv: &[&str], options: &ExecOptions, mut on_output: impl FnMut(u8, &[u8])) -> Result<ExecResult, VmError> {
+    let run = vm::run(config, |r| exec_request(r, program, argv, options), |f| {
+        if f.ty == Type::Output && !f.payload.is_empty() {
+            on_output(f.payload[0], &f.payload[1..]);
+        }
+    })?;
+    Ok(ExecResult::from_frames(&run.frames))
 }

@@ -14,6 +14,27 @@ enum Cli {
     Exec {
         #[command(flatten)]
         vm: VmArgs,
+        /// Place a host file in the sandbox before the program starts: GUEST relative (under
+        /// /build) or absolute under /build or /tmp; writable by the program, executable when
+        /// the host file is. Split at the last '='. Repeatable.
+        #[arg(long = "file", value_name = "HOST=GUEST")]
+        files: Vec<String>,
+        /// Limits the agent applies (0 = its default; it caps each by what it can afford):
+        /// bytes of memory across all processes.
+        #[arg(long, value_name = "BYTES", default_value_t = 0)]
+        max_memory: u64,
+        /// Processes alive at once.
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        max_processes: u64,
+        /// CPU time in 10 ms ticks (past it the build ends with SIGXCPU).
+        #[arg(long, value_name = "TICKS", default_value_t = 0)]
+        max_cpu_ticks: u64,
+        /// Bytes of files in the sandbox (the program and --file included).
+        #[arg(long, value_name = "BYTES", default_value_t = 0)]
+        max_files: u64,
+        /// Bytes of stdout and stderr (past it the build ends with SIGXFSZ).
+        #[arg(long, value_name = "BYTES", default_value_t = 0)]
+        max_log: u64,
         /// The program and its arguments.
         #[arg(trailing_var_arg = true, required = true)]
         command: Vec<String>,
@@ -80,11 +101,17 @@ fn main() -> anyhow::Result<()> {
             println!("total:         {:.1} ms", r.timings.total.as_secs_f64() * 1e3);
             Ok(())
         }
-        Cli::Exec { vm, command } => {
+        Cli::Exec { vm, files, max_memory, max_processes, max_cpu_ticks, max_files, max_log, command } => {
             use std::io::Write;
             let program = std::fs::read(&command[0]).with_context(|| format!("reading {}", command[0]))?;
             let argv: Vec<&str> = command.iter().map(String::as_str).collect();
-            let r = loader::exec(&vm.config(), &program, &argv, |fd, bytes| {
+            let mut options = loader::ExecOptions::default();
+            options.limits = agent::exec::Requested { memory: max_memory, processes: max_processes, cpu_ticks: max_cpu_ticks, fs_bytes: max_files, log_bytes: max_log };
+            for f in &files {
+                let (host, guest) = f.rsplit_once('=').with_context(|| format!("--file {f}: expected HOST=GUEST"))?;
+                options.files.push(loader::ExecFile::from_host(host.as_ref(), guest).with_context(|| format!("--file {f}"))?);
+            }
+            let r = loader::exec_with(&vm.config(), &program, &argv, &options, |fd, bytes| {
                 let _ = if fd == 2 { std::io::stderr().write_all(bytes) } else { std::io::stdout().write_all(bytes) };
             })
             .context("running the program in the agent")?;

@@ -16,6 +16,7 @@ pub fn agent_bin() -> PathBuf {
 }
 
 pub mod e2e;
+pub mod sandbox;
 
 /// The deliberately faulting test image built by `make agent-fault-test`.
 pub fn fault_test_bin() -> PathBuf {

@@ -4,23 +4,7 @@
 use integration_tests::vm_config;
 use loader::vm::Accel;
 use std::process::Command;
-use std::sync::OnceLock;
-
-fn probe() -> &'static [u8] {
-    static P: OnceLock<Vec<u8>> = OnceLock::new();
-    P.get_or_init(|| {
-        let root = integration_tests::root();
-        let out = root.join("target/sandbox-probe");
-        let status = Command::new("gcc")
-            .args(["-static", "-nostdlib", "-fno-stack-protector", "-fno-pie", "-no-pie", "-O1", "-o"])
-            .arg(&out)
-            .arg(root.join("tests/sandbox/probe.c"))
-            .status()
-            .unwrap();
-        assert!(status.success(), "gcc");
-        std::fs::read(out).unwrap()
-    })
-}
+use integration_tests::sandbox::probe;
 
 fn run(args: &[&str]) -> loader::ExecResult {
     let mut argv = vec!["probe"];
@@ -165,4 +149,79 @@ fn the_builder_cannot_write_outside_its_places() {
     // New entries in the store are allowed (as in Nix's chroot store), inputs' places are not.
     let r = loader::exec(&vm_config(Accel::Auto), &busybox(), &["busybox", "sh", "-c", "echo x > /nix/store/new && read y < /nix/store/new && echo $y"], |_, _| {}).unwrap();
     assert_eq!((r.status, String::from_utf8_lossy(&r.stdout).into_owned()), (0, "x\n".to_string()));
+}
+
+/// Files sent with the request are in place, the builder's own, before the program starts;
+/// the same script over the same files natively (modes 0644/0755, as the loader sends them)
+/// prints the same.
+#[test]
+fn files_sent_with_the_request_are_placed_before_the_program_starts() {
+    use loader::{Contents, ExecFile, ExecOptions};
+    let files: &[(&str, &[u8], bool)] = &[("in.txt", b"one\ntwo\n", false), ("sub/dir/run.sh", b"echo from a script\n", true), ("empty", b"", false)];
+    let script = "cat in.txt; stat -c '%a %s %n' in.txt sub/dir/run.sh empty; echo three >> in.txt; cat in.txt; \
+                  sh sub/dir/run.sh; test -x sub/dir/run.sh && echo executable; chmod 600 in.txt; stat -c %a in.txt; rm -r sub; ls";
+    let mut options = ExecOptions::default();
+    for (name, bytes, executable) in files {
+        options.files.push(ExecFile { guest: name.to_string(), contents: Contents::Bytes(bytes.to_vec()), executable: *executable });
+    }
+    options.files.push(ExecFile { guest: "/tmp/abs".into(), contents: Contents::Bytes(b"in tmp\n".to_vec()), executable: false });
+    let ours = loader::exec_with(&vm_config(Accel::Auto), &busybox(), &["busybox", "sh", "-c", &format!("{script}; cat /tmp/abs")], &options, |_, _| {}).unwrap();
+    assert_eq!(ours.errors, vec![]);
+
+    let dir = integration_tests::root().join(format!("target/sandbox-files-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    for (name, bytes, executable) in files {
+        use std::os::unix::fs::PermissionsExt;
+        let p = dir.join(name);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, bytes).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(if *executable { 0o755 } else { 0o644 })).unwrap();
+    }
+    let native = Command::new("/bin/busybox").args(["sh", "-c", script]).current_dir(&dir).env_clear().output().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut want = String::from_utf8(native.stdout).unwrap();
+    want.push_str("in tmp\n");
+    assert_eq!(String::from_utf8_lossy(&ours.stdout), want);
+    assert_eq!(ours.status, native.status.code().unwrap());
+}
+
+/// Every file name and size is checked by the agent: a refused request gets an Error frame,
+/// its remaining transfers are skipped, and the agent answers the next request.
+#[test]
+fn refused_files_get_an_error_and_the_agent_goes_on() {
+    use agent::proto::{ErrorCode, Type};
+    use loader::{Contents, ExecFile, ExecOptions};
+    let file = |guest: &str, len: usize| ExecFile { guest: guest.into(), contents: Contents::Bytes(vec![7; len]), executable: false };
+    let cases: Vec<(Vec<ExecFile>, u64, ErrorCode, &str)> = vec![
+        (vec![file("../escape", 1)], 0, ErrorCode::BadPayload, "'.' or '..'"),
+        (vec![file("a/../../escape", 1)], 0, ErrorCode::BadPayload, "'.' or '..'"),
+        (vec![file("/build/../etc/x", 1)], 0, ErrorCode::BadPayload, "'.' or '..'"),
+        (vec![file("/etc/passwd", 1)], 0, ErrorCode::BadPayload, "under /build or /tmp"),
+        (vec![file("/nix/store/x", 1)], 0, ErrorCode::BadPayload, "under /build or /tmp"),
+        (vec![file("nul\0byte", 1)], 0, ErrorCode::BadPayload, "NUL"),
+        (vec![file(&"n".repeat(256), 1)], 0, ErrorCode::BadPayload, "too long"),
+        (vec![file("x", 1), file("/build/x", 1)], 0, ErrorCode::BadPayload, "twice"),
+        (vec![file("x", 1), file("x/y", 1)], 0, ErrorCode::Sandbox, "ENOTDIR"),
+        // Past the file-system limit (the program counts too): refused before a byte is kept.
+        (vec![file("small", 10), file("big", 8 << 20), file("after", 10)], 4 << 20, ErrorCode::Sandbox, "ENOSPC"),
+    ];
+    for (files, fs_bytes, code, text) in cases {
+        let mut options = ExecOptions { files, ..Default::default() };
+        options.limits.fs_bytes = fs_bytes;
+        let run = loader::vm::run(
+            &vm_config(Accel::Auto),
+            |r| {
+                loader::exec_request(r, &busybox(), &["busybox", "true"], &options)?;
+                r.frame(Type::Ping, b"next")?;
+                Ok(())
+            },
+            |_| {},
+        )
+        .unwrap();
+        let errors = loader::errors(&run.frames);
+        let names: Vec<&str> = options.files.iter().map(|f| f.guest.as_str()).collect();
+        assert!(errors.len() == 1 && errors[0].0 == code as u32 && errors[0].1.contains(text), "{names:?}: {errors:?}");
+        assert!(!run.frames.iter().any(|f| f.ty == Type::ExitStatus || f.ty == Type::BulkAck), "{names:?}");
+        assert!(run.frames.iter().any(|f| f.ty == Type::Pong && f.payload == b"next"), "{names:?}");
+    }
 }

@@ -169,6 +169,9 @@ pub fn init() {
         for (v, &addr) in stubs.iter().enumerate() {
             IDT.0[v] = gate(addr, if v == 8 { 1 } else { 0 }); // double fault on its own stack
         }
+        // `int3` from ring 3 raises #BP (SIGTRAP), as on Linux, rather than #GP: DPL 3. The
+        // handler sees a ring-3 frame and ends only the process.
+        IDT.0[3][0] |= 3 << 45;
         let irqs = &*addr_of!(interrupt_stubs);
         IDT.0[super::timer::VECTOR as usize] = gate(irqs[0], 0);
         IDT.0[super::timer::SPURIOUS as usize] = gate(irqs[1], 0);

@@ -55,6 +55,74 @@ pub fn init() {
     log::info!("memory: {} MiB RAM, heap {} MiB at {:#x}", end >> 20, size >> 20, start);
 }
 
+/// Bytes of heap not allocated, counting pooled frames as free (what the sandbox's limits are
+/// capped by).
+pub fn heap_free() -> u64 {
+    // SAFETY: see `frames`.
+    let pooled = unsafe { frames() }.free.len() as u64 * PAGE_SIZE;
+    HEAP.lock().free() as u64 + pooled
+}
+
+/// Page frames for user address spaces: taken from the heap a chunk at a time and handed out
+/// one frame at a time from a stack of free ones, so the page allocations of a builder (a
+/// million, for a large build) neither walk nor fragment the heap's free list. Frames go back
+/// to the stack, never to the heap.
+struct Frames {
+    /// Physical addresses of free frames; its capacity covers every frame ever pooled, so
+    /// freeing never allocates.
+    free: alloc::vec::Vec<u64>,
+    /// Frames pooled so far.
+    total: usize,
+}
+
+static mut FRAMES: Frames = Frames { free: alloc::vec::Vec::new(), total: 0 };
+
+/// # Safety
+/// One CPU, interrupts off in the agent, and no caller holds the reference across another
+/// call here: nothing can observe the pool mid-update.
+unsafe fn frames() -> &'static mut Frames {
+    // SAFETY: per this function's contract.
+    unsafe { &mut *core::ptr::addr_of_mut!(FRAMES) }
+}
+
+/// Frames per chunk (2 MiB), and the smallest chunk tried when the heap is short.
+const CHUNK_FRAMES: usize = 512;
+
+/// A zeroed frame for page tables or user pages (physical address).
+pub fn alloc_frame() -> Option<u64> {
+    // SAFETY: see `frames`; the reference lives only in this function.
+    let pool = unsafe { frames() };
+    if pool.free.is_empty() {
+        let mut n = CHUNK_FRAMES;
+        let chunk = loop {
+            // Room to hold every pooled frame at once, so `free_frame` never allocates.
+            if pool.free.try_reserve_exact(pool.total + n).is_ok() {
+                if let Some((phys, _)) = alloc_dma_pages(n) {
+                    break phys;
+                }
+            }
+            if n == 1 {
+                return None;
+            }
+            n /= 8;
+        };
+        pool.total += n;
+        pool.free.extend((0..n as u64).rev().map(|i| chunk + i * PAGE_SIZE));
+    }
+    let phys = pool.free.pop()?;
+    // SAFETY: a pooled frame belongs to nobody until handed out here; it is RAM under the
+    // direct map.
+    unsafe { core::ptr::write_bytes(layout::phys_to_virt(phys) as *mut u8, 0, PAGE_SIZE as usize) };
+    Some(phys)
+}
+
+/// Returns a frame from [`alloc_frame`] to the pool.
+pub fn free_frame(phys: u64) {
+    // SAFETY: see `frames`; the capacity reserved when the frame was pooled makes this push
+    // allocation-free.
+    unsafe { frames() }.free.push(phys);
+}
+
 /// Allocates zeroed, page-aligned memory for device DMA. Returns (physical, virtual).
 pub fn alloc_dma_pages(pages: usize) -> Option<(u64, core::ptr::NonNull<u8>)> {
     let layout = core::alloc::Layout::from_size_align(pages * PAGE_SIZE as usize, PAGE_SIZE as usize).ok()?;

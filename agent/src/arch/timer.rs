@@ -21,6 +21,7 @@ const REG_EOI: u64 = 0xB0;
 const REG_SVR: u64 = 0xF0;
 const REG_LVT_TIMER: u64 = 0x320;
 const REG_INITIAL_COUNT: u64 = 0x380;
+const REG_CURRENT_COUNT: u64 = 0x390;
 const REG_DIVIDE: u64 = 0x3E0;
 
 fn apic_base() -> u64 {
@@ -44,6 +45,40 @@ pub fn init() {
     write(REG_DIVIDE, 0b1011); // divide by 1
     write(REG_LVT_TIMER, (1 << 17) | u32::from(VECTOR)); // periodic
     write(REG_INITIAL_COUNT, COUNT_PER_TICK);
+}
+
+fn read(reg: u64) -> u32 {
+    let addr = layout::phys_to_virt(apic_base() + reg) as *const u32;
+    // SAFETY: a read of a local APIC register (MMIO in the page at IA32_APIC_BASE, under the
+    // direct map); reading the current count has no side effect.
+    unsafe { addr.read_volatile() }
+}
+
+static mut TSC_PER_TICK: u64 = 0;
+
+/// TSC cycles per timer tick, measured once (on first use, so boot is not slowed) over 1 ms of
+/// the APIC timer's count: the sandbox charges the time the agent spends on a build with it.
+pub fn tsc_per_tick() -> u64 {
+    // SAFETY: one CPU, interrupts off in the agent: nothing else touches the cache.
+    let cached = unsafe { *core::ptr::addr_of!(TSC_PER_TICK) };
+    if cached != 0 {
+        return cached;
+    }
+    const SPAN: u32 = COUNT_PER_TICK / 10; // 1 ms
+    let c0 = read(REG_CURRENT_COUNT);
+    let t0 = super::cpu::rdtsc();
+    loop {
+        // Periodic mode: the count runs down from COUNT_PER_TICK and reloads.
+        let c = read(REG_CURRENT_COUNT);
+        let gone = if c <= c0 { c0 - c } else { c0 + COUNT_PER_TICK - c };
+        if gone >= SPAN {
+            break;
+        }
+    }
+    let per_tick = ((super::cpu::rdtsc() - t0) * 10).max(1);
+    // SAFETY: as above.
+    unsafe { *core::ptr::addr_of_mut!(TSC_PER_TICK) = per_tick };
+    per_tick
 }
 
 /// Acknowledges the interrupt being handled.

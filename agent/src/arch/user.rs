@@ -15,7 +15,7 @@ use agent::sandbox::mem::{user_range, Fault, Memory, Prot};
 use agent::sandbox::process::Regs;
 use alloc::vec::Vec;
 use core::arch::{asm, global_asm};
-use core::ptr::{addr_of, addr_of_mut, NonNull};
+use core::ptr::{addr_of, addr_of_mut};
 
 const PRESENT: u64 = 1;
 const WRITABLE: u64 = 2;
@@ -49,15 +49,7 @@ fn table(phys: u64) -> *mut PageTable {
     layout::phys_to_virt(phys) as *mut PageTable
 }
 
-fn alloc_frame() -> Option<u64> {
-    memory::alloc_dma_pages(1).map(|(phys, _)| phys)
-}
-
-fn free_frame(phys: u64) {
-    // SAFETY: every frame an address space holds came from `alloc_frame` (one page) and is
-    // freed exactly once, when the entry that owned it is cleared.
-    unsafe { memory::free_dma_pages(NonNull::new_unchecked(layout::phys_to_virt(phys) as *mut u8), 1) }
-}
+use memory::{alloc_frame, free_frame};
 
 fn frame_bytes(phys: u64) -> *mut [u8; 4096] {
     layout::phys_to_virt(phys) as *mut [u8; 4096]
@@ -309,6 +301,10 @@ impl Memory for AddressSpace {
         }
         // SAFETY: the PML4 is ours; its lower half pointed only at the tables just freed.
         unsafe { (&mut *table(self.pml4)).0[..256].fill(0) };
+    }
+
+    fn table_bytes(&self) -> u64 {
+        (self.tables.len() as u64 + 1) * PAGE
     }
 }
 

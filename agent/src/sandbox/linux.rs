@@ -12,8 +12,9 @@ use core::cell::RefCell;
 use super::abi::{nr, Errno, S_IFIFO};
 use super::elf::{Prot, PAGE, USER_END};
 use super::fs::{Device, Ino, Kind, PATH_MAX, R_OK, W_OK, X_OK};
-use super::mem::{user_range, Memory};
+use super::mem::{access_ok, user_range, Memory};
 use super::process::*;
+use super::signal::{Action, Delivery, Info, NSIG};
 
 const AT_FDCWD: i64 = -100;
 const AT_SYMLINK_NOFOLLOW: u64 = 0x100;
@@ -63,7 +64,10 @@ fn chown_ok(uid: u64, gid: u64) -> R {
 impl<M: Memory> Kernel<M> {
     /// Handles the syscall `pid` just made with registers `regs` (already saved in the process).
     pub fn syscall(&mut self, pid: Pid) -> Step {
-        let Some(p) = self.procs.get(&pid) else { return Step::Ended };
+        let Some(p) = self.procs.get_mut(&pid) else { return Step::Ended };
+        // Whatever the process was waiting in, it has come back to run a call.
+        p.sig.restart = false;
+        p.sig.suspend = None;
         let r = p.regs.gpr;
         let (n, a) = (r[RAX], [r[RDI], r[RSI], r[RDX], r[R10], r[R8], r[R9]]);
         let out = match self.dispatch(pid, n, a) {
@@ -80,6 +84,7 @@ impl<M: Memory> Kernel<M> {
                 // instruction (rax still holds the number), as Linux restarts a call.
                 let p = self.pm(pid);
                 p.regs.rip = p.regs.rip.wrapping_sub(2);
+                p.sig.restart = true;
                 self.block(pid);
                 Step::Block
             }
@@ -183,7 +188,37 @@ impl<M: Memory> Kernel<M> {
             }),
             nr::SET_TID_ADDRESS => ret(Ok(pid as i64)),
             nr::RT_SIGACTION => ret(self.sigaction(pid, a[0], a[1], a[2], a[3])),
-            nr::RT_SIGPROCMASK => ret(if a[2] != 0 { self.put(pid, a[2], &[0; 8]).map(|_| 0) } else { Ok(0) }),
+            nr::RT_SIGPROCMASK => ret(self.sigprocmask(pid, a[0], a[1], a[2], a[3])),
+            nr::RT_SIGPENDING => {
+                let s = &self.p(pid).sig;
+                let set = s.pending & s.blocked;
+                ret(if a[1] != 8 { Err(Errno::EINVAL) } else { self.put(pid, a[0], &set.to_le_bytes()).map(|_| 0) })
+            }
+            nr::RT_SIGRETURN => Ok(match self.sigreturn(pid) {
+                Delivery::Ended => Out::Ended,
+                _ => Out::Resumed,
+            }),
+            nr::RT_SIGSUSPEND | nr::PAUSE => {
+                let mask = if n == nr::PAUSE {
+                    self.p(pid).sig.blocked
+                } else if a[1] != 8 {
+                    return ret(Err(Errno::EINVAL));
+                } else {
+                    self.get_u64(pid, a[0])?
+                };
+                Ok(match self.sigsuspend(pid, mask) {
+                    None => Out::Block,
+                    Some(Delivery::Ended) => Out::Ended,
+                    Some(_) => Out::Resumed,
+                })
+            }
+            nr::SIGALTSTACK => {
+                // No alternate stacks: handlers run on the current stack; the old one reads
+                // as disabled (SS_DISABLE).
+                let mut old = [0u8; 24];
+                old[8..12].copy_from_slice(&2u32.to_le_bytes());
+                ret(if a[1] != 0 { self.put(pid, a[1], &old).map(|_| 0) } else { Ok(0) })
+            }
             nr::PRLIMIT64 => ret(self.prlimit(pid, a[0], a[1], a[2], a[3])),
             nr::SCHED_YIELD => {
                 self.pm(pid).regs.gpr[RAX] = 0;
@@ -244,7 +279,7 @@ impl<M: Memory> Kernel<M> {
                 16 => self.put(pid, a[1], b"builder\0\0\0\0\0\0\0\0\0").map(|_| 0), // PR_GET_NAME
                 _ => Err(Errno::EINVAL),
             }),
-            nr::SET_ROBUST_LIST | nr::MADVISE | nr::FADVISE64 | nr::SIGALTSTACK => ret(Ok(0)),
+            nr::SET_ROBUST_LIST | nr::MADVISE | nr::FADVISE64 => ret(Ok(0)),
             // glibc probes rseq and copes without it; not a gap worth a note.
             nr::RSEQ => ret(Err(Errno::ENOSYS)),
             _ => {
@@ -309,8 +344,8 @@ impl<M: Memory> Kernel<M> {
                         Object::Pipe(end) => {
                             let p = end.pipe.borrow();
                             if end.write {
-                                if p.readers == 0 { POLLERR } else if p.buf.len() < PIPE_CAP { events & POLLOUT } else { 0 }
-                            } else if !p.buf.is_empty() {
+                                if p.readers == 0 { POLLERR } else if p.len() < PIPE_CAP { events & POLLOUT } else { 0 }
+                            } else if !p.is_empty() {
                                 events & POLLIN
                             } else if p.writers == 0 {
                                 POLLHUP
@@ -336,10 +371,17 @@ impl<M: Memory> Kernel<M> {
 
     // ---- user memory helpers ----
 
+    /// Copies from user memory; nothing to copy is never a fault (`copy_from_user` of 0 bytes).
     fn get(&self, pid: Pid, va: u64, buf: &mut [u8]) -> Result<(), Errno> {
+        if buf.is_empty() {
+            return Ok(());
+        }
         self.p(pid).mem.read(va, buf).map_err(Errno::from)
     }
     fn put(&mut self, pid: Pid, va: u64, data: &[u8]) -> Result<(), Errno> {
+        if data.is_empty() {
+            return Ok(());
+        }
         self.pm(pid).mem.write(va, data).map_err(Errno::from)
     }
     fn get_u64(&self, pid: Pid, va: u64) -> Result<u64, Errno> {
@@ -450,7 +492,7 @@ impl<M: Memory> Kernel<M> {
         let nb = flags as u32 & O_NONBLOCK;
         // Check the destination before creating anything.
         self.put(pid, va, &[0; 8])?;
-        let pipe = Rc::new(RefCell::new(Pipe::default()));
+        let pipe = Rc::new(RefCell::new(Pipe::new(self.pipe_memory.clone())));
         let r = self.new_fd(Object::Pipe(PipeEnd::new_end(pipe.clone(), false)), nb, cloexec);
         let w = self.new_fd(Object::Pipe(PipeEnd::new_end(pipe, true)), O_WRONLY | nb, cloexec);
         let rfd = self.install(pid, r, 0)?;
@@ -473,7 +515,7 @@ impl<M: Memory> Kernel<M> {
     fn rw(&mut self, pid: Pid, fd: u64, buf: u64, len: u64, at: Option<u64>, write: bool) -> Result<Out, Errno> {
         let e = self.fd(pid, fd)?;
         let len = (len as usize).min(MAX_RW);
-        if len > 0 && !user_range(buf, len as u64) {
+        if !access_ok(buf, len as u64) {
             return Err(Errno::EFAULT);
         }
         let acc = e.ofd.borrow().flags & O_ACCMODE;
@@ -507,6 +549,12 @@ impl<M: Memory> Kernel<M> {
             let len = self.get_u64(pid, at + 8)?;
             if len == 0 {
                 continue;
+            }
+            // One call moves at most MAX_RW bytes in all (a short count, as Linux's
+            // MAX_RW_COUNT), so a thousand iovecs cannot pile up a gigabyte in one call.
+            let len = len.min(MAX_RW as u64 - total as u64);
+            if len == 0 {
+                break;
             }
             match self.rw(pid, fd, base, len, None, write) {
                 Ok(Out::Ret(n)) => {
@@ -542,7 +590,7 @@ impl<M: Memory> Kernel<M> {
                     return Err(Errno::ESPIPE);
                 }
                 let mut p = end.pipe.borrow_mut();
-                if p.buf.is_empty() {
+                if p.is_empty() {
                     if p.writers == 0 {
                         return Ok(Out::Ret(0));
                     }
@@ -551,10 +599,7 @@ impl<M: Memory> Kernel<M> {
                     }
                     return Ok(Out::Block);
                 }
-                let n = buf.len().min(p.buf.len());
-                for (d, s) in buf.iter_mut().zip(p.buf.drain(..n)) {
-                    *d = s;
-                }
+                let n = p.pop(buf);
                 drop(p);
                 drop(o);
                 self.wake_all();
@@ -589,23 +634,25 @@ impl<M: Memory> Kernel<M> {
                 }
                 let mut p = end.pipe.borrow_mut();
                 if p.readers == 0 {
+                    // EPIPE, and SIGPIPE (which ends the writer unless ignored or handled).
                     drop(p);
                     drop(o);
-                    if self.p(pid).ignored & (1 << (sig::SIGPIPE - 1)) != 0 {
-                        return Err(Errno::EPIPE);
-                    }
-                    self.end(pid, Status::Signaled(sig::SIGPIPE));
-                    return Ok(Out::Ended);
+                    self.send(pid, sig::SIGPIPE, Info::kernel());
+                    return Err(Errno::EPIPE);
                 }
-                let room = PIPE_CAP - p.buf.len();
+                // A buffer to allocate must fit under the memory limit (Linux: a pipe page
+                // the memory cgroup refuses is ENOMEM).
+                if p.unallocated() && self.memory_used() + PIPE_CAP as u64 > self.limits.memory {
+                    return Err(Errno::ENOMEM);
+                }
+                let room = PIPE_CAP - p.len();
                 if room == 0 || (data.len() <= 4096 && room < data.len()) {
                     if o.flags & O_NONBLOCK != 0 {
                         return Err(Errno::EAGAIN);
                     }
                     return Ok(Out::Block);
                 }
-                let n = room.min(data.len());
-                p.buf.extend(&data[..n]);
+                let n = p.push(&data[..room.min(data.len())]);
                 drop(p);
                 drop(o);
                 self.wake_all();
@@ -613,11 +660,25 @@ impl<M: Memory> Kernel<M> {
             }
             Object::Log(s) => {
                 let s = *s;
-                match self.output.last_mut() {
-                    Some((t, v)) if *t == s => v.extend_from_slice(data),
-                    _ => self.output.push((s, data.to_vec())),
+                drop(o);
+                // What fits under the log limit goes out; past it the build ends, as Nix kills
+                // a builder that exceeds `max-log-size`.
+                let room = self.limits.log_bytes.saturating_sub(self.log_written);
+                let n = data.len().min(usize::try_from(room).unwrap_or(usize::MAX));
+                if n > 0 {
+                    match self.output.last_mut() {
+                        Some((t, v)) if *t == s => v.extend_from_slice(&data[..n]),
+                        _ => self.output.push((s, data[..n].to_vec())),
+                    }
+                    self.log_written += n as u64;
                 }
-                Ok(Out::Ret(data.len() as i64))
+                if n < data.len() {
+                    let limit = self.limits.log_bytes;
+                    self.notes.push(alloc::format!("sandbox: log limit of {limit} bytes reached (pid {pid}); ending the build"));
+                    self.end(1, Status::Signaled(sig::SIGXFSZ));
+                    return Ok(Out::Ended);
+                }
+                Ok(Out::Ret(n as i64))
             }
         }
     }
@@ -789,16 +850,17 @@ impl<M: Memory> Kernel<M> {
     fn getdents(&mut self, pid: Pid, fd: u64, buf: u64, count: u64) -> R {
         let e = self.fd(pid, fd)?;
         let Object::Inode(dir) = e.ofd.borrow().object else { return Err(Errno::ENOTDIR) };
-        let entries = self.fs.readdir(dir)?;
+        let start = e.ofd.borrow().offset as usize;
         let mut out = Vec::new();
-        let mut pos = e.ofd.borrow().offset as usize;
-        while pos < entries.len() {
-            let (name, ino) = &entries[pos];
+        let mut pos = start;
+        let mut more = false;
+        for (name, ino) in self.fs.readdir_from(dir, start)? {
             let reclen = (19 + name.len() + 1).div_ceil(8) * 8;
-            if out.len() + reclen > count as usize {
+            if out.len() + reclen > (count as usize).min(MAX_RW) {
+                more = true;
                 break;
             }
-            let t = match self.fs.get(*ino).map(|n| &n.kind) {
+            let t = match self.fs.get(ino).map(|n| &n.kind) {
                 Ok(Kind::Dir { .. }) => 4,
                 Ok(Kind::File(_)) => 8,
                 Ok(Kind::Symlink(_)) => 10,
@@ -806,7 +868,7 @@ impl<M: Memory> Kernel<M> {
                 Err(_) => 0,
             };
             let start = out.len();
-            out.extend_from_slice(&(*ino as u64).to_le_bytes());
+            out.extend_from_slice(&(ino as u64).to_le_bytes());
             out.extend_from_slice(&((pos + 1) as u64).to_le_bytes());
             out.extend_from_slice(&(reclen as u16).to_le_bytes());
             out.push(t);
@@ -814,7 +876,7 @@ impl<M: Memory> Kernel<M> {
             out.resize(start + reclen, 0);
             pos += 1;
         }
-        if out.is_empty() && pos < entries.len() {
+        if out.is_empty() && more {
             return Err(Errno::EINVAL);
         }
         self.put(pid, buf, &out)?;
@@ -956,7 +1018,7 @@ impl<M: Memory> Kernel<M> {
         }
         let (Some(old_end), Some(new_end)) = (page_up(cur), page_up(want)) else { return cur };
         if new_end > old_end {
-            if self.p(pid).regions.range(..new_end).any(|(&s, &e)| s < new_end && e > old_end) {
+            if self.p(pid).regions.any_in(old_end, new_end) {
                 return cur;
             }
             if self.map(pid, old_end, new_end - old_end, Prot { read: true, write: true, exec: false }).is_err() {
@@ -1001,7 +1063,7 @@ impl<M: Memory> Kernel<M> {
             if addr % PAGE != 0 || !user_range(addr, len) {
                 return Err(Errno::EINVAL);
             }
-            if flags & MAP_FIXED_NOREPLACE != 0 && self.p(pid).regions.iter().any(|(&s, &e)| s < addr + len && e > addr) {
+            if flags & MAP_FIXED_NOREPLACE != 0 && self.p(pid).regions.any_in(addr, addr + len) {
                 return Err(Errno::EEXIST);
             }
             addr
@@ -1013,12 +1075,13 @@ impl<M: Memory> Kernel<M> {
         let p = Prot { read: prot & 1 != 0 || prot != 0, write: prot & 2 != 0, exec: prot & 4 != 0 };
         self.map(pid, va, len, Prot { read: true, write: true, exec: false })?;
         if let Some(i) = file {
-            let size = self.fs.get(i)?.size();
-            if off < size {
-                let n = (size - off).min(len) as usize;
-                let mut data = alloc::vec![0u8; n];
-                self.fs.read_at(i, off, &mut data)?;
-                self.pm(pid).mem.poke(va, &data).map_err(|_| Errno::EFAULT)?;
+            // A private copy of the file's bytes, straight from the file (no intermediate buffer).
+            if let Kind::File(d) = &self.fs.get(i)?.kind {
+                if off < d.len() as u64 {
+                    let n = (d.len() as u64 - off).min(len) as usize;
+                    let mem = &mut self.procs.get_mut(&pid).ok_or(Errno::ESRCH)?.mem;
+                    mem.poke(va, &d[off as usize..off as usize + n]).map_err(|_| Errno::EFAULT)?;
+                }
             }
         }
         if prot == 0 {
@@ -1052,7 +1115,7 @@ impl<M: Memory> Kernel<M> {
         if !user_range(addr, len) {
             return Err(Errno::ENOMEM);
         }
-        let covered = self.p(pid).regions.iter().map(|(&s, &e)| e.min(addr + len).saturating_sub(s.max(addr))).sum::<u64>();
+        let covered = self.p(pid).regions.overlap(addr, addr + len);
         if covered != len {
             return Err(Errno::ENOMEM);
         }
@@ -1111,7 +1174,18 @@ impl<M: Memory> Kernel<M> {
     }
 
     fn execve(&mut self, pid: Pid, pva: u64, argv: u64, envp: u64) -> Result<Out, Errno> {
+        /// `MAX_ARG_STRLEN`: one argument or variable, its NUL included.
+        const MAX_ARG_STRLEN: usize = 32 * PAGE as usize;
         let path = self.path(pid, pva)?;
+        // Linux (6.x `alloc_bprm`) opens the file before it reads argv and envp: a missing or
+        // unexecutable file is ENOENT or EACCES whatever the argument pointers are.
+        if path != PROC_SELF_EXE {
+            let ino = self.fs.resolve(self.p(pid).cwd, &path, true)?;
+            if !matches!(self.fs.get(ino)?.kind, Kind::File(_)) {
+                return Err(Errno::EACCES);
+            }
+            self.fs.access(ino, X_OK)?;
+        }
         let read_list = |k: &Self, mut va: u64| -> Result<Vec<Vec<u8>>, Errno> {
             let mut v = Vec::new();
             let mut total = 0usize;
@@ -1123,7 +1197,7 @@ impl<M: Memory> Kernel<M> {
                 if p == 0 {
                     return Ok(v);
                 }
-                let s = k.cstr(pid, p, super::elf::MAX_ARG_BYTES).map_err(|e| if e == Errno::ENAMETOOLONG { Errno::E2BIG } else { e })?;
+                let s = k.cstr(pid, p, MAX_ARG_STRLEN).map_err(|e| if e == Errno::ENAMETOOLONG { Errno::E2BIG } else { e })?;
                 total += s.len() + 1;
                 if total > super::elf::MAX_ARG_BYTES || v.len() >= MAX_ARGS {
                     return Err(Errno::E2BIG);
@@ -1175,7 +1249,7 @@ impl<M: Memory> Kernel<M> {
     }
 
     fn kill(&mut self, pid: Pid, who: i64, signal: u64) -> Result<Out, Errno> {
-        if signal > 64 {
+        if signal > u64::from(NSIG) {
             return Err(Errno::EINVAL);
         }
         if who <= 0 {
@@ -1189,40 +1263,51 @@ impl<M: Memory> Kernel<M> {
         if !allowed {
             return Err(Errno::EPERM);
         }
-        if signal == 0 || matches!(self.p(who).state, State::Zombie(_)) {
-            return Ok(Out::Ret(0));
+        if signal != 0 {
+            self.send(who, signal as u8, Info::user(pid));
         }
-        // No handlers run in the sandbox: a signal not ignored ends the process (SIGCHLD, SIGURG, SIGWINCH are ignored by default).
-        let ignored = self.p(who).ignored & (1 << (signal - 1)) != 0 || matches!(signal, 17 | 23 | 28);
-        if signal != 9 && ignored {
-            return Ok(Out::Ret(0));
-        }
-        self.end(who, Status::Signaled(signal as u8));
-        if who == pid {
+        // SIGKILL to itself ends the caller at once; other signals are acted on before it
+        // runs again.
+        if !self.procs.get(&pid).is_some_and(|p| !matches!(p.state, State::Zombie(_))) {
             return Ok(Out::Ended);
         }
         Ok(Out::Ret(0))
     }
 
     fn sigaction(&mut self, pid: Pid, signal: u64, act: u64, old: u64, size: u64) -> R {
-        if signal == 0 || signal > 64 || size != 8 || (act != 0 && (signal == 9 || signal == 19)) {
+        if signal == 0 || signal > u64::from(NSIG) || size != 8 {
             return Err(Errno::EINVAL);
         }
-        let bit = 1u64 << (signal - 1);
-        let was_ignored = self.p(pid).ignored & bit != 0;
+        let sig = signal as u8;
+        let was = self.p(pid).sig.action(sig);
         if act != 0 {
-            let handler = self.get_u64(pid, act)?;
-            let p = self.pm(pid);
-            if handler == 1 {
-                p.ignored |= bit;
-            } else {
-                p.ignored &= !bit;
-            }
+            let mut b = [0u8; 32];
+            self.get(pid, act, &mut b)?;
+            self.pm(pid).sig.set_action(sig, Action::from_bytes(&b))?;
         }
         if old != 0 {
-            let mut b = [0u8; 32];
-            b[..8].copy_from_slice(&(was_ignored as u64).to_le_bytes());
-            self.put(pid, old, &b)?;
+            self.put(pid, old, &was.to_bytes())?;
+        }
+        Ok(0)
+    }
+
+    fn sigprocmask(&mut self, pid: Pid, how: u64, set: u64, old: u64, size: u64) -> R {
+        if size != 8 {
+            return Err(Errno::EINVAL);
+        }
+        let was = self.p(pid).sig.blocked;
+        if set != 0 {
+            let m = self.get_u64(pid, set)?;
+            let new = match how {
+                0 => was | m,  // SIG_BLOCK
+                1 => was & !m, // SIG_UNBLOCK
+                2 => m,        // SIG_SETMASK
+                _ => return Err(Errno::EINVAL),
+            };
+            self.pm(pid).sig.set_blocked(new);
+        }
+        if old != 0 {
+            self.put(pid, old, &was.to_le_bytes())?;
         }
         Ok(0)
     }
@@ -1286,6 +1371,10 @@ mod tests {
 
     /// A kernel running /bin/busybox (loaded by the real exec path) with a scratch page area.
     fn boot() -> H {
+        boot_with(Limits { memory: 256 << 20, processes: 8, cpu_ticks: 1000, log_bytes: 1 << 20 })
+    }
+
+    fn boot_with(limits: Limits) -> H {
         let mut fs = Fs::nix_sandbox(64 << 20, 10_000).unwrap();
         let bb = std::fs::read("/bin/busybox").expect("/bin/busybox (busybox-static) is needed");
         let store = fs.resolve(ROOT, b"/nix/store", true).unwrap();
@@ -1293,7 +1382,7 @@ mod tests {
         let f = fs.create(d, b"busybox", 0o555).unwrap();
         fs.write_at(f, 0, &bb).unwrap();
         fs.set_readonly(d);
-        let mut k = Kernel::new(fs, Limits { memory: 256 << 20, processes: 8, cpu_ticks: 1000 });
+        let mut k = Kernel::new(fs, limits);
         let pid = k
             .spawn(MockMemory::new(), b"/nix/store/0000-busybox/busybox", vec![b"sh".to_vec()], vec![b"HOME=/homeless-shelter".to_vec()])
             .unwrap();
@@ -1304,7 +1393,7 @@ mod tests {
     }
 
     impl H {
-        fn call(&mut self, n: u64, a: &[u64]) -> i64 {
+        fn step(&mut self, n: u64, a: &[u64]) -> Step {
             let mut r = [0u64; 6];
             r[..a.len()].copy_from_slice(a);
             let p = self.k.process(self.pid).unwrap();
@@ -1312,10 +1401,26 @@ mod tests {
             for (i, reg) in [RDI, RSI, RDX, R10, R8, R9].iter().enumerate() {
                 p.regs.gpr[*reg] = r[i];
             }
-            match self.k.syscall(self.pid) {
+            self.k.syscall(self.pid)
+        }
+        fn call(&mut self, n: u64, a: &[u64]) -> i64 {
+            match self.step(n, a) {
                 Step::Ret(v) => v,
                 s => panic!("syscall {n} gave {s:?}"),
             }
+        }
+        fn regs(&mut self) -> &mut Regs {
+            &mut self.k.process(self.pid).unwrap().regs
+        }
+        /// `rt_sigaction(sig, {handler, flags, restorer, mask})`.
+        fn handle(&mut self, sig: u8, handler: u64, flags: u64, mask: u64) {
+            let a = Action { handler, flags, restorer: RESTORER, mask };
+            self.poke(SCRATCH + 0xf000, &a.to_bytes());
+            assert_eq!(self.call(nr::RT_SIGACTION, &[u64::from(sig), SCRATCH + 0xf000, 0, 8]), 0);
+        }
+        /// A u64 of the `sigcontext` in the frame at `frame` (index in its order).
+        fn frame_word(&mut self, frame: u64, i: u64) -> u64 {
+            u64::from_le_bytes(self.peek(frame + 48 + 8 * i, 8).try_into().unwrap())
         }
         fn poke(&mut self, va: u64, d: &[u8]) {
             self.k.process(self.pid).unwrap().mem.write(va, d).unwrap();
@@ -1351,7 +1456,7 @@ mod tests {
         let mut outputs = BTreeMap::new();
         outputs.insert("out".to_string(), "/nix/store/o-out".to_string());
         let setup = builder_setup(&DrvEnv { builder: "/nix/store/b-bb/bin/busybox", args: &args, env: &env, outputs: &outputs, fixed_output: false }, 1).unwrap();
-        let mut k: Kernel<MockMemory> = Kernel::new(fs, Limits { memory: 256 << 20, processes: 8, cpu_ticks: 1000 });
+        let mut k: Kernel<MockMemory> = Kernel::new(fs, Limits { memory: 256 << 20, processes: 8, cpu_ticks: 1000, log_bytes: 1 << 20 });
         let pid = k.start_builder(MockMemory::new(), &setup).unwrap();
         // The initial stack carries exactly the setup's argv and envp.
         let p = k.process(pid).unwrap();
@@ -1503,6 +1608,53 @@ mod tests {
     }
 
     #[test]
+    fn page_zero_is_a_user_address_and_nothing_to_copy_never_faults() {
+        // Found by the abuse suite against a native run: read(/dev/null, NULL, 16) is 0 on
+        // Linux (access_ok passes page 0; no byte is copied), not EFAULT.
+        let mut h = boot();
+        assert_eq!(h.call(nr::READ, &[0, 0, 16]), 0);
+        assert_eq!(h.call(nr::READ, &[0, 8, 16]), 0);
+        assert_eq!(h.call(nr::WRITE, &[1, 0, 16]), Errno::EFAULT.ret(), "a copy that happens still faults");
+        assert_eq!(h.call(nr::READ, &[0, USER_END - 8, 16]), Errno::EFAULT.ret());
+    }
+
+    #[test]
+    fn one_writev_moves_at_most_a_megabyte() {
+        // 1024 iovecs of 1 MiB each would otherwise queue a gigabyte of output in one call.
+        let mut h = boot();
+        let buf = h.call(nr::MMAP, &[0, 1 << 20, 3, 0x22, u64::MAX, 0]) as u64;
+        let mut iov = vec![];
+        for _ in 0..1024 {
+            iov.extend_from_slice(&buf.to_le_bytes());
+            iov.extend_from_slice(&(1u64 << 20).to_le_bytes());
+        }
+        h.poke(SCRATCH, &iov);
+        assert_eq!(h.call(nr::WRITEV, &[1, SCRATCH, 1024]), 1 << 20);
+        assert_eq!(h.k.output.iter().map(|(_, b)| b.len()).sum::<usize>(), 1 << 20);
+    }
+
+    #[test]
+    fn execve_checks_the_file_first_and_each_string_against_max_arg_strlen() {
+        // Both found against native runs: Linux 6.x opens the file before reading argv, and
+        // refuses any single string of 128 KiB or more (MAX_ARG_STRLEN) with E2BIG.
+        let mut h = boot();
+        let missing = h.s(SCRATCH, "/nonexistent");
+        assert_eq!(h.call(nr::EXECVE, &[missing, 0xffff_8000_0000_0000, 0]), Errno::ENOENT.ret());
+        let etc = h.s(SCRATCH, "/etc/passwd");
+        assert_eq!(h.call(nr::EXECVE, &[etc, 0xffff_8000_0000_0000, 0]), Errno::EACCES.ret());
+        let bb = h.s(SCRATCH, "/nix/store/0000-busybox/busybox");
+        assert_eq!(h.call(nr::EXECVE, &[bb, 0xffff_8000_0000_0000, 0]), Errno::EFAULT.ret());
+        let big = h.call(nr::MMAP, &[0, 1 << 18, 3, 0x22, u64::MAX, 0]) as u64;
+        let mut arg = vec![b'a'; 32 * 4096];
+        arg.push(0);
+        h.poke(big, &arg);
+        h.poke(SCRATCH + 0x100, &[big.to_le_bytes(), 0u64.to_le_bytes()].concat());
+        assert_eq!(h.call(nr::EXECVE, &[bb, SCRATCH + 0x100, 0]), Errno::E2BIG.ret());
+        h.poke(big + 32 * 4096 - 1, &[0]);
+        assert_eq!(h.step(nr::EXECVE, &[bb, SCRATCH + 0x100, 0]), Step::Resumed, "131071 bytes and a NUL fit");
+    }
+
+    #[test]
     fn identity_time_random() {
         let mut h = boot();
         assert_eq!(h.call(nr::GETUID, &[]), 1000);
@@ -1540,6 +1692,214 @@ mod tests {
         assert_eq!(h.call(nr::MMAP, &[0, 1 << 30, 3, 0x22, u64::MAX, 0]), Errno::ENOMEM.ret());
         assert_eq!(h.call(nr::MMAP, &[0xffff_8000_0000_0000, 0x1000, 3, 0x32, u64::MAX, 0]), Errno::EINVAL.ret());
         assert_eq!(h.call(nr::MPROTECT, &[0x3000_0000, 0x1000, 7]), Errno::ENOMEM.ret());
+    }
+
+    const HANDLER: u64 = 0x40_1000;
+    const RESTORER: u64 = 0x40_1100;
+    const SA_RESTORER: u64 = crate::sandbox::signal::SA_RESTORER;
+
+    #[test]
+    fn signal_handlers_run_and_return() {
+        let mut h = boot();
+        h.handle(10, HANDLER, SA_RESTORER | 4, 1 << 11);
+        let (rip, sp) = (0x40_2000, SCRATCH + 0x8000 + 5);
+        h.regs().rip = rip;
+        h.regs().gpr[RSP] = sp;
+        h.regs().gpr[12] = 0x1234;
+        h.regs().fpu.0[200] = 0x5a;
+        assert_eq!(h.call(nr::KILL, &[1, 10]), 0);
+        assert_eq!(h.k.schedule(), Some(1));
+        let r = *h.regs();
+        assert_eq!((r.rip, r.gpr[RDI]), (HANDLER, 10));
+        assert_eq!(r.gpr[RSP] % 16, 8, "as after a call");
+        assert!(r.gpr[RSP] + 8 <= sp - 128, "below the red zone");
+        assert_eq!(h.peek(r.gpr[RSP], 8), RESTORER.to_le_bytes(), "returns to sa_restorer");
+        let info = h.peek(r.gpr[RSI], 24);
+        assert_eq!((info[0], info[8], info[16]), (10, 0, 1), "signo, SI_USER, from pid 1");
+        assert_eq!(r.gpr[RDX], r.gpr[RSP] + 8, "the ucontext follows the return address");
+        assert_eq!(h.k.process(1).unwrap().sig.blocked, 1 << 9 | 1 << 11, "the signal and sa_mask (SIGUSR2) are blocked");
+        assert_eq!(r.fpu, Fpu::default(), "a handler starts with a clean FPU");
+        // The handler returns: `ret` pops the restorer, which calls rt_sigreturn.
+        h.regs().gpr[RSP] += 8;
+        h.regs().gpr[12] = 0;
+        assert_eq!(h.step(nr::RT_SIGRETURN, &[]), Step::Resumed);
+        let r = *h.regs();
+        assert_eq!((r.rip, r.gpr[RSP], r.gpr[RAX], r.gpr[12], r.fpu.0[200]), (rip, sp, 0, 0x1234, 0x5a));
+        assert_eq!(h.k.process(1).unwrap().sig.blocked, 0);
+        // A default action ends the process before it runs again.
+        assert_eq!(h.call(nr::KILL, &[1, 15]), 0);
+        assert_eq!(h.k.schedule(), None);
+        assert_eq!(h.k.finished(), Some(Status::Signaled(15)));
+    }
+
+    #[test]
+    fn a_blocked_call_fails_with_eintr_or_restarts() {
+        for restart in [false, true] {
+            let mut h = boot();
+            let flags = SA_RESTORER | if restart { crate::sandbox::signal::SA_RESTART } else { 0 };
+            h.handle(10, HANDLER, flags, 0);
+            assert_eq!(h.call(nr::PIPE2, &[SCRATCH, 0]), 0);
+            assert_eq!(h.call(nr::FORK, &[]), 2, "someone else to run");
+            h.regs().rip = 0x40_2002;
+            h.regs().gpr[RSP] = SCRATCH + 0x8000;
+            assert_eq!(h.step(nr::READ, &[3, SCRATCH, 1]), Step::Block);
+            h.k.send(1, 10, Info::user(2));
+            while h.k.current() != Some(1) {
+                h.k.yield_now();
+            }
+            assert_eq!(h.k.schedule(), Some(1));
+            assert_eq!(h.regs().rip, HANDLER);
+            let frame = h.regs().gpr[RSP];
+            let (rax, rip) = (h.frame_word(frame, 13), h.frame_word(frame, 16));
+            if restart {
+                assert_eq!((rax, rip), (nr::READ, 0x40_2000), "the read runs again after the handler");
+            } else {
+                assert_eq!((rax as i64, rip), (Errno::EINTR.ret(), 0x40_2002), "the read fails with EINTR");
+            }
+        }
+    }
+
+    #[test]
+    fn sigsuspend_waits_for_sigchld() {
+        // busybox ash's `wait`: block everything, poll with WNOHANG, then sigsuspend with the
+        // old mask until the SIGCHLD handler has run.
+        let mut h = boot();
+        h.handle(17, HANDLER, SA_RESTORER, 0);
+        h.regs().gpr[RSP] = SCRATCH + 0x8000;
+        h.poke(SCRATCH, &u64::MAX.to_le_bytes());
+        h.poke(SCRATCH + 8, &0u64.to_le_bytes());
+        let child = h.call(nr::FORK, &[]) as Pid;
+        assert_eq!(h.call(nr::RT_SIGPROCMASK, &[2, SCRATCH, 0, 8]), 0);
+        assert_eq!(h.call(nr::WAIT4, &[u64::MAX, 0, 1, 0]), 0);
+        h.regs().rip = 0x40_2002;
+        assert_eq!(h.step(nr::RT_SIGSUSPEND, &[SCRATCH + 8, 8]), Step::Block);
+        // The child ends: SIGCHLD wakes the parent, whose sigsuspend runs the handler.
+        h.pid = child;
+        assert_eq!(h.step(nr::EXIT_GROUP, &[3]), Step::Ended);
+        h.pid = 1;
+        assert_eq!(h.k.process(1).unwrap().state, State::Runnable);
+        assert_eq!(h.regs().rip, 0x40_2000, "backed over the syscall instruction");
+        h.regs().rip += 2; // which runs again
+        assert_eq!(h.step(nr::RT_SIGSUSPEND, &[SCRATCH + 8, 8]), Step::Resumed);
+        assert_eq!(h.regs().rip, HANDLER);
+        let si = h.regs().gpr[RSI];
+        let info = h.peek(si, 28);
+        assert_eq!((info[0], info[8], info[16], info[24]), (17, 1, child as u8, 3), "SIGCHLD, CLD_EXITED, pid, status");
+        h.regs().gpr[RSP] += 8;
+        assert_eq!(h.step(nr::RT_SIGRETURN, &[]), Step::Resumed);
+        assert_eq!((h.regs().gpr[RAX] as i64, h.regs().rip), (Errno::EINTR.ret(), 0x40_2002));
+        assert_eq!(h.k.process(1).unwrap().sig.blocked, u64::MAX & !(1 << 8 | 1 << 18), "the mask before the call");
+        assert_eq!(h.call(nr::WAIT4, &[u64::MAX, 0, 1, 0]), child as i64);
+    }
+
+    #[test]
+    fn exec_keeps_ignored_signals_and_resets_handlers() {
+        let mut h = boot();
+        h.handle(10, HANDLER, SA_RESTORER, 0);
+        h.poke(SCRATCH + 0x100, &crate::sandbox::signal::SIG_IGN.to_le_bytes());
+        assert_eq!(h.call(nr::RT_SIGACTION, &[13, SCRATCH + 0x100, 0, 8]), 0);
+        h.k.exec(1, b"/nix/store/0000-busybox/busybox", vec![b"sh".to_vec()], vec![]).unwrap();
+        let s = &h.k.process(1).unwrap().sig;
+        assert!(s.ignores(13) && !s.handles(10));
+        // SIGKILL and SIGSTOP cannot be caught.
+        h.k.map(1, SCRATCH, 0x10000, Prot { read: true, write: true, exec: false }).unwrap();
+        let a = Action { handler: HANDLER, flags: SA_RESTORER, restorer: RESTORER, mask: 0 };
+        h.poke(SCRATCH, &a.to_bytes());
+        assert_eq!(h.call(nr::RT_SIGACTION, &[9, SCRATCH, 0, 8]), Errno::EINVAL.ret());
+        assert_eq!(h.call(nr::RT_SIGACTION, &[19, SCRATCH, 0, 8]), Errno::EINVAL.ret());
+    }
+
+    #[test]
+    fn faults_reach_handlers_and_bad_frames_end_the_process() {
+        // A SIGSEGV handler sees the address; a second fault inside it (SIGSEGV now blocked)
+        // ends the process.
+        let mut h = boot();
+        h.handle(11, HANDLER, SA_RESTORER, 0);
+        h.regs().gpr[RSP] = SCRATCH + 0x8000;
+        h.k.fault(1, Exception { vector: 14, error: 4, address: 0x1234 });
+        assert_eq!(h.regs().rip, HANDLER);
+        let si = h.regs().gpr[RSI];
+        assert_eq!(h.peek(si + 16, 8), 0x1234u64.to_le_bytes());
+        h.k.fault(1, Exception { vector: 14, error: 4, address: 0x1234 });
+        assert_eq!(h.k.finished(), Some(Status::Signaled(sig::SIGSEGV)));
+        // Handlers and frames that would make the agent's return to ring 3 fault instead:
+        // a non-canonical handler, no restorer, a non-canonical or kernel return address.
+        for (handler, flags) in [(0x8000_0000_0000_0000, SA_RESTORER), (0xffff_8000_0000_0000, SA_RESTORER), (HANDLER, 0)] {
+            let mut h = boot();
+            h.handle(10, handler, flags, 0);
+            h.regs().gpr[RSP] = SCRATCH + 0x8000;
+            assert_eq!(h.call(nr::KILL, &[1, 10]), 0);
+            assert_eq!(h.k.schedule(), None, "{handler:#x} {flags:#x}");
+            assert_eq!(h.k.finished(), Some(Status::Signaled(sig::SIGSEGV)));
+        }
+        for rip in [0x8000_0000_0000_0000u64, 0xffff_ffff_8000_0000] {
+            let mut h = boot();
+            h.handle(10, HANDLER, SA_RESTORER, 0);
+            h.regs().gpr[RSP] = SCRATCH + 0x8000;
+            assert_eq!(h.call(nr::KILL, &[1, 10]), 0);
+            h.k.schedule();
+            let frame = h.regs().gpr[RSP];
+            h.poke(frame + 48 + 8 * 16, &rip.to_le_bytes());
+            h.regs().gpr[RSP] += 8;
+            assert_eq!(h.step(nr::RT_SIGRETURN, &[]), Step::Ended);
+            assert_eq!(h.k.finished(), Some(Status::Signaled(sig::SIGSEGV)));
+        }
+        // Reserved MXCSR bits from a frame are dropped (fxrstor would fault in the agent).
+        let mut h = boot();
+        h.handle(10, HANDLER, SA_RESTORER, 0);
+        h.regs().gpr[RSP] = SCRATCH + 0x8000;
+        assert_eq!(h.call(nr::KILL, &[1, 10]), 0);
+        h.k.schedule();
+        let frame = h.regs().gpr[RSP];
+        let fp = h.frame_word(frame, 23);
+        h.poke(fp + 24, &u32::MAX.to_le_bytes());
+        h.regs().gpr[RSP] += 8;
+        assert_eq!(h.step(nr::RT_SIGRETURN, &[]), Step::Resumed);
+        assert_eq!(u32::from_le_bytes(h.regs().fpu.0[24..28].try_into().unwrap()), 0xffbf);
+    }
+
+    #[test]
+    fn the_log_limit_ends_the_build() {
+        // 1 MiB of log (the harness's limit): a write that crosses it is cut there and the
+        // build ends with SIGXFSZ, so a builder cannot fill the channel.
+        let mut h = boot();
+        h.poke(SCRATCH, &[b'x'; 0x8000]);
+        for _ in 0..31 {
+            assert_eq!(h.call(nr::WRITE, &[1, SCRATCH, 0x8000]), 0x8000);
+        }
+        assert_eq!(h.call(nr::WRITE, &[2, SCRATCH, 0x4000]), 0x4000);
+        let p = h.k.process(1).unwrap();
+        p.regs.gpr[RAX] = nr::WRITE;
+        p.regs.gpr[RDI] = 1;
+        p.regs.gpr[RSI] = SCRATCH;
+        p.regs.gpr[RDX] = 0x8000;
+        assert_eq!(h.k.syscall(1), Step::Ended);
+        assert_eq!(h.k.finished(), Some(Status::Signaled(sig::SIGXFSZ)));
+        let logged: usize = h.k.output.iter().map(|(_, b)| b.len()).sum();
+        assert_eq!(logged, 1 << 20);
+        assert!(h.k.notes.iter().any(|n| n.contains("log limit")));
+    }
+
+    #[test]
+    fn page_tables_count_against_the_memory_limit() {
+        // One page every GiB needs a page table, a page directory and (every 512 GiB) a PDPT
+        // besides the page: the limit allows about a quarter as many such mappings.
+        let limit = 16 << 20;
+        let mut h = boot_with(Limits { memory: limit, processes: 8, cpu_ticks: 1000, log_bytes: 1 << 20 });
+        let before = h.k.memory_used();
+        let mut n = 0u64;
+        loop {
+            let va = 0x100_0000_0000 + (n << 30);
+            let r = h.call(nr::MMAP, &[va, 0x1000, 3, 0x32, u64::MAX, 0]);
+            if r < 0 {
+                assert_eq!(r, Errno::ENOMEM.ret());
+                break;
+            }
+            n += 1;
+        }
+        let per = (limit - before) / n;
+        assert!(per >= 3 * PAGE, "{n} scattered pages fit: {per} bytes each");
+        assert!(h.k.memory_used() <= limit);
     }
 
     #[test]
@@ -1583,10 +1943,66 @@ mod tests {
         assert_eq!(h.call(nr::WRITE, &[w2, SCRATCH, 1]), Errno::EPIPE.ret());
         h.poke(SCRATCH + 0x400, &0u64.to_le_bytes());
         assert_eq!(h.call(nr::RT_SIGACTION, &[13, SCRATCH + 0x400, 0, 8]), 0);
-        h.k.process(1).unwrap().regs.gpr[RAX] = nr::WRITE;
-        h.k.process(1).unwrap().regs.gpr[RDI] = w2;
-        assert_eq!(h.k.syscall(1), Step::Ended);
+        // EPIPE, and SIGPIPE's default action ends the writer before it runs again.
+        assert_eq!(h.step(nr::WRITE, &[w2, SCRATCH, 1]), Step::Ret(Errno::EPIPE.ret()));
+        assert_eq!(h.k.schedule(), None);
         assert_eq!(h.k.finished(), Some(Status::Signaled(sig::SIGPIPE)));
+    }
+
+    #[test]
+    fn pipe_buffers_count_against_the_memory_limit() {
+        // Found by the abuse suite: 64 processes each filling 500 pipes exhausted the agent's
+        // heap. A pipe's 64 KiB buffer now exists only while it holds data, and is charged.
+        let limit = 16 << 20;
+        let mut h = boot_with(Limits { memory: limit, processes: 8, cpu_ticks: 1000, log_bytes: 1 << 20 });
+        let before = h.k.memory_used();
+        let mut ends = vec![];
+        let err = loop {
+            assert_eq!(h.call(nr::PIPE2, &[SCRATCH, 0]), 0);
+            let fds = h.peek(SCRATCH, 8);
+            let (r, w) = (u32::from_le_bytes(fds[..4].try_into().unwrap()) as u64, u32::from_le_bytes(fds[4..].try_into().unwrap()) as u64);
+            let n = h.call(nr::WRITE, &[w, SCRATCH, 1]);
+            if n < 0 {
+                break n;
+            }
+            ends.push((r, w));
+        };
+        assert_eq!(err, Errno::ENOMEM.ret());
+        assert_eq!(ends.len() as u64, (limit - before) / PIPE_CAP as u64);
+        assert!(h.k.memory_used() <= limit);
+        // Draining a pipe frees its buffer; closing a full one does too.
+        let (r, w) = ends[0];
+        assert_eq!(h.call(nr::READ, &[r, SCRATCH, 16]), 1);
+        assert_eq!(h.call(nr::WRITE, &[w, SCRATCH, 1]), 1, "room again");
+        let (r1, w1) = ends[1];
+        assert_eq!(h.call(nr::CLOSE, &[r1]), 0);
+        assert_eq!(h.call(nr::CLOSE, &[w1]), 0);
+        assert_eq!(h.k.memory_used(), before + (ends.len() as u64 - 1) * PIPE_CAP as u64);
+    }
+
+    #[test]
+    fn a_writer_that_exits_wakes_a_blocked_reader() {
+        // Found by the busybox suite (`find . | sort` deadlocked now and then): the last
+        // writer's exit closes the pipe, and a reader already blocked on it must see EOF.
+        let mut h = boot();
+        assert_eq!(h.call(nr::PIPE2, &[SCRATCH, 0]), 0);
+        let child = h.call(nr::FORK, &[]) as Pid;
+        assert_eq!(h.call(nr::CLOSE, &[4]), 0, "the parent keeps only the read end");
+        assert_eq!(h.step(nr::READ, &[3, SCRATCH, 1]), Step::Block);
+        assert_eq!(h.k.process(1).unwrap().state, State::Blocked);
+        h.pid = child;
+        assert_eq!(h.step(nr::EXIT_GROUP, &[0]), Step::Ended);
+        assert_eq!(h.k.process(1).unwrap().state, State::Runnable);
+        h.pid = 1;
+        assert_eq!(h.call(nr::READ, &[3, SCRATCH, 1]), 0, "end of file");
+        // The same when the last writer goes by close-on-exec.
+        let mut h = boot();
+        assert_eq!(h.call(nr::PIPE2, &[SCRATCH, 0o2000000]), 0);
+        let child = h.call(nr::FORK, &[]) as Pid;
+        assert_eq!(h.call(nr::CLOSE, &[4]), 0);
+        assert_eq!(h.step(nr::READ, &[3, SCRATCH, 1]), Step::Block);
+        h.k.exec(child, b"/nix/store/0000-busybox/busybox", vec![b"sh".to_vec()], vec![]).unwrap();
+        assert_eq!(h.k.process(1).unwrap().state, State::Runnable);
     }
 
     #[test]
@@ -1621,6 +2037,12 @@ mod tests {
         for _ in 0..1001 {
             h.k.tick();
         }
+        assert_eq!(h.k.finished(), Some(Status::Signaled(sig::SIGXCPU)));
+        // Time the agent spends on the build's behalf counts too.
+        let mut h = boot();
+        assert!(!h.k.charge(600));
+        h.k.tick();
+        assert!(h.k.charge(400));
         assert_eq!(h.k.finished(), Some(Status::Signaled(sig::SIGXCPU)));
         let mut h = boot();
         assert_eq!(h.call(nr::PIPE2, &[SCRATCH, 0]), 0);

@@ -28,6 +28,13 @@ pub fn user_range(va: u64, len: u64) -> bool {
     va >= PAGE && va.checked_add(len).is_some_and(|e| e <= USER_END)
 }
 
+/// Linux's `access_ok`: `[va, va+len)` lies below the end of user space (page 0 included: it
+/// is a user address, only unmapped). The first check of a buffer argument; the copy itself
+/// then faults on unmapped pages.
+pub fn access_ok(va: u64, len: u64) -> bool {
+    va.checked_add(len).is_some_and(|e| e <= USER_END)
+}
+
 /// One process's user address space.
 pub trait Memory: Sized {
     /// Copies user bytes at `va` into `buf`; needs readable pages.
@@ -46,6 +53,9 @@ pub trait Memory: Sized {
     fn fork(&self) -> Result<Self, Errno>;
     /// Drops every mapping (execve, exit).
     fn clear(&mut self);
+    /// Bytes of page tables this address space holds. They are charged to the memory limit
+    /// with the pages they map: scattered one-page mappings need up to three tables each.
+    fn table_bytes(&self) -> u64;
 }
 
 /// A page-table-free model of user memory for host tests.
@@ -60,6 +70,16 @@ impl MockMemory {
     }
     pub fn mapped_pages(&self) -> usize {
         self.pages.len()
+    }
+    /// Page tables as 4-level paging would need them for the mapped pages: the top table, and
+    /// one table per distinct 512 GiB, 1 GiB and 2 MiB region that holds a page.
+    fn tables(&self) -> u64 {
+        let regions = |shift: u32| {
+            let mut v: Vec<u64> = self.pages.keys().map(|k| k >> shift).collect();
+            v.dedup();
+            v.len() as u64
+        };
+        1 + regions(39) + regions(30) + regions(21)
     }
     pub fn prot(&self, va: u64) -> Option<Prot> {
         self.pages.get(&(va & !(PAGE - 1))).map(|p| p.0)
@@ -153,6 +173,9 @@ impl Memory for MockMemory {
     }
     fn clear(&mut self) {
         self.pages.clear();
+    }
+    fn table_bytes(&self) -> u64 {
+        self.tables() * PAGE
     }
 }
 

@@ -9,6 +9,7 @@
 //! - [`elf`]: loading static executables and `#!` scripts, the initial stack;
 //! - [`mem`]: user memory as the kernel sees it (the arch layer implements it with page tables);
 //! - [`process`]: processes, descriptors, pipes, the scheduler and the limits;
+//! - [`signal`]: dispositions, masks, and delivery to handlers (the Linux signal frame);
 //! - [`linux`]: the system calls, by number;
 //! - [`abi`]: errno values and syscall numbers.
 pub mod abi;
@@ -17,3 +18,4 @@ pub mod fs;
 pub mod linux;
 pub mod mem;
 pub mod process;
+pub mod signal;

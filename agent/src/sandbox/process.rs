@@ -26,6 +26,7 @@ use super::abi::Errno;
 use super::elf::{self as elf, Prot, StackSpec, PAGE};
 use super::fs::{Fs, Ino, Kind, ROOT};
 use super::mem::Memory;
+use super::signal::{Info, Signals};
 
 pub type Pid = u32;
 
@@ -58,6 +59,7 @@ pub mod sig {
     pub const SIGSEGV: u8 = 11;
     pub const SIGPIPE: u8 = 13;
     pub const SIGXCPU: u8 = 24;
+    pub const SIGXFSZ: u8 = 25;
 }
 
 /// How a process ended.
@@ -78,13 +80,16 @@ impl Status {
 }
 
 /// Resource limits for one build.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
     /// Bytes of user memory mapped across all processes.
     pub memory: u64,
     pub processes: usize,
     /// Timer ticks of CPU time across all processes.
     pub cpu_ticks: u64,
+    /// Bytes of stdout and stderr together (Nix's `max-log-size`): past it the build ends
+    /// with `SIGXFSZ`, so a builder cannot fill the channel.
+    pub log_bytes: u64,
 }
 
 /// User registers, saved at every event (hardware encoding order for `gpr`). The arch layer's
@@ -129,11 +134,66 @@ pub const R10: usize = 10;
 pub const R11: usize = 11;
 
 /// A pipe's buffer; the end counts are kept by [`PipeEnd`] guards.
-#[derive(Debug, Default)]
+///
+/// The buffer is user memory in all but name (Linux charges pipe pages to the writer's memory
+/// cgroup): it is allocated, [`PIPE_CAP`] bytes at once, with the first byte written, freed when
+/// the pipe empties or goes away, and counted in `held` (the kernel's total, charged to the
+/// memory limit).
+#[derive(Debug)]
 pub struct Pipe {
-    pub buf: VecDeque<u8>,
+    buf: VecDeque<u8>,
     pub readers: usize,
     pub writers: usize,
+    held: Rc<core::cell::Cell<u64>>,
+}
+
+impl Pipe {
+    pub fn new(held: Rc<core::cell::Cell<u64>>) -> Pipe {
+        Pipe { buf: VecDeque::new(), readers: 0, writers: 0, held }
+    }
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+    /// Whether writing needs a buffer allocated first.
+    pub fn unallocated(&self) -> bool {
+        self.buf.capacity() == 0
+    }
+    /// Appends what fits (at most `PIPE_CAP` buffered); returns how much.
+    pub fn push(&mut self, data: &[u8]) -> usize {
+        let n = data.len().min(PIPE_CAP - self.buf.len());
+        if n > 0 && self.unallocated() {
+            self.buf = VecDeque::with_capacity(PIPE_CAP);
+            self.held.set(self.held.get() + PIPE_CAP as u64);
+        }
+        self.buf.extend(&data[..n]);
+        n
+    }
+    /// Takes up to `out.len()` bytes; returns how many. An emptied buffer is freed.
+    pub fn pop(&mut self, out: &mut [u8]) -> usize {
+        let n = out.len().min(self.buf.len());
+        for (d, s) in out.iter_mut().zip(self.buf.drain(..n)) {
+            *d = s;
+        }
+        if self.buf.is_empty() {
+            self.free();
+        }
+        n
+    }
+    fn free(&mut self) {
+        if !self.unallocated() {
+            self.buf = VecDeque::new();
+            self.held.set(self.held.get() - PIPE_CAP as u64);
+        }
+    }
+}
+
+impl Drop for Pipe {
+    fn drop(&mut self) {
+        self.free();
+    }
 }
 
 /// One end of a pipe; dropping the last descriptor of it closes that end.
@@ -215,19 +275,20 @@ pub struct Process<M> {
     pub brk_start: u64,
     pub brk: u64,
     pub mmap_next: u64,
-    /// Mapped page ranges, start -> end (disjoint, for accounting).
-    pub regions: BTreeMap<u64, u64>,
-    /// Signals set to `SIG_IGN` (bit n-1 for signal n).
-    pub ignored: u64,
+    /// Mapped page ranges (for accounting).
+    pub regions: Regions,
+    /// Actions, mask, pending signals.
+    pub sig: Signals,
     pub vfork_parent: Option<Pid>,
     /// The program it runs and its absolute path (what `/proc/self/exe` names).
     pub exe: Ino,
     pub exe_path: Vec<u8>,
 }
 
-impl<M> Process<M> {
+impl<M: Memory> Process<M> {
+    /// Memory charged to the limit: mapped pages and the page tables that map them.
     fn mapped(&self) -> u64 {
-        self.regions.iter().map(|(s, e)| e - s).sum()
+        self.regions.total() + self.mem.table_bytes()
     }
 }
 
@@ -266,7 +327,13 @@ pub struct Kernel<M: Memory> {
     pub notes: Vec<String>,
     unimplemented: BTreeSet<u64>,
     pub limits: Limits,
+    /// CPU time charged, in timer ticks: ring 3 and the agent's share.
     pub ticks: u64,
+    pub agent_ticks: u64,
+    /// Bytes written to stdout and stderr so far.
+    pub log_written: u64,
+    /// Bytes of pipe buffers allocated (see [`Pipe`]).
+    pub pipe_memory: Rc<core::cell::Cell<u64>>,
     /// Open descriptions per inode, so unlinked-but-open files stay readable.
     open_count: BTreeMap<Ino, usize>,
     result: Option<Status>,
@@ -288,6 +355,9 @@ impl<M: Memory> Kernel<M> {
             unimplemented: BTreeSet::new(),
             limits,
             ticks: 0,
+            agent_ticks: 0,
+            log_written: 0,
+            pipe_memory: Rc::new(core::cell::Cell::new(0)),
             open_count: BTreeMap::new(),
             result: None,
             hostname: b"localhost",
@@ -350,8 +420,8 @@ impl<M: Memory> Kernel<M> {
             brk_start: 0,
             brk: 0,
             mmap_next: MMAP_TOP,
-            regions: BTreeMap::new(),
-            ignored: 0,
+            regions: Regions::default(),
+            sig: Signals::default(),
             vfork_parent: None,
             exe: ROOT,
             exe_path: Vec::new(),
@@ -415,20 +485,20 @@ impl<M: Memory> Kernel<M> {
         }
     }
 
-    /// Total user memory mapped.
+    /// Memory charged to the limit: user pages and page tables of every process, and pipe
+    /// buffers.
     pub fn memory_used(&self) -> u64 {
-        self.procs.values().map(|p| p.mapped()).sum()
+        self.procs.values().map(|p| p.mapped()).sum::<u64>() + self.pipe_memory.get()
     }
 
     /// Maps `[va, va+len)` for `pid` with accounting against the memory limit.
     pub(crate) fn map(&mut self, pid: Pid, va: u64, len: u64, prot: Prot) -> Result<(), Errno> {
-        let new = len - overlap(&self.p(pid).regions, va, va + len);
+        let new = len - self.p(pid).regions.overlap(va, va + len) + tables_for(len);
         if self.memory_used().saturating_add(new) > self.limits.memory {
             return Err(Errno::ENOMEM);
         }
         self.pm(pid).mem.map(va, len, prot)?;
         let p = self.pm(pid);
-        remove_range(&mut p.regions, va, va + len);
         p.regions.insert(va, va + len);
         Ok(())
     }
@@ -436,7 +506,7 @@ impl<M: Memory> Kernel<M> {
     pub(crate) fn unmap(&mut self, pid: Pid, va: u64, len: u64) {
         let p = self.pm(pid);
         p.mem.unmap(va, len);
-        remove_range(&mut p.regions, va, va + len);
+        p.regions.remove(va, va.saturating_add(len));
     }
 
     /// `execve` after the path has been read: loads the program (following
@@ -511,13 +581,11 @@ impl<M: Memory> Kernel<M> {
             let (a, b) = s.pages();
             self.map(pid, a, b - a, rw)?;
         }
+        // Straight from the file's bytes (no copy: a program may be as large as the file system).
+        let Kind::File(file) = &self.fs.get(ino)?.kind else { return Err(Errno::EACCES) };
+        let mem = &mut self.procs.get_mut(&pid).ok_or(Errno::ESRCH)?.mem;
         for s in &image.segments {
-            let data = match &self.fs.get(ino)?.kind {
-                Kind::File(d) => d[s.offset as usize..(s.offset + s.filesz) as usize].to_vec(),
-                _ => return Err(Errno::EACCES),
-            };
-            let p = self.pm(pid);
-            p.mem.poke(s.vaddr, &data).map_err(|_| Errno::EFAULT)?;
+            mem.poke(s.vaddr, &file[s.offset as usize..(s.offset + s.filesz) as usize]).map_err(|_| Errno::EFAULT)?;
         }
         for s in &image.segments {
             let (a, b) = s.pages();
@@ -536,7 +604,7 @@ impl<M: Memory> Kernel<M> {
         p.brk_start = image.brk;
         p.brk = image.brk;
         p.mmap_next = MMAP_TOP;
-        p.ignored = 0;
+        p.sig.exec();
         for slot in p.fds.iter_mut() {
             if slot.as_ref().is_some_and(|e| e.cloexec) {
                 closing.push(slot.take().expect("checked"));
@@ -587,7 +655,7 @@ impl<M: Memory> Kernel<M> {
             brk: parent.brk,
             mmap_next: parent.mmap_next,
             regions: parent.regions.clone(),
-            ignored: parent.ignored,
+            sig: parent.sig.fork(),
             vfork_parent: if vfork { Some(pid) } else { None },
             exe: parent.exe,
             exe_path: parent.exe_path.clone(),
@@ -634,16 +702,22 @@ impl<M: Memory> Kernel<M> {
                 self.pm(k).ppid = 1;
             }
         }
-        // A parent blocked in wait4 retries.
+        // A parent blocked in wait4 retries; it is sent SIGCHLD.
         if let Some(parent) = self.procs.get_mut(&ppid) {
             if parent.state == State::Blocked {
                 parent.state = State::Runnable;
-                if !self.queue.contains(&ppid) {
-                    self.queue.push_back(ppid);
-                }
+                self.enqueue(ppid);
             }
+            self.send(ppid, super::signal::SIGCHLD, Info::child(pid, status));
         } else {
             self.procs.remove(&pid);
+        }
+    }
+
+    /// Puts `pid` at the back of the run queue unless it is there already.
+    pub(crate) fn enqueue(&mut self, pid: Pid) {
+        if !self.queue.contains(&pid) {
+            self.queue.push_back(pid);
         }
     }
 
@@ -663,7 +737,17 @@ impl<M: Memory> Kernel<M> {
         self.pm(pid).state = State::Blocked;
         self.queue.retain(|&q| q != pid);
         if self.queue.is_empty() && self.result.is_none() {
-            self.notes.push(String::from("sandbox: every process is blocked (deadlock); ending the build"));
+            let mut waits = String::new();
+            for p in self.procs.values() {
+                let what = match p.state {
+                    State::Blocked => alloc::format!("in system call {}", p.regs.gpr[RAX]),
+                    State::VforkWait(c) => alloc::format!("waiting for vfork child {c}"),
+                    State::Zombie(_) => String::from("ended"),
+                    State::Runnable => String::from("runnable"),
+                };
+                waits.push_str(&alloc::format!("; pid {} (parent {}) {what}", p.pid, p.ppid));
+            }
+            self.notes.push(alloc::format!("sandbox: every process is blocked (deadlock); ending the build{waits}"));
             self.end(1, Status::Signaled(sig::SIGKILL));
         }
     }
@@ -671,16 +755,33 @@ impl<M: Memory> Kernel<M> {
     /// A timer tick while `pid` ran: charges CPU time, enforces the limit, rotates the queue.
     pub fn tick(&mut self) {
         self.ticks += 1;
-        if self.ticks > self.limits.cpu_ticks {
-            if self.result.is_none() {
-                self.notes.push(String::from("sandbox: CPU time limit reached; ending the build"));
-                self.end(1, Status::Signaled(sig::SIGXCPU));
-            }
+        if self.over_cpu_limit() {
             return;
         }
         if let Some(p) = self.queue.pop_front() {
             self.queue.push_back(p);
         }
+    }
+
+    /// Charges `n` ticks of time the agent spent on the build's behalf (system calls, page
+    /// copies, output) to the CPU limit, as Linux charges system time. True when the limit has
+    /// ended the build.
+    pub fn charge(&mut self, n: u64) -> bool {
+        self.ticks = self.ticks.saturating_add(n);
+        self.agent_ticks = self.agent_ticks.saturating_add(n);
+        self.over_cpu_limit()
+    }
+
+    fn over_cpu_limit(&mut self) -> bool {
+        if self.ticks <= self.limits.cpu_ticks {
+            return false;
+        }
+        if self.result.is_none() {
+            let (all, agent) = (self.ticks, self.agent_ticks);
+            self.notes.push(alloc::format!("sandbox: CPU time limit reached after {all} ticks ({agent} of them in the agent); ending the build"));
+            self.end(1, Status::Signaled(sig::SIGXCPU));
+        }
+        true
     }
 
     /// A vfork parent leaves the run queue until its child execs or exits.
@@ -698,7 +799,8 @@ impl<M: Memory> Kernel<M> {
         }
     }
 
-    /// A CPU exception in user code ends that process with the matching signal.
+    /// A CPU exception in user code: the matching signal's handler runs if the process has one
+    /// (and does not block it); otherwise the process ends with that signal.
     pub fn fault(&mut self, pid: Pid, e: Exception) {
         let s = match e.vector {
             0 => sig::SIGFPE,  // #DE
@@ -708,6 +810,9 @@ impl<M: Memory> Kernel<M> {
             17 => sig::SIGBUS, // #AC
             _ => sig::SIGSEGV, // #GP (privileged instructions), #PF, #SS, ...
         };
+        if self.fault_signal(pid, s, e.address) {
+            return;
+        }
         let rip = self.procs.get(&pid).map(|p| p.regs.rip).unwrap_or(0);
         self.notes.push(alloc::format!(
             "sandbox: pid {pid} killed by signal {s}: exception {} (error {:#x}, address {:#x}) at rip {rip:#x}",
@@ -728,25 +833,112 @@ impl<M: Memory> Kernel<M> {
     }
 }
 
-/// Bytes of `[a, b)` already covered by `regions`.
-fn overlap(regions: &BTreeMap<u64, u64>, a: u64, b: u64) -> u64 {
-    regions.iter().map(|(&s, &e)| e.min(b).saturating_sub(s.max(a))).sum()
+/// The most page-table bytes a new mapping of `len` bytes can need (a table per 2 MiB, 1 GiB
+/// and 512 GiB region it touches, each possibly straddling one boundary).
+fn tables_for(len: u64) -> u64 {
+    ((len >> 21) + (len >> 30) + (len >> 39) + 3) * PAGE
 }
 
-/// Removes `[a, b)` from `regions`, splitting ranges it cuts.
-pub(crate) fn remove_range(regions: &mut BTreeMap<u64, u64>, a: u64, b: u64) {
-    let hit: Vec<(u64, u64)> = regions.iter().filter(|(&s, &e)| s < b && e > a).map(|(&s, &e)| (s, e)).collect();
-    for (s, e) in hit {
-        regions.remove(&s);
-        if s < a {
-            regions.insert(s, a);
+/// A process's mapped page ranges, start → end (disjoint), with their total kept up to date.
+/// Every operation is logarithmic in the number of ranges plus the ranges it touches: a
+/// builder can make tens of thousands of them, and the agent's time is not charged to its CPU
+/// limit.
+#[derive(Clone, Debug, Default)]
+pub struct Regions {
+    map: BTreeMap<u64, u64>,
+    total: u64,
+}
+
+impl Regions {
+    /// Bytes mapped.
+    pub fn total(&self) -> u64 {
+        self.total
+    }
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+    pub fn clear(&mut self) {
+        self.map.clear();
+        self.total = 0;
+    }
+    /// The ranges that overlap `[a, b)`, last first: ranges are disjoint, so their ends are in
+    /// the order of their starts, and the walk back from `b` stops at the first that ends by `a`.
+    fn hits(&self, a: u64, b: u64) -> impl Iterator<Item = (u64, u64)> + '_ {
+        let b = b.max(a); // an empty query overlaps nothing
+        self.map.range(..b).rev().map(|(&s, &e)| (s, e)).take_while(move |&(_, e)| e > a).filter(move |_| a < b)
+    }
+    /// Whether any of `[a, b)` is mapped.
+    pub fn any_in(&self, a: u64, b: u64) -> bool {
+        self.hits(a, b).next().is_some()
+    }
+    /// Bytes of `[a, b)` mapped.
+    pub fn overlap(&self, a: u64, b: u64) -> u64 {
+        self.hits(a, b).map(|(s, e)| e.min(b) - s.max(a)).sum()
+    }
+    /// Unmaps `[a, b)`, splitting the ranges it cuts.
+    pub fn remove(&mut self, a: u64, b: u64) {
+        let hit: Vec<(u64, u64)> = self.hits(a, b).collect();
+        for (s, e) in hit {
+            self.map.remove(&s);
+            self.total -= e - s;
+            if s < a {
+                self.map.insert(s, a);
+                self.total += a - s;
+            }
+            if e > b {
+                self.map.insert(b, e);
+                self.total += e - b;
+            }
         }
-        if e > b {
-            regions.insert(b, e);
+    }
+    /// Maps `[a, b)` (whatever of it was mapped stays counted once).
+    pub fn insert(&mut self, a: u64, b: u64) {
+        if a >= b {
+            return;
         }
+        self.remove(a, b);
+        self.map.insert(a, b);
+        self.total += b - a;
     }
 }
 
 pub(crate) fn page_up(x: u64) -> Option<u64> {
     x.checked_add(PAGE - 1).map(|v| v & !(PAGE - 1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn regions_agree_with_a_page_by_page_model() {
+        // Found by the abuse suite: tens of thousands of one-page mappings made every mmap walk
+        // all of them (26 s of agent time, not charged to the CPU limit). The logarithmic
+        // bookkeeping must still count exactly what a page-by-page model counts.
+        let mut r = Regions::default();
+        let mut model = BTreeSet::new();
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..4000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let a = (x % 64) * PAGE;
+            let b = a + ((x >> 8) % 9) * PAGE;
+            let (qa, qb) = (((x >> 16) % 64) * PAGE, ((x >> 16) % 64 + (x >> 24) % 9) * PAGE);
+            let want = (qa..qb).step_by(PAGE as usize).filter(|p| model.contains(p)).count() as u64 * PAGE;
+            assert_eq!(r.overlap(qa, qb), want);
+            assert_eq!(r.any_in(qa, qb), want > 0);
+            if x >> 40 & 1 == 0 {
+                r.insert(a, b);
+                model.extend((a..b).step_by(PAGE as usize));
+            } else {
+                r.remove(a, b);
+                for p in (a..b).step_by(PAGE as usize) {
+                    model.remove(&p);
+                }
+            }
+            assert_eq!(r.total(), model.len() as u64 * PAGE);
+            assert!(r.map.iter().zip(r.map.iter().skip(1)).all(|((_, e), (s, _))| e <= s), "disjoint");
+        }
+    }
 }
