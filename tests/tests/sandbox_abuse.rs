@@ -104,6 +104,7 @@ fn an_infinite_loop_ends_at_the_cpu_limit() {
     let o = probe_run("fork-loop", Requested { cpu_ticks: 100, ..Default::default() });
     assert_eq!(o.r.status, 128 + 24, "{}", o.stdout());
     let note = o.serial.lines().find(|l| l.contains("CPU time limit reached after")).expect("a note");
+    let note = &note[note.find("reached after").expect("the note's words")..]; // past the log prefix
     let words: Vec<&str> = note.split(|c: char| !c.is_ascii_digit()).filter(|w| !w.is_empty()).collect();
     let (all, agent): (u64, u64) = (words[0].parse().unwrap(), words[1].parse().unwrap());
     assert!(agent * 2 > all, "most of the time was the agent's: {note}");
