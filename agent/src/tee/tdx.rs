@@ -622,4 +622,141 @@ mod tests {
         quote[0] = 3;
         assert_eq!(quote_report_data(&quote), None);
     }
+
+    /// A TDX module + VMM model for the register-only leaves: pending pages, a host that maps
+    /// some 2 MiB regions as 4 KiB pages, MapGPA that stops part-way, and instruction emulation.
+    #[derive(Default)]
+    struct Module {
+        accepted: alloc::collections::BTreeSet<u64>,
+        small_regions: Vec<u64>,
+        calls: Vec<Regs>,
+        map_step: u64,
+        mapped: Vec<(u64, u64)>,
+        ports: Vec<(u16, u8, bool, u64)>,
+        msrs: alloc::collections::BTreeMap<u32, u64>,
+        resume_outside: bool,
+    }
+
+    impl Hardware for Module {
+        fn tdcall(&mut self, r: &mut Regs) {
+            self.calls.push(*r);
+            match r.rax {
+                leaf::VP_INFO => *r = Regs { rax: 0, rcx: 52, rdx: ATTR_SEPT_VE_DISABLE, r8: (4 << 32) | 1, r9: 0, ..*r },
+                leaf::MEM_PAGE_ACCEPT => {
+                    let (gpa, level) = (r.rcx & !0xFFF, r.rcx & 7);
+                    let len = if level == 1 { PAGE_2M } else { PAGE_4K };
+                    r.rax = if level == 1 && self.small_regions.contains(&gpa) {
+                        status::PAGE_SIZE_MISMATCH
+                    } else if (gpa..gpa + len).step_by(4096).any(|p| self.accepted.contains(&p)) {
+                        status::PAGE_ALREADY_ACCEPTED
+                    } else {
+                        self.accepted.extend((gpa..gpa + len).step_by(4096));
+                        status::SUCCESS
+                    };
+                }
+                leaf::VP_VMCALL => {
+                    assert_eq!((r.rcx, r.r10), (vmcall::EXPOSE_R10_R15, 0));
+                    r.rax = 0;
+                    r.r10 = vmcall::SUCCESS;
+                    match r.r11 {
+                        vmcall::MAP_GPA => {
+                            let (gpa, size) = (r.r12, r.r13);
+                            if self.map_step > 0 && size > self.map_step {
+                                self.mapped.push((gpa, self.map_step));
+                                r.r10 = vmcall::RETRY;
+                                r.r11 = if self.resume_outside { gpa - PAGE_4K } else { gpa + self.map_step };
+                            } else {
+                                self.mapped.push((gpa, size));
+                            }
+                        }
+                        vmcall::CPUID => (r.r12, r.r13, r.r14, r.r15) = (0xA, 0xB, 0xC, 0xFFFF_FFFF_0000_000D),
+                        vmcall::IO => {
+                            self.ports.push((r.r14 as u16, r.r12 as u8, r.r13 == 1, r.r15));
+                            r.r11 = 0x1234_5678;
+                        }
+                        vmcall::RDMSR => r.r11 = *self.msrs.get(&(r.r12 as u32)).unwrap_or(&0),
+                        vmcall::WRMSR => {
+                            self.msrs.insert(r.r12 as u32, r.r13);
+                        }
+                        _ => r.r10 = vmcall::INVALID_OPERAND,
+                    }
+                }
+                _ => r.rax = status::OPERAND_INVALID,
+            }
+        }
+        fn mr_report(&mut self, _: &[u8; 64], _: &mut [u8; TDREPORT_LEN]) -> u64 {
+            unreachable!()
+        }
+        fn get_quote(&mut self, _: &mut [u8]) -> u64 {
+            unreachable!()
+        }
+    }
+
+    use super::super::PAGE_2M;
+
+    #[test]
+    fn vp_info_decodes_gpaw_and_vcpus() {
+        let info = vp_info(&mut Module::default()).unwrap();
+        assert_eq!(info, TdInfo { gpaw: 52, attributes: ATTR_SEPT_VE_DISABLE, num_vcpus: 1, max_vcpus: 4, vcpu_index: 0 });
+        assert_eq!(shared_bit(info.gpaw), Some(51));
+    }
+
+    #[test]
+    fn accept_uses_2m_and_falls_back_on_size_mismatch() {
+        use crate::tee::Platform;
+        let mut p = TdxPlatform { hw: Module { small_regions: vec![0x40_0000], ..Default::default() }, shared_bit: 51 };
+        p.accept(Range::new(0x20_0000, 0x40_0000).unwrap()).unwrap();
+        // 2M at 0x20_0000; 2M at 0x40_0000 refused as PAGE_SIZE_MISMATCH, then 512 x 4K.
+        assert_eq!(p.hw.calls.len(), 2 + 512);
+        assert_eq!(p.hw.calls[0].rcx, 0x20_0001);
+        assert_eq!(p.hw.calls[2].rcx, 0x40_0000);
+        assert_eq!(p.hw.accepted.len(), 1024);
+        // Accepting again is an error (a double accept is never expected).
+        let e = p.accept(Range::new(0x20_0000, 0x1000).unwrap()).unwrap_err();
+        assert_eq!(e, TeeError::Accept { gpa: 0x20_0000, status: status::PAGE_ALREADY_ACCEPTED });
+    }
+
+    #[test]
+    fn map_gpa_resumes_where_the_vmm_says_and_private_means_accept() {
+        use crate::tee::Platform;
+        let mut p = TdxPlatform { hw: Module { map_step: 0x2000, ..Default::default() }, shared_bit: 51 };
+        p.set_shared(Range::new(0x80_0000, 0x5000).unwrap(), true).unwrap();
+        let shared = 1u64 << 51;
+        assert_eq!(p.hw.mapped, vec![(0x80_0000 | shared, 0x2000), (0x80_2000 | shared, 0x2000), (0x80_4000 | shared, 0x1000)]);
+        p.hw.mapped.clear();
+        p.set_shared(Range::new(0x80_0000, 0x2000).unwrap(), false).unwrap();
+        assert_eq!(p.hw.mapped, vec![(0x80_0000, 0x2000)]);
+        assert!(p.hw.accepted.contains(&0x80_1000), "pages mapped private are accepted");
+        // A resume point outside the range is refused.
+        let mut p = TdxPlatform { hw: Module { map_step: 0x1000, resume_outside: true, ..Default::default() }, shared_bit: 51 };
+        assert!(p.set_shared(Range::new(0x80_0000, 0x2000).unwrap(), true).is_err());
+    }
+
+    #[test]
+    fn ve_handler_emulates_cpuid_io_and_msrs() {
+        let mut m = Module::default();
+        // CPUID: EAX..EDX from R12..R15, upper halves dropped.
+        let mut regs = VeRegs { rax: 0x21, rcx: 0, ..Default::default() };
+        let len = handle_ve(&mut m, &VeInfo { exit_reason: 10, instruction_len: 2, ..Default::default() }, &mut regs).unwrap();
+        assert_eq!((len, regs), (2, VeRegs { rax: 0xA, rbx: 0xB, rcx: 0xC, rdx: 0xD }));
+        // OUT DX, AL to 0x3F8 (qualification: size 0, OUT, port << 16).
+        let mut regs = VeRegs { rax: 0xFFFF_FF41, ..Default::default() };
+        handle_ve(&mut m, &VeInfo { exit_reason: 30, qualification: 0x03F8_0000, instruction_len: 1, ..Default::default() }, &mut regs).unwrap();
+        assert_eq!(m.ports.last(), Some(&(0x3F8, 1, true, 0x41)));
+        // IN AX, DX keeps RAX's upper bits; IN EAX zero-extends.
+        let mut regs = VeRegs { rax: 0xAAAA_BBBB_CCCC_DDDD, ..Default::default() };
+        handle_ve(&mut m, &VeInfo { exit_reason: 30, qualification: 0x0071_0009, ..Default::default() }, &mut regs).unwrap();
+        assert_eq!(regs.rax, 0xAAAA_BBBB_CCCC_5678);
+        handle_ve(&mut m, &VeInfo { exit_reason: 30, qualification: 0x0CFC_000B, ..Default::default() }, &mut regs).unwrap();
+        assert_eq!(regs.rax, 0x1234_5678);
+        // WRMSR EDX:EAX then RDMSR.
+        let mut regs = VeRegs { rax: 0xC06, rdx: 0x1, rcx: 0x2FF, ..Default::default() };
+        handle_ve(&mut m, &VeInfo { exit_reason: 32, ..Default::default() }, &mut regs).unwrap();
+        let mut regs = VeRegs { rcx: 0x2FF, ..Default::default() };
+        handle_ve(&mut m, &VeInfo { exit_reason: 31, ..Default::default() }, &mut regs).unwrap();
+        assert_eq!((regs.rax, regs.rdx), (0xC06, 1));
+        // String I/O and unknown exits are refused.
+        assert!(handle_ve(&mut m, &VeInfo { exit_reason: 30, qualification: 0x10, ..Default::default() }, &mut regs).is_err());
+        assert!(handle_ve(&mut m, &VeInfo { exit_reason: 48, ..Default::default() }, &mut regs).is_err());
+    }
 }
