@@ -8,6 +8,8 @@
 //! - [`store`]: reading a build's inputs from the local Nix store, importing outputs.
 pub mod store;
 pub mod vm;
+/// SEV-SNP and TDX launches: QEMU arguments and host checks (`--tee`).
+pub mod tee;
 
 use agent::proto::{self, Type};
 use vm::{Frame, VmConfig, VmError};
