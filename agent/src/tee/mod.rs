@@ -24,6 +24,7 @@
 use crate::proto::AttestationKind;
 use alloc::vec::Vec;
 
+pub mod insn;
 pub mod snp;
 pub mod tdx;
 

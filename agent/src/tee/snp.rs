@@ -570,6 +570,94 @@ pub fn cpuid_page_lookup(page: &[u8; PAGE], leaf: u32, subleaf: u32) -> Option<[
 }
 
 // ---------------------------------------------------------------------------------------------
+// The #VC handler's logic (GHCB spec "Non-Automatic Exits": the guest decodes the instruction,
+// fills the GHCB, exits, and completes the instruction from the GHCB)
+
+/// Emulates the instruction that raised `#VC` with `exit_code` (the #VC error code): CPUID
+/// (answered from the CPUID page when there is one: those values were checked by the PSP at
+/// launch; leaves missing from it read as zero, as in Linux `snp_cpuid`), IN/OUT, RDMSR/WRMSR,
+/// and MMIO (NPF) at `mmio_gpa`, which the caller finds by walking its page tables. `insn` is
+/// the instruction at RIP. Returns the instruction length to skip.
+pub fn handle_vc(
+    hw: &mut impl Hardware,
+    cpuid_page: Option<&[u8; PAGE]>,
+    exit_code: u64,
+    insn: &[u8],
+    mmio_gpa: Option<u64>,
+    regs: &mut super::insn::Gprs,
+) -> Result<usize, TeeError> {
+    use super::insn::{decode_io, decode_mmio, decode_simple, write_reg, Reg, Simple};
+    const RAX: usize = 0;
+    const RCX: usize = 1;
+    const RDX: usize = 2;
+    const RBX: usize = 3;
+    let refuse = || TeeError::Ghcb { exit_code, info1: 0, info2: 0 };
+    let low = |v: u64| v & 0xFFFF_FFFF;
+    match exit_code {
+        exit::CPUID => {
+            if decode_simple(insn) != Ok(Simple::Cpuid) {
+                return Err(refuse());
+            }
+            let (leaf, subleaf) = (regs[RAX] as u32, regs[RCX] as u32);
+            let out = match cpuid_page {
+                Some(page) => cpuid_page_lookup(page, leaf, subleaf).unwrap_or([0; 4]),
+                None => {
+                    let mut g = Ghcb::cpuid(leaf, subleaf, 1);
+                    hw.ghcb_exit(&mut g);
+                    g.result()?;
+                    g.cpuid_result().ok_or_else(refuse)?
+                }
+            };
+            (regs[RAX], regs[RBX], regs[RCX], regs[RDX]) = (out[0].into(), out[1].into(), out[2].into(), out[3].into());
+            Ok(2)
+        }
+        exit::IOIO => {
+            let io = decode_io(insn, regs[RDX]).map_err(|_| refuse())?;
+            let mut g = Ghcb::io(io.port, io.size, !io.is_in, low(regs[RAX]) as u32);
+            hw.ghcb_exit(&mut g);
+            g.result()?;
+            if io.is_in {
+                let v = g.get_valid(ghcb::RAX).ok_or_else(refuse)?;
+                write_reg(regs, Reg { num: 0, high_byte: false }, io.size, v);
+            }
+            Ok(io.len)
+        }
+        exit::MSR => {
+            let write = match decode_simple(insn) {
+                Ok(Simple::Rdmsr) => None,
+                Ok(Simple::Wrmsr) => Some(low(regs[RAX]) | (low(regs[RDX]) << 32)),
+                _ => return Err(refuse()),
+            };
+            let mut g = Ghcb::msr(regs[RCX] as u32, write);
+            hw.ghcb_exit(&mut g);
+            g.result()?;
+            if write.is_none() {
+                let v = g.msr_result().ok_or_else(refuse)?;
+                (regs[RAX], regs[RDX]) = (low(v), v >> 32);
+            }
+            Ok(2)
+        }
+        exit::NPF => {
+            let m = decode_mmio(insn).map_err(|_| refuse())?;
+            let gpa = mmio_gpa.ok_or_else(refuse)?;
+            let size = m.size as usize;
+            let value = m.write_value(regs);
+            let data = value.unwrap_or(0).to_le_bytes();
+            let mut g = Ghcb::mmio(hw.ghcb_gpa(), gpa, &data[..size], value.is_some());
+            hw.ghcb_exit(&mut g);
+            g.result()?;
+            if value.is_none() {
+                let mut v = [0u8; 8];
+                v[..size].copy_from_slice(&g.0[ghcb::SHARED_BUFFER..ghcb::SHARED_BUFFER + size]);
+                m.complete_read(regs, u64::from_le_bytes(v));
+            }
+            Ok(m.len)
+        }
+        _ => Err(refuse()),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // The secrets page (SNP ABI table "Secrets Page Format"; Linux `struct snp_secrets_page`)
 
 pub mod secrets {
@@ -1228,5 +1316,78 @@ mod tests {
         buf[16..20].copy_from_slice(&0xFFFu32.to_le_bytes());
         assert!(parse_cert_table(&buf).is_err(), "entry runs past the buffer");
         assert!(parse_cert_table(&[1u8; 48]).is_err(), "no terminator");
+    }
+
+    /// A hypervisor model for NAE events: answers CPUID, port reads, MSRs and MMIO reads, and
+    /// records what the guest asked.
+    #[derive(Default)]
+    struct Nae {
+        seen: Vec<(u64, u64, u64)>,
+        mark_valid: bool,
+    }
+    impl Hardware for Nae {
+        fn msr_exit(&mut self, _: u64) -> u64 {
+            unreachable!()
+        }
+        fn ghcb_gpa(&self) -> u64 {
+            0x7000_0000
+        }
+        fn ghcb_exit(&mut self, g: &mut Ghcb) {
+            let (code, info1, info2) = (g.get(ghcb::SW_EXIT_CODE), g.get(ghcb::SW_EXIT_INFO_1), g.get(ghcb::SW_EXIT_INFO_2));
+            self.seen.push((code, info1, if code == exit::IOIO || code == exit::MSR { g.get(ghcb::RAX) } else { info2 }));
+            let mut out = Ghcb::new();
+            out.0[ghcb::SHARED_BUFFER..ghcb::SHARED_BUFFER + 8].copy_from_slice(&0x1122_3344_5566_7788u64.to_le_bytes());
+            if self.mark_valid {
+                for (off, v) in [(ghcb::RAX, 0xFFFF_FFFF_0000_0041u64), (ghcb::RBX, 2), (ghcb::RCX, 3), (ghcb::RDX, 0x4)] {
+                    out.set(off, v);
+                }
+            }
+            out.set(ghcb::SW_EXIT_INFO_1, 0);
+            *g = out;
+        }
+        fn pvalidate(&mut self, _: u64, _: PageSize, _: bool) -> Pvalidate {
+            unreachable!()
+        }
+    }
+
+    #[test]
+    fn vc_handler_emulates_through_the_ghcb() {
+        let mut hv = Nae { mark_valid: true, ..Default::default() };
+        let mut g = [0u64; 16];
+        // OUT DX, AL: IOIO EXITINFO1 for port 0x3F8, 8-bit; RAX carries the byte.
+        (g[0], g[2]) = (0x41, 0x3F8);
+        assert_eq!(handle_vc(&mut hv, None, exit::IOIO, &[0xEE], None, &mut g), Ok(1));
+        assert_eq!(hv.seen[0], (0x7B, 0x03F8_0090, 0x41));
+        // IN AL, 0x71 merges AL only.
+        g[0] = 0xAAAA_BBBB_CCCC_DDDD;
+        assert_eq!(handle_vc(&mut hv, None, exit::IOIO, &[0xE4, 0x71], None, &mut g), Ok(2));
+        assert_eq!(g[0], 0xAAAA_BBBB_CCCC_DD41);
+        // RDMSR: EAX, EDX from the GHCB's RAX, RDX (low halves).
+        g[1] = 0xC001_0131;
+        assert_eq!(handle_vc(&mut hv, None, exit::MSR, &[0x0F, 0x32], None, &mut g), Ok(2));
+        assert_eq!((g[0], g[2]), (0x41, 4));
+        // CPUID from the CPUID page, never the hypervisor, when there is a page.
+        let mut page = [0u8; PAGE];
+        page[0..4].copy_from_slice(&1u32.to_le_bytes());
+        page[0x10..0x14].copy_from_slice(&0x8000_001Fu32.to_le_bytes());
+        page[0x2C..0x30].copy_from_slice(&0x173u32.to_le_bytes());
+        let exits = hv.seen.len();
+        (g[0], g[1]) = (0x8000_001F, 0);
+        assert_eq!(handle_vc(&mut hv, Some(&page), exit::CPUID, &[0x0F, 0xA2], None, &mut g), Ok(2));
+        assert_eq!((g[0], g[3], g[1], g[2]), (0, 0x173, 0, 0));
+        assert_eq!(hv.seen.len(), exits);
+        g[0] = 7;
+        handle_vc(&mut hv, Some(&page), exit::CPUID, &[0x0F, 0xA2], None, &mut g).unwrap();
+        assert_eq!(&g[..4], &[0; 4], "a leaf missing from the page reads as zero");
+        // MMIO read: mov eax, [rdi] at GPA 0xC000_0000: data from the shared buffer, zero-extended.
+        g[0] = u64::MAX;
+        assert_eq!(handle_vc(&mut hv, None, exit::NPF, &[0x8B, 0x07], Some(0xC000_0000), &mut g), Ok(2));
+        assert_eq!(g[0], 0x5566_7788);
+        assert_eq!(hv.seen.last(), Some(&(0x8000_0001, 0xC000_0000, 4)));
+        // A hypervisor that leaves RAX invalid after IN is refused; so are unknown exits.
+        let mut lazy = Nae::default();
+        assert!(handle_vc(&mut lazy, None, exit::IOIO, &[0xEC], None, &mut g).is_err());
+        assert!(handle_vc(&mut lazy, None, 0x6F, &[0xF4], None, &mut g).is_err());
+        assert!(handle_vc(&mut lazy, None, exit::NPF, &[0x8B, 0x07], None, &mut g).is_err(), "no GPA");
     }
 }

@@ -11,6 +11,7 @@
 //! Numbers Definition" table and each leaf's "Input/Output Operands" tables) and the GHCI v1.5
 //! spec ("TDG.VP.VMCALL Interface" and its sub-function tables); cross-checked against Linux
 //! `arch/x86/coco/tdx/`, `drivers/virt/coco/tdx-guest` and the `tdx-guest` crate.
+use super::insn::{self, Gprs};
 use super::{split, Evidence, Kind, PageSize, Range, TeeError, PAGE_4K};
 use alloc::vec;
 use alloc::vec::Vec;
@@ -324,50 +325,63 @@ pub fn decode_io_qualification(q: u64) -> IoExit {
     IoExit { port: (q >> 16) as u16, size: (q & 7) as u8 + 1, is_in: q & (1 << 3) != 0, string: q & (1 << 4) != 0 }
 }
 
-/// The general registers a #VE handler reads and writes for the instructions handled here.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct VeRegs {
-    pub rax: u64,
-    pub rbx: u64,
-    pub rcx: u64,
-    pub rdx: u64,
-}
-
-/// Handles the #VEs the agent triggers that need no instruction decoding: CPUID, port I/O
-/// (IN/OUT with AL/AX/EAX, not string I/O), RDMSR, WRMSR. Updates `regs` and returns the
-/// instruction length to skip. MMIO (EPT violation on a shared GPA) needs the instruction
-/// decoded and is not handled here.
-pub fn handle_ve(hw: &mut impl Hardware, ve: &VeInfo, regs: &mut VeRegs) -> Result<u32, TeeError> {
+/// Handles the #VEs the agent triggers: CPUID, port I/O (IN/OUT, not string I/O), RDMSR, WRMSR
+/// and MMIO to shared memory (an EPT violation on a shared GPA: the instruction at RIP, `insn`,
+/// is decoded to find the register and size). Updates `regs` and returns the instruction length
+/// to skip. Anything else is refused.
+pub fn handle_ve(hw: &mut impl Hardware, ve: &VeInfo, insn: &[u8], regs: &mut Gprs) -> Result<u32, TeeError> {
     const EXIT_CPUID: u32 = 10;
     const EXIT_IO: u32 = 30;
     const EXIT_RDMSR: u32 = 31;
     const EXIT_WRMSR: u32 = 32;
+    const EXIT_EPT_VIOLATION: u32 = 48;
+    const RAX: usize = 0;
+    const RCX: usize = 1;
+    const RDX: usize = 2;
+    const RBX: usize = 3;
     let low = |v: u64| v & 0xFFFF_FFFF;
+    let refuse = |subfunction: u64| TeeError::Vmcall { subfunction, status: vmcall::INVALID_OPERAND };
     match ve.exit_reason {
         EXIT_CPUID => {
-            let r = vmcall_ok(hw, vmcall_cpuid(regs.rax as u32, regs.rcx as u32))?;
-            (regs.rax, regs.rbx, regs.rcx, regs.rdx) = (low(r.r12), low(r.r13), low(r.r14), low(r.r15));
+            let r = vmcall_ok(hw, vmcall_cpuid(regs[RAX] as u32, regs[RCX] as u32))?;
+            (regs[RAX], regs[RBX], regs[RCX], regs[RDX]) = (low(r.r12), low(r.r13), low(r.r14), low(r.r15));
         }
         EXIT_IO => {
             let io = decode_io_qualification(ve.qualification);
             if io.string || !matches!(io.size, 1 | 2 | 4) {
-                return Err(TeeError::Vmcall { subfunction: vmcall::IO, status: vmcall::INVALID_OPERAND });
+                return Err(refuse(vmcall::IO));
             }
             let mask = (1u64 << (8 * io.size)) - 1;
-            let r = vmcall_ok(hw, vmcall_io(io.port, io.size, !io.is_in, (regs.rax & mask) as u32))?;
+            let r = vmcall_ok(hw, vmcall_io(io.port, io.size, !io.is_in, (regs[RAX] & mask) as u32))?;
             if io.is_in {
                 // IN writes AL/AX (keeping the rest of RAX) or EAX (zero-extending).
-                regs.rax = if io.size == 4 { r.r11 & mask } else { (regs.rax & !mask) | (r.r11 & mask) };
+                insn::write_reg(regs, insn::Reg { num: 0, high_byte: false }, io.size, r.r11 & mask);
             }
         }
         EXIT_RDMSR => {
-            let r = vmcall_ok(hw, vmcall_rdmsr(regs.rcx as u32))?;
-            (regs.rax, regs.rdx) = (low(r.r11), r.r11 >> 32);
+            let r = vmcall_ok(hw, vmcall_rdmsr(regs[RCX] as u32))?;
+            (regs[RAX], regs[RDX]) = (low(r.r11), r.r11 >> 32);
         }
         EXIT_WRMSR => {
-            vmcall_ok(hw, vmcall_wrmsr(regs.rcx as u32, low(regs.rax) | (low(regs.rdx) << 32)))?;
+            vmcall_ok(hw, vmcall_wrmsr(regs[RCX] as u32, low(regs[RAX]) | (low(regs[RDX]) << 32)))?;
         }
-        other => return Err(TeeError::Vmcall { subfunction: other.into(), status: vmcall::INVALID_OPERAND }),
+        EXIT_EPT_VIOLATION => {
+            let m = insn::decode_mmio(insn).map_err(|_| refuse(vmcall::MMIO))?;
+            if ve.instruction_len != 0 && ve.instruction_len as usize != m.len {
+                return Err(refuse(vmcall::MMIO));
+            }
+            match m.write_value(regs) {
+                Some(v) => {
+                    vmcall_ok(hw, vmcall_mmio(ve.gpa, m.size, true, v))?;
+                }
+                None => {
+                    let r = vmcall_ok(hw, vmcall_mmio(ve.gpa, m.size, false, 0))?;
+                    m.complete_read(regs, r.r11);
+                }
+            }
+            return Ok(m.len as u32);
+        }
+        other => return Err(refuse(other.into())),
     }
     Ok(ve.instruction_len)
 }
@@ -633,6 +647,7 @@ mod tests {
         map_step: u64,
         mapped: Vec<(u64, u64)>,
         ports: Vec<(u16, u8, bool, u64)>,
+        mmio: Vec<(u64, u8, bool, u64)>,
         msrs: alloc::collections::BTreeMap<u32, u64>,
         resume_outside: bool,
     }
@@ -675,6 +690,10 @@ mod tests {
                             r.r11 = 0x1234_5678;
                         }
                         vmcall::RDMSR => r.r11 = *self.msrs.get(&(r.r12 as u32)).unwrap_or(&0),
+                        vmcall::MMIO => {
+                            self.mmio.push((r.r14, r.r12 as u8, r.r13 == 1, r.r15));
+                            r.r11 = 0x1234_5678;
+                        }
                         vmcall::WRMSR => {
                             self.msrs.insert(r.r12 as u32, r.r13);
                         }
@@ -733,30 +752,46 @@ mod tests {
     }
 
     #[test]
-    fn ve_handler_emulates_cpuid_io_and_msrs() {
+    fn ve_handler_emulates_cpuid_io_msrs_and_mmio() {
         let mut m = Module::default();
+        let ve = |exit_reason: u32, qualification: u64, instruction_len: u32| VeInfo { exit_reason, qualification, instruction_len, ..Default::default() };
         // CPUID: EAX..EDX from R12..R15, upper halves dropped.
-        let mut regs = VeRegs { rax: 0x21, rcx: 0, ..Default::default() };
-        let len = handle_ve(&mut m, &VeInfo { exit_reason: 10, instruction_len: 2, ..Default::default() }, &mut regs).unwrap();
-        assert_eq!((len, regs), (2, VeRegs { rax: 0xA, rbx: 0xB, rcx: 0xC, rdx: 0xD }));
+        let mut g: Gprs = [0; 16];
+        g[0] = 0x21;
+        assert_eq!(handle_ve(&mut m, &ve(10, 0, 2), &[0x0F, 0xA2], &mut g), Ok(2));
+        assert_eq!(&g[..4], &[0xA, 0xC, 0xD, 0xB], "RAX, RCX, RDX, RBX");
         // OUT DX, AL to 0x3F8 (qualification: size 0, OUT, port << 16).
-        let mut regs = VeRegs { rax: 0xFFFF_FF41, ..Default::default() };
-        handle_ve(&mut m, &VeInfo { exit_reason: 30, qualification: 0x03F8_0000, instruction_len: 1, ..Default::default() }, &mut regs).unwrap();
+        g[0] = 0xFFFF_FF41;
+        handle_ve(&mut m, &ve(30, 0x03F8_0000, 1), &[0xEE], &mut g).unwrap();
         assert_eq!(m.ports.last(), Some(&(0x3F8, 1, true, 0x41)));
         // IN AX, DX keeps RAX's upper bits; IN EAX zero-extends.
-        let mut regs = VeRegs { rax: 0xAAAA_BBBB_CCCC_DDDD, ..Default::default() };
-        handle_ve(&mut m, &VeInfo { exit_reason: 30, qualification: 0x0071_0009, ..Default::default() }, &mut regs).unwrap();
-        assert_eq!(regs.rax, 0xAAAA_BBBB_CCCC_5678);
-        handle_ve(&mut m, &VeInfo { exit_reason: 30, qualification: 0x0CFC_000B, ..Default::default() }, &mut regs).unwrap();
-        assert_eq!(regs.rax, 0x1234_5678);
+        g[0] = 0xAAAA_BBBB_CCCC_DDDD;
+        handle_ve(&mut m, &ve(30, 0x0071_0009, 2), &[0x66, 0xED], &mut g).unwrap();
+        assert_eq!(g[0], 0xAAAA_BBBB_CCCC_5678);
+        handle_ve(&mut m, &ve(30, 0x0CFC_000B, 1), &[0xED], &mut g).unwrap();
+        assert_eq!(g[0], 0x1234_5678);
         // WRMSR EDX:EAX then RDMSR.
-        let mut regs = VeRegs { rax: 0xC06, rdx: 0x1, rcx: 0x2FF, ..Default::default() };
-        handle_ve(&mut m, &VeInfo { exit_reason: 32, ..Default::default() }, &mut regs).unwrap();
-        let mut regs = VeRegs { rcx: 0x2FF, ..Default::default() };
-        handle_ve(&mut m, &VeInfo { exit_reason: 31, ..Default::default() }, &mut regs).unwrap();
-        assert_eq!((regs.rax, regs.rdx), (0xC06, 1));
-        // String I/O and unknown exits are refused.
-        assert!(handle_ve(&mut m, &VeInfo { exit_reason: 30, qualification: 0x10, ..Default::default() }, &mut regs).is_err());
-        assert!(handle_ve(&mut m, &VeInfo { exit_reason: 48, ..Default::default() }, &mut regs).is_err());
+        (g[0], g[2], g[1]) = (0xC06, 0x1, 0x2FF);
+        handle_ve(&mut m, &ve(32, 0, 2), &[0x0F, 0x30], &mut g).unwrap();
+        (g[0], g[2]) = (0, 0);
+        handle_ve(&mut m, &ve(31, 0, 2), &[0x0F, 0x32], &mut g).unwrap();
+        assert_eq!((g[0], g[2]), (0xC06, 1));
+        // MMIO: mov [rsi], ecx to a shared GPA, then mov r8d, [rsp] (value from R11).
+        m.mmio.clear();
+        g[1] = 0xFFFF_FFFF_0000_0007;
+        let shared = 0x0008_0000_C000_0010;
+        let v = VeInfo { exit_reason: 48, gpa: shared, instruction_len: 2, ..Default::default() };
+        assert_eq!(handle_ve(&mut m, &v, &[0x89, 0x0E], &mut g), Ok(2));
+        assert_eq!(m.mmio, vec![(shared, 4, true, 7)]);
+        let v = VeInfo { instruction_len: 4, ..v };
+        g[8] = u64::MAX;
+        assert_eq!(handle_ve(&mut m, &v, &[0x44, 0x8B, 0x04, 0x24], &mut g), Ok(4));
+        assert_eq!(g[8], 0x1234_5678);
+        // A decoded length that disagrees with the module's is refused, as are string I/O and
+        // instructions the decoder does not know.
+        assert!(handle_ve(&mut m, &VeInfo { instruction_len: 3, ..v }, &[0x44, 0x8B, 0x04, 0x24], &mut g).is_err());
+        assert!(handle_ve(&mut m, &v, &[0x01, 0x00], &mut g).is_err());
+        assert!(handle_ve(&mut m, &ve(30, 0x10, 1), &[0x6C], &mut g).is_err());
+        assert!(handle_ve(&mut m, &ve(12, 0, 1), &[0xF4], &mut g).is_err());
     }
 }
