@@ -201,6 +201,8 @@ pub enum TeeError {
     NoKey,
     /// The sequence numbers are used up.
     SequenceExhausted,
+    /// A guest-message payload larger than a page allows (nothing was sent).
+    RequestTooLarge(usize),
     /// A response that does not authenticate or does not match its request: `what` failed.
     BadResponse(&'static str),
     /// The report the firmware returned says something other than what was asked.

@@ -414,12 +414,18 @@ pub fn psc_buffers(range: Range, op: PageState) -> Vec<PscBuffer> {
         .collect()
 }
 
-/// Runs one PSC buffer to completion. The hypervisor may stop early and is called again; it must
-/// make progress, never move `cur_entry` back or `end_entry` forward (Linux `vmgexit_psc`).
+/// Runs one PSC buffer to completion. The hypervisor may stop early and is called again with
+/// the buffer as it left it (Linux `vmgexit_psc`): it may advance `cur_entry` and the entries'
+/// `cur_page` (within a 2 MiB entry), nothing else; every call must make progress.
 pub fn run_psc(hw: &mut impl Hardware, mut psc: PscBuffer) -> Result<(), TeeError> {
-    let (start, end) = (psc.cur_entry, psc.end_entry);
+    const CUR_PAGE: u64 = 0xFFF;
+    let end = psc.end_entry;
     let first_gpa = psc.entries.first().map_or(0, |e| e & 0x000F_FFFF_FFFF_F000);
-    for _ in 0..=psc.entries.len() {
+    let refused = || TeeError::PageStateChange { gpa: first_gpa, error: u64::MAX };
+    let progress = |p: &PscBuffer| (p.cur_entry, p.entries.iter().map(|e| e & CUR_PAGE).sum::<u64>());
+    // At most one call per 4 KiB page, plus the last.
+    let bound = psc.entries.iter().map(|e| if e >> 56 & 1 == 1 { 512 } else { 1 }).sum::<usize>() + 1;
+    for _ in 0..bound {
         let mut g = Ghcb::page_state_change(hw.ghcb_gpa(), &psc);
         hw.ghcb_exit(&mut g);
         let info2 = g.get(ghcb::SW_EXIT_INFO_2);
@@ -427,19 +433,19 @@ pub fn run_psc(hw: &mut impl Hardware, mut psc: PscBuffer) -> Result<(), TeeErro
             return Err(TeeError::PageStateChange { gpa: first_gpa, error: info2 });
         }
         let back = PscBuffer::read(&g.0[ghcb::SHARED_BUFFER..], psc.entries.len());
-        if back.end_entry != end || back.cur_entry < psc.cur_entry.max(start) {
-            return Err(TeeError::PageStateChange { gpa: first_gpa, error: u64::MAX });
+        let same_pages = back.entries.iter().zip(&psc.entries).all(|(b, o)| b & !CUR_PAGE == o & !CUR_PAGE);
+        if back.end_entry != end || back.cur_entry < psc.cur_entry || !same_pages {
+            return Err(refused());
         }
         if back.cur_entry > back.end_entry {
             return Ok(());
         }
-        if back.cur_entry == psc.cur_entry && back.entries == psc.entries {
-            return Err(TeeError::PageStateChange { gpa: first_gpa, error: u64::MAX }); // no progress
+        if progress(&back) <= progress(&psc) {
+            return Err(refused()); // no progress
         }
-        // Keep our own entries: the hypervisor may only have advanced the cursor.
-        psc.cur_entry = back.cur_entry;
+        psc = back;
     }
-    Err(TeeError::PageStateChange { gpa: first_gpa, error: u64::MAX })
+    Err(refused())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -853,7 +859,7 @@ impl GuestChannel {
     ) -> Result<Vec<u8>, TeeError> {
         let Some(key) = &self.key else { return Err(TeeError::KeyWiped) };
         if payload.len() > msg::MAX_PAYLOAD {
-            return Err(TeeError::BadResponse("request payload larger than a page"));
+            return Err(TeeError::RequestTooLarge(payload.len()));
         }
         // The response carries seqno + 1: both must fit.
         let Some(seqno) = self.last.checked_add(1).filter(|s| *s < u64::MAX) else {
@@ -1157,6 +1163,10 @@ mod tests {
         validated: Vec<(u64, PageSize, bool)>,
         size_mismatch: bool,
         stall: bool,
+        /// Rewrites an entry's GFN (a hostile hypervisor).
+        rewrite: bool,
+        /// Handles a 2 MiB entry in two halves, recording progress in cur_page.
+        halves: bool,
     }
     impl Hardware for PscHv {
         fn msr_exit(&mut self, _: u64) -> u64 {
@@ -1175,6 +1185,17 @@ mod tests {
             if self.stall {
                 return;
             }
+            if self.rewrite {
+                buf[8] ^= 0x10; // the first entry's GFN
+                return;
+            }
+            if self.halves {
+                let e = u64::from_le_bytes(buf[8 + 8 * cur..16 + 8 * cur].try_into().unwrap());
+                if e >> 56 & 1 == 1 && e & 0xFFF == 0 {
+                    buf[8 + 8 * cur..16 + 8 * cur].copy_from_slice(&(e | 256).to_le_bytes());
+                    return;
+                }
+            }
             let last = (cur + self.per_call).min(end + 1);
             for i in cur..last {
                 let e = u64::from_le_bytes(buf[8 + 8 * i..16 + 8 * i].try_into().unwrap());
@@ -1190,7 +1211,7 @@ mod tests {
     }
 
     fn hv() -> PscHv {
-        PscHv { per_call: 1000, exits: 0, states: vec![], validated: vec![], size_mismatch: false, stall: false }
+        PscHv { per_call: 1000, exits: 0, states: vec![], validated: vec![], size_mismatch: false, stall: false, rewrite: false, halves: false }
     }
 
     #[test]
@@ -1211,6 +1232,14 @@ mod tests {
         // A hypervisor that makes no progress is an error, not a loop.
         let mut p = SnpPlatform { hw: PscHv { stall: true, ..hv() }, cbit: 51, ghcb_ready: true };
         assert!(p.accept(Range::new(0, 0x1000).unwrap()).is_err());
+        // Nor may it change which pages the entries name.
+        let mut p = SnpPlatform { hw: PscHv { rewrite: true, ..hv() }, cbit: 51, ghcb_ready: true };
+        assert!(p.accept(Range::new(0, 0x1000).unwrap()).is_err());
+        // Progress inside a 2 MiB entry (cur_page) counts, and the buffer goes back as it was left.
+        let mut p = SnpPlatform { hw: PscHv { halves: true, ..hv() }, cbit: 51, ghcb_ready: true };
+        p.accept(Range::new(0x20_0000, 0x20_0000).unwrap()).unwrap();
+        assert_eq!(p.hw.exits, 2);
+        assert_eq!(p.hw.states, vec![(0x20_0000, 1, true)]);
     }
 
     #[test]
@@ -1389,5 +1418,27 @@ mod tests {
         assert!(handle_vc(&mut lazy, None, exit::IOIO, &[0xEC], None, &mut g).is_err());
         assert!(handle_vc(&mut lazy, None, 0x6F, &[0xF4], None, &mut g).is_err());
         assert!(handle_vc(&mut lazy, None, exit::NPF, &[0x8B, 0x07], None, &mut g).is_err(), "no GPA");
+    }
+
+    struct NeverCalled;
+    impl GuestRequest for NeverCalled {
+        fn guest_request(&mut self, _: &[u8; PAGE], _: &mut [u8; PAGE], _: Option<&mut [u8]>) -> RequestOutcome {
+            panic!("no request may be sent")
+        }
+    }
+
+    #[test]
+    fn sequence_numbers_never_wrap() {
+        // The last response used u64::MAX - 1: the next request would need u64::MAX and its
+        // response u64::MAX + 1. The channel refuses and wipes the key instead of wrapping.
+        let mut c = GuestChannel { key: Some(Vmpck::from_bytes([1; 32])), vmpck_id: 0, last: u64::MAX - 1 };
+        assert_eq!(c.request(&mut NeverCalled, MsgType::ReportReq, 1, &[0; 0x60], None), Err(TeeError::SequenceExhausted));
+        assert!(c.is_wiped());
+        assert_eq!(c.request(&mut NeverCalled, MsgType::ReportReq, 1, &[0; 0x60], None), Err(TeeError::KeyWiped));
+        // An oversized payload is refused before a sequence number is spent.
+        let mut c = GuestChannel::new(Vmpck::from_bytes([1; 32]), 0);
+        assert!(c.request(&mut NeverCalled, MsgType::ReportReq, 1, &[0; PAGE], None).is_err());
+        assert!(!c.is_wiped());
+        assert_eq!(c.next_seqno(), 1);
     }
 }
