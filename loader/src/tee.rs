@@ -114,6 +114,29 @@ impl QemuTeeArgs {
     pub fn object_args(&self) -> Vec<String> {
         self.objects.iter().flat_map(|o| ["-object".to_string(), o.clone()]).collect()
     }
+
+    /// The `-machine` value: `q35,accel=<accel>` plus the TEE's properties.
+    pub fn machine_arg(&self, accel: &str) -> String {
+        let mut m = format!("q35,accel={accel}");
+        for p in &self.machine {
+            m.push(',');
+            m.push_str(p);
+        }
+        m
+    }
+
+    /// The `-cpu` value: the TEE's, else `default`.
+    pub fn cpu_arg<'a>(&'a self, default: &'a str) -> &'a str {
+        self.cpu.as_deref().unwrap_or(default)
+    }
+}
+
+/// A TEE runs only under KVM: refuses TCG (and `auto` that resolved to TCG) with the reason.
+pub fn require_kvm(tee: Tee, accel_is_kvm: bool) -> Result<(), Unavailable> {
+    if tee == Tee::None || accel_is_kvm {
+        return Ok(());
+    }
+    Err(Unavailable { tee, missing: vec![Missing("KVM: a confidential VM cannot run under TCG (use --accel kvm on a host with /dev/kvm)".into())] })
 }
 
 /// The QEMU arguments for `config.tee` with `memory_mib` of guest RAM.
@@ -295,7 +318,14 @@ mod tests {
             ]
         );
         assert_eq!(a.cpu.as_deref(), Some("EPYC-v4"));
-        assert_eq!(qemu_args(&TeeConfig::default(), 2048), QemuTeeArgs::default());
+        assert_eq!(a.machine_arg("kvm"), "q35,accel=kvm,confidential-guest-support=sev0,memory-backend=ram0");
+        assert_eq!(a.cpu_arg("host,-arch-capabilities"), "EPYC-v4");
+        let none = qemu_args(&TeeConfig::default(), 2048);
+        assert_eq!(none, QemuTeeArgs::default());
+        assert_eq!((none.machine_arg("tcg"), none.cpu_arg("max")), ("q35,accel=tcg".to_string(), "max"));
+        assert!(none.object_args().is_empty());
+        assert!(require_kvm(Tee::Snp, false).unwrap_err().to_string().contains("cannot run under TCG"));
+        assert!(require_kvm(Tee::Snp, true).is_ok() && require_kvm(Tee::None, false).is_ok());
     }
 
     #[test]
