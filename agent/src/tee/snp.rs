@@ -355,15 +355,16 @@ impl Ghcb {
     }
 }
 
-/// EXITINFO1 of an IOIO intercept (APM vol. 2 "IOIO Intercept"): bit 0 TYPE (1 = IN), bits 4-6 SZ8/16/32,
-/// bits 7-9 A16/A32/A64 (the agent's port accesses use DX: 16-bit address size), bits 31:16 port.
+/// EXITINFO1 of an IOIO intercept (APM vol. 2 "IOIO Intercept"): bit 0 TYPE (1 = IN), bits 4-6
+/// SZ8/16/32, bits 7-9 A16/A32/A64 (the instruction's address size: 64 in the agent's 64-bit
+/// code, as Linux `vc_ioio_exitinfo` and OVMF's `IoioExitInfo` set it), bits 31:16 port.
 pub fn ioio_exit_info(port: u16, size: u8, is_in: bool) -> u64 {
     let sz = match size {
         1 => 1 << 4,
         2 => 1 << 5,
         _ => 1 << 6,
     };
-    (u64::from(port) << 16) | (1 << 7) | sz | is_in as u64
+    (u64::from(port) << 16) | (1 << 9) | sz | is_in as u64
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1109,13 +1110,14 @@ mod tests {
 
     #[test]
     fn nae_event_encodings() {
-        // IOIO EXITINFO1 (APM vol. 2 "IOIO Intercept"): OUT DX, AL to 0x3F8: port << 16 | A16 | SZ8.
-        assert_eq!(ioio_exit_info(0x3F8, 1, false), 0x03F8_0090);
-        // IN EAX, DX from 0xCFC: port << 16 | A16 | SZ32 | TYPE.
-        assert_eq!(ioio_exit_info(0xCFC, 4, true), 0x0CFC_00C1);
-        assert_eq!(ioio_exit_info(0x71, 2, true), 0x0071_00A1);
+        // IOIO EXITINFO1 (APM vol. 2 "IOIO Intercept"; Linux IOIO_* constants): OUT DX, AL to
+        // 0x3F8: port << 16 | A64 (bit 9) | SZ8 (bit 4).
+        assert_eq!(ioio_exit_info(0x3F8, 1, false), 0x03F8_0210);
+        // IN EAX, DX from 0xCFC: port << 16 | A64 | SZ32 (bit 6) | TYPE (bit 0).
+        assert_eq!(ioio_exit_info(0xCFC, 4, true), 0x0CFC_0241);
+        assert_eq!(ioio_exit_info(0x71, 2, true), 0x0071_0221);
         let g = Ghcb::io(0x3F8, 1, true, 0x41);
-        assert_eq!((g.get(ghcb::SW_EXIT_CODE), g.get(ghcb::SW_EXIT_INFO_1), g.get(ghcb::RAX)), (0x7B, 0x03F8_0090, 0x41));
+        assert_eq!((g.get(ghcb::SW_EXIT_CODE), g.get(ghcb::SW_EXIT_INFO_1), g.get(ghcb::RAX)), (0x7B, 0x03F8_0210, 0x41));
         // MSR: EXITINFO1 0 = RDMSR, 1 = WRMSR (GHCB spec NAE table, "MSR Access"; APM vol. 2 "MSR Intercepts").
         let w = Ghcb::msr(0x2FF, Some(0x1234_5678_0000_0C06));
         assert_eq!((w.get(ghcb::SW_EXIT_CODE), w.get(ghcb::SW_EXIT_INFO_1)), (0x7C, 1));
@@ -1386,7 +1388,7 @@ mod tests {
         // OUT DX, AL: IOIO EXITINFO1 for port 0x3F8, 8-bit; RAX carries the byte.
         (g[0], g[2]) = (0x41, 0x3F8);
         assert_eq!(handle_vc(&mut hv, None, exit::IOIO, &[0xEE], None, &mut g), Ok(1));
-        assert_eq!(hv.seen[0], (0x7B, 0x03F8_0090, 0x41));
+        assert_eq!(hv.seen[0], (0x7B, 0x03F8_0210, 0x41));
         // IN AL, 0x71 merges AL only.
         g[0] = 0xAAAA_BBBB_CCCC_DDDD;
         assert_eq!(handle_vc(&mut hv, None, exit::IOIO, &[0xE4, 0x71], None, &mut g), Ok(2));

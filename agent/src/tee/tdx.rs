@@ -59,7 +59,8 @@ pub mod vmcall {
     pub const GPA_INUSE: u64 = 0x8000_0000_0000_0001;
     pub const ALIGN_ERROR: u64 = 0x8000_0000_0000_0002;
     /// RCX for TDG.VP.VMCALL: the GPRs passed to the VMM, bit i = GPR i (RAX 0, RCX 1, … R15
-    /// 15). The standard sub-functions use R10-R15 (Linux `TDVMCALL_EXPOSE_REGS_MASK`).
+    /// 15). The sub-functions used here pass only R10-R15 (the mask older Linux versions used as
+    /// `TDVMCALL_EXPOSE_REGS_MASK`; newer ones expose more registers for other sub-functions).
     pub const EXPOSE_R10_R15: u64 = 0xFC00;
 }
 
