@@ -9,6 +9,7 @@
 //! - [`nix`]: Nix semantics — ATerm derivations, store paths, NAR, hashing.
 //! - [`sandbox`]: the builder's world — in-memory file system, ELF, syscalls.
 //! - [`statement`]: what the agent attests to.
+//! - [`tee`]: SEV-SNP and TDX — the encodings of their guest interfaces and the attesters.
 //!
 //! Hardware access (`unsafe`) lives only in the firmware binary's `arch` layer.
 #![no_std]
@@ -26,3 +27,4 @@ pub mod proto;
 pub mod nix;
 pub mod statement;
 pub mod sandbox;
+pub mod tee;

@@ -10,6 +10,8 @@
 pub mod build;
 pub mod store;
 pub mod vm;
+/// SEV-SNP and TDX launches: QEMU arguments and host checks (`--tee`).
+pub mod tee;
 
 use agent::proto::{self, Type};
 use std::path::{Path, PathBuf};

@@ -11,6 +11,9 @@ pub mod memory;
 pub mod pci;
 pub mod power;
 pub mod serial;
+pub mod snp;
+pub mod tdx;
+pub mod tee;
 pub mod timer;
 pub mod user;
 pub mod virtio;
@@ -24,6 +27,7 @@ core::arch::global_asm!(include_str!("footer.s"), options(att_syntax, raw));
 #[unsafe(no_mangle)]
 extern "C" fn rust_start() -> ! {
     serial::init();
+    tee::init();
     gdt::init();
     idt::init();
     memory::init();
