@@ -211,11 +211,11 @@ fn run(input: &mut Reader, out: &mut Writer, request: &[u8]) -> Result<(), Stop>
             .collect(),
         inputs: inputs.iter().map(|(p, i)| statement::Input { path: p.clone(), nar_sha256: i.nar_sha256 }).collect(),
         agent_version: agent::VERSION.to_string(),
-        attestation: AttestationKind::None,
+        attestation: arch::tee::kind().attestation(),
     };
     let statement_bytes = st.to_json().into_bytes();
     let report_data = statement::report_data(&statement_bytes);
-    let (kind, report) = attest(&report_data);
+    let (kind, report) = attest(&report_data)?;
 
     // 7. Publish: outputs, statement, evidence.
     for (name, (path, info)) in &outputs {
@@ -235,10 +235,19 @@ fn run(input: &mut Reader, out: &mut Writer, request: &[u8]) -> Result<(), Stop>
     Ok(())
 }
 
-/// The attester. Without a TEE nothing signs REPORT_DATA: the evidence says `none` and carries
-/// REPORT_DATA itself, unsigned (a checksum of the statement, nothing more).
-fn attest(report_data: &[u8; 64]) -> (AttestationKind, Vec<u8>) {
-    (AttestationKind::None, report_data.to_vec())
+/// The attester for the platform found at boot. Without a TEE nothing signs REPORT_DATA: the
+/// evidence says `none` and carries REPORT_DATA itself, unsigned (a checksum of the statement,
+/// nothing more). Inside SNP or TDX the report must come from the hardware: until the boot path
+/// sets up the GHCB / shared buffers the attesters in `agent::tee` need (docs/running-on-snp.md,
+/// docs/running-on-tdx.md), the build is refused rather than published without it.
+fn attest(report_data: &[u8; 64]) -> Result<(AttestationKind, Vec<u8>), Stop> {
+    match arch::tee::kind() {
+        agent::tee::Kind::None => Ok((AttestationKind::None, report_data.to_vec())),
+        other => refuse(
+            ErrorCode::Attestation,
+            format!("running as {} but this image's boot path cannot reach the attester yet", agent::statement::attestation_name(other.attestation())),
+        ),
+    }
 }
 
 /// The builder's process, started as Nix 2.8 starts it, in a kernel with this build's limits

@@ -15,7 +15,7 @@ mod arch;
 mod job;
 
 use agent::channel::{FrameReader, FrameWriter, InStream, Incoming, OutStream, StreamError};
-use agent::proto::{self, AttestationKind, ErrorCode, Type};
+use agent::proto::{self, ErrorCode, Type};
 use agent::sandbox::fs::{self, Fs};
 use agent::sandbox::process::{Exception, Kernel, Status};
 use alloc::format;
@@ -43,7 +43,8 @@ fn main() -> ! {
             arch::power::shutdown();
         }
     };
-    let _ = out.send(Type::Hello, &proto::hello_payload(AttestationKind::None, agent::VERSION));
+    // The platform found at boot (arch::tee): what the Hello frame and the evidence say.
+    let _ = out.send(Type::Hello, &proto::hello_payload(arch::tee::kind().attestation(), agent::VERSION));
     let _ = out.flush();
     match InStream::open(input) {
         Ok(s) => {

@@ -74,6 +74,10 @@ struct VmArgs {
     /// Keep the VM's disks and serial log in this directory (default: a temporary one, removed).
     #[arg(long)]
     work_dir: Option<PathBuf>,
+    /// Launch the agent as a confidential guest: none (a plain VM, unattested evidence), snp
+    /// or tdx (KVM on a host with SEV-SNP or TDX; docs/running-on-snp.md, running-on-tdx.md).
+    #[arg(long, default_value = "none")]
+    tee: loader::tee::Tee,
 }
 
 impl VmArgs {
@@ -82,6 +86,7 @@ impl VmArgs {
         c.accel = self.accel;
         c.memory_mib = self.memory;
         c.work_dir = self.work_dir.clone();
+        c.tee.tee = self.tee;
         c
     }
 }

@@ -100,6 +100,9 @@ pub struct VmConfig {
     pub qemu: PathBuf,
     /// Where the disks and the serial log go (a fresh temporary directory by default).
     pub work_dir: Option<PathBuf>,
+    /// The TEE to launch the agent in (`none` by default; SNP and TDX need KVM on a host that
+    /// supports them: docs/running-on-snp.md, docs/running-on-tdx.md).
+    pub tee: crate::tee::TeeConfig,
 }
 
 impl VmConfig {
@@ -112,6 +115,7 @@ impl VmConfig {
             timeout: Duration::from_secs(600),
             qemu: PathBuf::from("qemu-system-x86_64"),
             work_dir: None,
+            tee: crate::tee::TeeConfig::default(),
         }
     }
 }
@@ -133,6 +137,9 @@ pub enum VmError {
     Response(String),
     #[error("the agent stopped without saying Bye (QEMU status {status}); serial log:\n{serial}")]
     NoBye { status: i32, serial: String },
+    /// The TEE asked for cannot be launched on this host (what is missing is listed).
+    #[error(transparent)]
+    Tee(#[from] crate::tee::Unavailable),
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> VmError {
@@ -289,7 +296,9 @@ pub fn qemu_command(config: &VmConfig, accel: Accel, request: &Path, response: &
         Accel::Kvm => ("kvm", "host,-arch-capabilities"),
         _ => ("tcg", "max"),
     };
-    cmd.args(["-machine", &format!("q35,accel={accel_arg}"), "-cpu", cpu])
+    let tee = crate::tee::qemu_args(&config.tee, config.memory_mib);
+    cmd.args(["-machine", &tee.machine_arg(accel_arg), "-cpu", tee.cpu_arg(cpu)])
+        .args(tee.object_args())
         .args(["-m", &format!("{}M", config.memory_mib), "-smp", "1"])
         .args(["-nodefaults", "-no-user-config", "-nographic", "-no-reboot", "-monitor", "none"])
         .arg("-bios")
@@ -352,7 +361,10 @@ pub fn run(
     request.finish()?;
     let response = File::create(&response_path).map_err(io("creating response disk"))?;
     response.set_len(DATA_OFFSET + config.response_bytes).map_err(io("sizing response disk"))?;
-    let accel = config.accel.resolve();
+    // A TEE needs KVM and host support: say what is missing before starting anything.
+    let accel = if config.tee.tee == crate::tee::Tee::None { config.accel.resolve() } else { Accel::Kvm };
+    crate::tee::require_kvm(config.tee.tee, accel == Accel::Kvm)?;
+    crate::tee::check_host(&config.tee, &config.qemu)?;
 
     let start = Instant::now();
     let child = qemu_command(config, accel, &request_path, &response_path, &serial_path)

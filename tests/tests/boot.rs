@@ -136,3 +136,20 @@ fn the_image_is_reproducible_from_another_directory() {
     let _ = std::fs::remove_dir_all(&copy);
     assert!(a == b, "agent.bin differs when built from another directory");
 }
+
+/// `--tee snp|tdx` on a host without the support: a clear error naming what is missing, before
+/// anything starts (and never a silent fallback to an unattested VM).
+#[test]
+fn a_tee_the_host_lacks_is_refused_with_what_is_missing() {
+    for tee in [loader::tee::Tee::Snp, loader::tee::Tee::Tdx] {
+        let mut c = integration_tests::vm_config(loader::vm::Accel::Auto);
+        c.tee.tee = tee;
+        let Err(missing) = loader::tee::check_host(&c.tee, &c.qemu) else {
+            continue; // this host can launch it: nothing to refuse
+        };
+        match loader::ping(&c) {
+            Err(loader::vm::VmError::Tee(e)) => assert_eq!(e.to_string(), missing.to_string()),
+            other => panic!("{tee:?}: expected the host check's refusal, got {other:?}"),
+        }
+    }
+}

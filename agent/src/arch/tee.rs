@@ -46,9 +46,8 @@ pub fn init() -> Kind {
     kind
 }
 
-/// The platform [`init`] found (`Kind::None` before it ran); for the Hello frame and the
-/// attester, once `main` uses it.
-#[allow(dead_code)]
+/// The platform [`init`] found (`Kind::None` before it ran): for the Hello frame and the
+/// attester.
 pub fn kind() -> Kind {
     match KIND.load(Ordering::Relaxed) {
         2 => Kind::SevSnp,
