@@ -1,9 +1,11 @@
 //! The TDX MRTD of a firmware image as QEMU builds a TD from it (Intel TDX module ABI:
 //! `TDH.MEM.PAGE.ADD` extends MRTD with a 128-byte buffer "MEM.PAGE.ADD" + GPA;
 //! `TDH.MR.EXTEND` with "MR.EXTEND" + GPA followed by 256 bytes of the page; TDVF design guide
-//! §11 for the metadata). QEMU (`hw/i386/tdx.c: tdx_finalize_vm`) adds every section page by
-//! page in metadata order and extends MRTD with the page contents when the section has the
-//! MR.EXTEND attribute; PAGE.AUG sections are not added at build time.
+//! §11 for the metadata). QEMU (`target/i386/kvm/tdx.c: tdx_finalize_vm`) adds every section
+//! page by page in metadata order and extends MRTD with the page contents when the section has
+//! the MR.EXTEND attribute; a BFV/CFV page's contents are the image's bytes from DataOffset,
+//! for all of MemoryDataSize (not zero past RawDataSize). PAGE.AUG sections are not added at
+//! build time.
 use super::footer;
 use super::MeasureError;
 use sha2::{Digest, Sha384};
@@ -65,6 +67,9 @@ pub fn metadata(image: &[u8]) -> Result<Vec<Section>, MeasureError> {
         if s.data_offset as usize + s.raw_data_size as usize > image.len() {
             return Err(err("has raw data outside the image"));
         }
+        if s.attributes & ATTR_MR_EXTEND != 0 && s.data_offset as u64 + s.memory_data_size > image.len() as u64 {
+            return Err(err("is extended from bytes past the end of the image"));
+        }
         if s.kind > 6 {
             return Err(err(&format!("has unknown type {}", s.kind)));
         }
@@ -96,13 +101,10 @@ pub fn mrtd(image: &[u8]) -> Result<[u8; 48], MeasureError> {
             buf[16..24].copy_from_slice(&gpa.to_le_bytes());
             h.update(buf);
             if s.attributes & ATTR_MR_EXTEND != 0 {
-                // The page's bytes: raw data from the image, zero beyond it.
-                let mut page = [0u8; PAGE];
-                if off < u64::from(s.raw_data_size) {
-                    let from = s.data_offset as usize + off as usize;
-                    let n = (s.raw_data_size as usize - off as usize).min(PAGE);
-                    page[..n].copy_from_slice(&image[from..from + n]);
-                }
+                // QEMU hands KVM the image from DataOffset for MemoryDataSize bytes, whatever
+                // RawDataSize says, so these are the page's bytes (checked in range by metadata).
+                let from = s.data_offset as usize + off as usize;
+                let page = &image[from..from + PAGE];
                 for (k, chunk) in page.chunks(256).enumerate() {
                     let mut buf = [0u8; 128];
                     buf[..9].copy_from_slice(b"MR.EXTEND");
