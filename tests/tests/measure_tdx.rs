@@ -86,3 +86,42 @@ fn mrtd_equals_the_reference_on_debian_ovmf() {
         assert_eq!(hex::encode(tdx::mrtd(&image).unwrap()), v.mrtd, "{}", v.path.display());
     }
 }
+
+/// `ovmf-layout.bin` with one field of one section changed (sections: 0 BFV, 1 CFV, 2 and 3
+/// TempMem, 4 TD_HOB, 5 TempMem; fields at 0 DataOffset, 4 RawDataSize, 8 MemoryAddress,
+/// 16 MemoryDataSize, 24 Type, 28 Attributes).
+fn patched(index: usize, field: usize, value: &[u8]) -> Vec<u8> {
+    use measurement_tool::measure::footer;
+    let mut image = std::fs::read(dir().join("ovmf-layout.bin")).unwrap();
+    let table = footer::parse(&image).unwrap();
+    let from_end = footer::entry_u32(&table, footer::TDX_METADATA_GUID, "TDX metadata").unwrap() as usize;
+    let at = image.len() - from_end + 16 + 32 * index + field;
+    image[at..at + value.len()].copy_from_slice(value);
+    image
+}
+
+/// What QEMU refuses to load, and what it loads differently from the TDVF guide and other
+/// calculators, gets an error instead of an MRTD no TD would have.
+#[test]
+fn images_qemu_would_not_measure_so_are_refused() {
+    use measurement_tool::measure::MeasureError;
+    let u32b = |v: u32| v.to_le_bytes().to_vec();
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (patched(1, 24, &u32b(4)), "has type 4, which QEMU does not load"),
+        (patched(0, 28, &u32b(tdx::ATTR_MR_EXTEND | tdx::ATTR_PAGE_AUG)), "PAGE.AUG"),
+        (patched(4, 28, &u32b(tdx::ATTR_MR_EXTEND)), "memory the VMM fills"),
+        (patched(2, 4, &u32b(0x1000)), "TD_HOB/TempMem with raw data"),
+        (patched(1, 4, &u32b(0)), "BFV/CFV with no raw data"),
+        (patched(0, 0, &u32b(0x10000)), "past the end of the image"),
+        (patched(5, 8, &0xFFFF_FFFF_FFFF_F000u64.to_le_bytes()), "top of the address space"),
+        (patched(4, 24, &u32b(tdx::TEMP_MEM)), "one a TD_HOB"),
+    ];
+    for (image, why) in cases {
+        match tdx::mrtd(&image) {
+            Err(MeasureError::BadSection { why: w, .. }) | Err(MeasureError::BadMetadata { why: w, .. }) => assert!(w.contains(why), "{w:?} vs {why:?}"),
+            other => panic!("{why}: {other:?}"),
+        }
+    }
+    // The unpatched image measures.
+    assert!(tdx::mrtd(&patched(0, 0, &0x8000u32.to_le_bytes())).is_ok());
+}

@@ -1,11 +1,18 @@
-//! The TDX MRTD of a firmware image as QEMU builds a TD from it (Intel TDX module ABI:
-//! `TDH.MEM.PAGE.ADD` extends MRTD with a 128-byte buffer "MEM.PAGE.ADD" + GPA;
-//! `TDH.MR.EXTEND` with "MR.EXTEND" + GPA followed by 256 bytes of the page; TDVF design guide
-//! §11 for the metadata). QEMU (`target/i386/kvm/tdx.c: tdx_finalize_vm`) adds every section
-//! page by page in metadata order and extends MRTD with the page contents when the section has
-//! the MR.EXTEND attribute; a BFV/CFV page's contents are the image's bytes from DataOffset,
-//! for all of MemoryDataSize (not zero past RawDataSize). PAGE.AUG sections are not added at
-//! build time.
+//! The TDX MRTD of a firmware image as QEMU builds a TD from it.
+//!
+//! Intel TDX module ABI: `TDH.MEM.PAGE.ADD` extends MRTD (SHA-384) with a 128-byte buffer
+//! "MEM.PAGE.ADD" + GPA (bytes 16..24, little-endian); `TDH.MR.EXTEND` with a 128-byte buffer
+//! "MR.EXTEND" + GPA followed by 256 bytes of the page. The TDVF design guide (§11) defines the
+//! metadata. QEMU (`hw/i386/tdvf.c: tdvf_parse_and_check_section_entry`,
+//! `target/i386/kvm/tdx.c: tdx_finalize_vm`, `tdx_init_fw_mem_region`) loads sections of the
+//! four types it knows, in metadata order, each with one `KVM_TDX_INIT_MEM_REGION`; KVM
+//! (`arch/x86/kvm/vmx/tdx.c: tdx_gmem_post_populate`) adds each page and, for a section with the
+//! MR.EXTEND attribute, extends it in 16 chunks right after. A BFV/CFV page's contents are the
+//! image's bytes from DataOffset, for all of MemoryDataSize (not zero past RawDataSize).
+//!
+//! Images QEMU would refuse, and the two cases where what QEMU does is not what the TDVF guide
+//! or other tools assume (PAGE.AUG, which QEMU ignores and adds anyway; MR.EXTEND of a TD_HOB or
+//! TempMem section, whose contents are the VMM's), are refused rather than measured.
 use super::footer;
 use super::MeasureError;
 use sha2::{Digest, Sha384};
@@ -13,6 +20,10 @@ use sha2::{Digest, Sha384};
 pub const PAGE: usize = 4096;
 pub const ATTR_MR_EXTEND: u32 = 1 << 0;
 pub const ATTR_PAGE_AUG: u32 = 1 << 1;
+pub const BFV: u32 = 0;
+pub const CFV: u32 = 1;
+pub const TD_HOB: u32 = 2;
+pub const TEMP_MEM: u32 = 3;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Section {
@@ -20,7 +31,8 @@ pub struct Section {
     pub raw_data_size: u32,
     pub memory_address: u64,
     pub memory_data_size: u64,
-    /// 0 BFV, 1 CFV, 2 TD_HOB, 3 TempMem, 4 PermMem, 5 Payload, 6 PayloadParam.
+    /// `BFV`, `CFV` (bytes from the image), `TD_HOB`, `TEMP_MEM` (memory the VMM provides): the
+    /// types QEMU loads. The guide's later types (PermMem, Payload, ...) are refused.
     pub kind: u32,
     pub attributes: u32,
 }
@@ -61,24 +73,43 @@ pub fn metadata(image: &[u8]) -> Result<Vec<Section>, MeasureError> {
         if s.memory_address % PAGE as u64 != 0 || s.memory_data_size % PAGE as u64 != 0 || s.memory_data_size == 0 {
             return Err(err("is not a whole number of pages"));
         }
+        let end = s.memory_address.checked_add(s.memory_data_size).ok_or_else(|| err("runs past the top of the address space"))?;
         if u64::from(s.raw_data_size) > s.memory_data_size {
             return Err(err("has more raw data than memory"));
         }
-        if s.data_offset as usize + s.raw_data_size as usize > image.len() {
-            return Err(err("has raw data outside the image"));
+        match s.kind {
+            BFV | CFV => {
+                if s.raw_data_size == 0 {
+                    return Err(err("is a BFV/CFV with no raw data (QEMU refuses it)"));
+                }
+                // QEMU copies MemoryDataSize bytes of the image from DataOffset.
+                if u64::from(s.data_offset) + s.memory_data_size > image.len() as u64 {
+                    return Err(err("is loaded from bytes past the end of the image"));
+                }
+            }
+            TD_HOB | TEMP_MEM => {
+                if s.raw_data_size != 0 {
+                    return Err(err("is a TD_HOB/TempMem with raw data (QEMU refuses it)"));
+                }
+                if s.attributes & ATTR_MR_EXTEND != 0 {
+                    return Err(err("extends MRTD with memory the VMM fills, not the image"));
+                }
+            }
+            k => return Err(err(&format!("has type {k}, which QEMU does not load"))),
         }
-        if s.attributes & ATTR_MR_EXTEND != 0 && s.data_offset as u64 + s.memory_data_size > image.len() as u64 {
-            return Err(err("is extended from bytes past the end of the image"));
-        }
-        if s.kind > 6 {
-            return Err(err(&format!("has unknown type {}", s.kind)));
+        if s.attributes & ATTR_PAGE_AUG != 0 {
+            return Err(err("has the PAGE.AUG attribute, which QEMU ignores (it adds the pages anyway), unlike the TDVF guide"));
         }
         for (j, o) in out.iter().enumerate() {
-            if s.memory_address < o.memory_address + o.memory_data_size && o.memory_address < s.memory_address + s.memory_data_size {
+            if s.memory_address < o.memory_address + o.memory_data_size && o.memory_address < end {
                 return Err(err(&format!("overlaps section {j}")));
             }
         }
         out.push(s);
+    }
+    // QEMU (`tdvf_parse_metadata`, `tdx_get_hob_entry`) wants two sections or more, one a TD HOB.
+    if count < 2 || !out.iter().any(|s| s.kind == TD_HOB) {
+        return Err(bad(format!("{count} section(s), {} TD_HOB: QEMU wants two or more, one a TD_HOB", out.iter().filter(|s| s.kind == TD_HOB).count())));
     }
     Ok(out)
 }
@@ -91,9 +122,6 @@ pub fn mrtd(image: &[u8]) -> Result<[u8; 48], MeasureError> {
     let sections = metadata(image)?;
     let mut h = Sha384::new();
     for s in &sections {
-        if s.attributes & ATTR_PAGE_AUG != 0 {
-            continue;
-        }
         for off in (0..s.memory_data_size).step_by(PAGE) {
             let gpa = s.memory_address + off;
             let mut buf = [0u8; 128];
