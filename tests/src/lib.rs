@@ -56,3 +56,21 @@ pub fn bin(name: &str) -> PathBuf {
     }
     dir.join(name)
 }
+
+/// A time (Unix seconds) inside a dcap-qvl collateral's validity window: the middle of where
+/// its TCB info and QE identity are both valid (as dcap-qvl's own tests pick it).
+pub fn collateral_midpoint(collateral: &[u8]) -> u64 {
+    let root: serde_json::Value = serde_json::from_slice(collateral).unwrap();
+    let window = |field: &str| {
+        let v: serde_json::Value = serde_json::from_str(root[field].as_str().unwrap()).unwrap();
+        let parse = |k: &str| {
+            let out = std::process::Command::new("date").args(["-d", v[k].as_str().unwrap(), "+%s"]).output().unwrap();
+            String::from_utf8(out.stdout).unwrap().trim().parse::<u64>().unwrap()
+        };
+        (parse("issueDate"), parse("nextUpdate"))
+    };
+    let (a, b) = window("tcb_info");
+    let (c, d) = window("qe_identity");
+    let (lo, hi) = (a.max(c), b.min(d));
+    lo + (hi - lo) / 2
+}

@@ -110,21 +110,8 @@ fn snp_policy_failures_name_the_field() {
     assert!(Policy::from_toml("unknown_key = 1").is_err());
 }
 
-/// A time inside the collateral's validity window (as dcap-qvl's own tests pick it).
 fn within(collateral: &[u8]) -> u64 {
-    let root: serde_json::Value = serde_json::from_slice(collateral).unwrap();
-    let window = |field: &str| {
-        let v: serde_json::Value = serde_json::from_str(root[field].as_str().unwrap()).unwrap();
-        let parse = |k: &str| {
-            let out = Command::new("date").args(["-d", v[k].as_str().unwrap(), "+%s"]).output().unwrap();
-            String::from_utf8(out.stdout).unwrap().trim().parse::<u64>().unwrap()
-        };
-        (parse("issueDate"), parse("nextUpdate"))
-    };
-    let (a, b) = window("tcb_info");
-    let (c, d) = window("qe_identity");
-    let (lo, hi) = (a.max(c), b.min(d));
-    lo + (hi - lo) / 2
+    integration_tests::collateral_midpoint(collateral)
 }
 
 #[test]

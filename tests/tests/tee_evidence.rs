@@ -5,7 +5,6 @@
 //! a v4 and a v5 TDX quote with their collateral).
 use agent::tee::{snp as agent_snp, tdx as agent_tdx, TeeError};
 use measurement_tool::evidence::{snp, tdx};
-use std::process::Command;
 
 fn vector(p: &str) -> Vec<u8> {
     std::fs::read(integration_tests::root().join("tests/vectors").join(p)).unwrap()
@@ -16,21 +15,8 @@ fn hex_vector(p: &str) -> Vec<u8> {
     hex::decode(text).unwrap()
 }
 
-/// A time inside the collateral's validity (as tests/tests/evidence.rs picks it).
 fn within(collateral: &[u8]) -> u64 {
-    let root: serde_json::Value = serde_json::from_slice(collateral).unwrap();
-    let window = |field: &str| {
-        let v: serde_json::Value = serde_json::from_str(root[field].as_str().unwrap()).unwrap();
-        let parse = |k: &str| {
-            let out = Command::new("date").args(["-d", v[k].as_str().unwrap(), "+%s"]).output().unwrap();
-            String::from_utf8(out.stdout).unwrap().trim().parse::<u64>().unwrap()
-        };
-        (parse("issueDate"), parse("nextUpdate"))
-    };
-    let (a, b) = window("tcb_info");
-    let (c, d) = window("qe_identity");
-    let (lo, hi) = (a.max(c), b.min(d));
-    lo + (hi - lo) / 2
+    integration_tests::collateral_midpoint(collateral)
 }
 
 #[test]
