@@ -215,7 +215,7 @@ fn run(input: &mut Reader, out: &mut Writer, request: &[u8]) -> Result<(), Stop>
     };
     let statement_bytes = st.to_json().into_bytes();
     let report_data = statement::report_data(&statement_bytes);
-    let (kind, report) = attest(&report_data)?;
+    let (kind, report, certificates) = attest(&report_data)?;
 
     // 7. Publish: outputs, statement, evidence.
     for (name, (path, info)) in &outputs {
@@ -229,6 +229,7 @@ fn run(input: &mut Reader, out: &mut Writer, request: &[u8]) -> Result<(), Stop>
     let mut evidence = Vec::with_capacity(1 + report.len());
     evidence.push(kind as u8);
     evidence.extend_from_slice(&report);
+    let _ = certificates; // carried in the Evidence frame once its format has room for them
     out.send(Type::Evidence, &evidence)?;
     out.flush()?;
     log::info!("build: {drv_path}: {} outputs published", outputs.len());
@@ -237,16 +238,19 @@ fn run(input: &mut Reader, out: &mut Writer, request: &[u8]) -> Result<(), Stop>
 
 /// The attester for the platform found at boot. Without a TEE nothing signs REPORT_DATA: the
 /// evidence says `none` and carries REPORT_DATA itself, unsigned (a checksum of the statement,
-/// nothing more). Inside SNP or TDX the report must come from the hardware: until the boot path
-/// sets up the GHCB / shared buffers the attesters in `agent::tee` need (docs/running-on-snp.md,
-/// docs/running-on-tdx.md), the build is refused rather than published without it.
-fn attest(report_data: &[u8; 64]) -> Result<(AttestationKind, Vec<u8>), Stop> {
+/// nothing more). Inside SEV-SNP or a TD the report comes from the hardware (`arch::tee::attest`:
+/// MSG_REPORT_REQ to the PSP, or TDG.MR.REPORT + GetQuote); if it cannot be had, the build is
+/// refused — never published with weaker evidence than the platform it ran on.
+fn attest(report_data: &[u8; 64]) -> Result<(AttestationKind, Vec<u8>, Vec<agent::tee::Certificate>), Stop> {
     match arch::tee::kind() {
-        agent::tee::Kind::None => Ok((AttestationKind::None, report_data.to_vec())),
-        other => refuse(
-            ErrorCode::Attestation,
-            format!("running as {} but this image's boot path cannot reach the attester yet", agent::statement::attestation_name(other.attestation())),
-        ),
+        agent::tee::Kind::None => Ok((AttestationKind::None, report_data.to_vec(), Vec::new())),
+        kind => match arch::tee::attest(report_data) {
+            Ok(e) => Ok((kind.attestation(), e.report, e.certificates)),
+            Err(e) => refuse(
+                ErrorCode::Attestation,
+                format!("running as {}, the hardware did not sign the statement: {e:?}", agent::statement::attestation_name(kind.attestation())),
+            ),
+        },
     }
 }
 

@@ -283,6 +283,7 @@ fn describe_failure(code: i32) -> String {
     match code {
         0x10 => "a panic".into(),
         0x11 => "out of memory".into(),
+        0x12 => "a platform (SEV-SNP/TDX) failure: memory acceptance, sharing or a #VC/#VE the agent could not handle".into(),
         0x20..=0x3F => format!("CPU exception vector {}", code - 0x20),
         other => format!("failure code {other:#x}"),
     }

@@ -1,5 +1,6 @@
-//! Traps. Every CPU exception lands in `exception` with the full register state. An exception
-//! in the agent itself is fatal: it prints vector, error code, RIP (and CR2 for a page fault)
+//! Traps. Every CPU exception lands in `exception` with the full register state. `#VC` (SEV-SNP)
+//! and `#VE` (TDX) go to `arch::tee` first, which emulates what the hypervisor must do for the
+//! guest and resumes after the instruction. Any other exception in the agent itself is fatal: it prints vector, error code, RIP (and CR2 for a page fault)
 //! and exits QEMU with status `Failure::Exception + vector`. Exceptions from ring 3 will be
 //! routed to the sandbox instead (they end only the builder).
 use super::power;
@@ -139,6 +140,13 @@ extern "C" fn exception(frame: &mut TrapFrame) {
     }
     if frame.vector == u64::from(super::timer::SPURIOUS) {
         return; // no end-of-interrupt for a spurious interrupt
+    }
+    // SEV-SNP #VC and TDX #VE: CPUID, port I/O, MSRs and MMIO the hypervisor must emulate.
+    if frame.vector == 29 && super::tee::vc(frame) {
+        return;
+    }
+    if frame.vector == 20 && super::tee::vm_exception(frame) {
+        return;
     }
     let vector = frame.vector as usize & 31;
     let cr2 = if vector == 14 { super::cpu::read_cr2() } else { 0 };

@@ -7,6 +7,11 @@ pub const KERNEL_BASE: u64 = 0xFFFF_FFFF_8000_0000;
 pub const KERNEL_PHYS: u64 = 0x10_0000;
 /// All physical memory below 4 GiB is mapped at `DIRECT_MAP + phys`.
 pub const DIRECT_MAP: u64 = 0xFFFF_8000_0000_0000;
+/// The same physical memory mapped *shared* with the host (no C-bit under SEV-SNP, the shared
+/// bit under TDX; on a plain VM simply a second mapping): device registers and the pages the
+/// host must read or write (virtio bounce buffers, the GHCB, guest-request and quote buffers).
+/// PML4 entry 257.
+pub const SHARED_MAP: u64 = 0xFFFF_8080_0000_0000;
 /// The end of what the direct map covers.
 pub const DIRECT_MAP_END_PHYS: u64 = 0x1_0000_0000;
 /// Where PCI BARs are placed (q35's 32-bit PCI hole, above the ECAM window at 0xB0000000).
@@ -22,10 +27,25 @@ pub fn phys_to_virt(phys: u64) -> u64 {
     phys + DIRECT_MAP
 }
 
+/// Physical address → its shared alias (only for memory made shared, and device registers).
+pub fn shared_phys_to_virt(phys: u64) -> u64 {
+    debug_assert!(phys < DIRECT_MAP_END_PHYS);
+    phys + SHARED_MAP
+}
+
+/// The memory the launch made private and usable before the agent can accept more (SNP
+/// pre-validated, TDX TempMem: arch/footer.s): the image, .bss and the DMA pool live in it.
+pub const PREACCEPTED: core::ops::Range<u64> = 0x10_0000..0x100_0000;
+/// Bytes of shared memory for virtio bounce buffers and queues (and the attesters' buffers):
+/// the channel moves at most 1 MiB per request (`agent::channel`), so this is ample.
+pub const DMA_POOL: u64 = 8 << 20;
+
 /// Kernel or direct-map virtual address → physical address.
 pub fn virt_to_phys(virt: u64) -> u64 {
     if virt >= KERNEL_BASE {
         virt - KERNEL_BASE
+    } else if virt >= SHARED_MAP {
+        virt - SHARED_MAP
     } else {
         virt - DIRECT_MAP
     }

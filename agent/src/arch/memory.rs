@@ -1,6 +1,10 @@
-//! Memory: the boot page tables (filled in by `rom32.s`), the RAM size, the heap and DMA pages.
+//! Memory: the boot page tables (filled in by `rom32.s`), the shared alias of the direct map,
+//! the RAM size, accepting RAM (SEV-SNP/TDX), the heap, and the shared DMA pool.
 use super::cpu::{inb, outb};
 use super::layout::{self, PAGE_SIZE};
+use super::power::{self, Failure};
+use agent::tee::{Encryption, Range};
+use core::ptr::{addr_of, addr_of_mut};
 use linked_list_allocator::LockedHeap;
 
 #[repr(C, align(4096))]
@@ -16,6 +20,39 @@ static mut BOOT_PDPT_LOW: PageTable = PageTable([0; 512]);
 static mut BOOT_PDPT_HIGH: PageTable = PageTable([0; 512]);
 #[unsafe(no_mangle)]
 static mut BOOT_PD: [PageTable; 4] = [const { PageTable([0; 512]) }; 4];
+/// rom32.s's IDT while it probes SEV_STATUS (only the #GP gate is filled in).
+#[unsafe(no_mangle)]
+static mut BOOT_IDT32: [u64; 14] = [0; 14];
+
+// The shared alias (PML4[257] -> SHARED_PDPT -> SHARED_PD[i]: 2 MiB pages over 0..4 GiB).
+static mut SHARED_PDPT: PageTable = PageTable([0; 512]);
+static mut SHARED_PD: [PageTable; 4] = [const { PageTable([0; 512]) }; 4];
+
+/// Builds the shared alias of the direct map (`layout::SHARED_MAP`) with `enc`'s marking of
+/// shared pages. The tables themselves are private memory, like every page table.
+pub fn init_shared_map(enc: Encryption) {
+    let private = |virt: u64| enc.pte_address(layout::virt_to_phys(virt), false);
+    // SAFETY: runs once at boot before anything uses PML4[257]; the tables are statics of this
+    // module, written here only; the CR3 reload flushes any stale translation.
+    unsafe {
+        let pds = &mut *addr_of_mut!(SHARED_PD);
+        for (i, pd) in pds.iter_mut().enumerate() {
+            for (j, e) in pd.0.iter_mut().enumerate() {
+                let phys = ((i as u64) << 30) | ((j as u64) << 21);
+                *e = enc.pte_address(phys, true) | 0x83; // present | writable | 2 MiB
+            }
+        }
+        let pdpt = &mut *addr_of_mut!(SHARED_PDPT);
+        for (i, pd) in pds.iter().enumerate() {
+            pdpt.0[i] = private(pd as *const PageTable as u64) | 0x3;
+        }
+        (*addr_of_mut!(BOOT_PML4)).0[257] = private(addr_of!(SHARED_PDPT) as u64) | 0x3;
+        let cr3: u64;
+        core::arch::asm!("mov {}, cr3", out(reg) cr3, options(nomem, nostack));
+        core::arch::asm!("mov cr3, {}", in(reg) cr3, options(nostack));
+    }
+}
+
 #[repr(C, align(16))]
 pub struct BootStack([u8; 0x10000]);
 #[unsafe(no_mangle)]
@@ -23,6 +60,10 @@ static mut BOOT_STACK: BootStack = BootStack([0; 0x10000]);
 
 #[global_allocator]
 static HEAP: LockedHeap = LockedHeap::empty();
+
+/// Shared memory for devices (and the attesters' host-visible buffers), used through the
+/// shared alias. Nothing private is ever allocated from it.
+static DMA: LockedHeap = LockedHeap::empty();
 
 /// Bytes of heap (set once by `init`).
 static HEAP_BYTES: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
@@ -43,16 +84,38 @@ fn ram_size() -> u64 {
     (above_16m + 0x100_0000).min(layout::MAX_RAM)
 }
 
-/// Heap = RAM from the end of the image to the end of RAM, used through the direct map.
+/// RAM after the image: first the DMA pool (made shared), then the heap up to the end of RAM
+/// (made private and usable first, beyond what the launch pre-accepted).
 pub fn init() {
     let start = layout::kernel_end_phys().next_multiple_of(0x20_0000);
+    let pool = start..start + layout::DMA_POOL;
     let end = ram_size();
-    let size = end.saturating_sub(start);
-    // SAFETY: [start, end) is RAM that nothing else uses (the image ends below `start`), it is
-    // mapped by the direct map, and `init` runs once before any allocation.
-    unsafe { HEAP.lock().init(layout::phys_to_virt(start) as *mut u8, size as usize) };
+    if pool.end > layout::PREACCEPTED.end || end < pool.end {
+        log::error!("memory: the image and the DMA pool must fit in the first {} MiB of RAM", layout::PREACCEPTED.end >> 20);
+        power::fail(Failure::Platform);
+    }
+    // RAM the launch did not pre-accept (the SEV metadata's / TDVF's sections, arch/footer.s).
+    if end > layout::PREACCEPTED.end {
+        let rest = Range { start: layout::PREACCEPTED.end, len: end - layout::PREACCEPTED.end };
+        if let Err(e) = super::tee::accept(rest) {
+            log::error!("memory: accepting {:#x}..{:#x}: {e:?}", rest.start, rest.end());
+            power::fail(Failure::Platform);
+        }
+    }
+    if let Err(e) = super::tee::set_shared(Range { start: pool.start, len: layout::DMA_POOL }, true) {
+        log::error!("memory: sharing the DMA pool: {e:?}");
+        power::fail(Failure::Platform);
+    }
+    let size = end - pool.end;
+    // SAFETY: the pool and the heap are RAM nothing else uses (the image ends below `start`);
+    // the pool is now shared and used only through the shared alias, the heap is private and
+    // used through the direct map; `init` runs once before any allocation.
+    unsafe {
+        DMA.lock().init(layout::shared_phys_to_virt(pool.start) as *mut u8, layout::DMA_POOL as usize);
+        HEAP.lock().init(layout::phys_to_virt(pool.end) as *mut u8, size as usize);
+    }
     HEAP_BYTES.store(size, core::sync::atomic::Ordering::Relaxed);
-    log::info!("memory: {} MiB RAM, heap {} MiB at {:#x}", end >> 20, size >> 20, start);
+    log::info!("memory: {} MiB RAM, heap {} MiB at {:#x}, shared DMA pool {} MiB at {:#x}", end >> 20, size >> 20, pool.end, layout::DMA_POOL >> 20, pool.start);
 }
 
 /// Bytes of heap not allocated, counting pooled frames as free (what the sandbox's limits are
@@ -97,7 +160,7 @@ pub fn alloc_frame() -> Option<u64> {
         let chunk = loop {
             // Room to hold every pooled frame at once, so `free_frame` never allocates.
             if pool.free.try_reserve_exact(pool.total + n).is_ok() {
-                if let Some((phys, _)) = alloc_dma_pages(n) {
+                if let Some(phys) = alloc_heap_pages(n) {
                     break phys;
                 }
             }
@@ -123,11 +186,24 @@ pub fn free_frame(phys: u64) {
     unsafe { frames() }.free.push(phys);
 }
 
-/// Allocates zeroed, page-aligned memory for device DMA. Returns (physical, virtual).
-pub fn alloc_dma_pages(pages: usize) -> Option<(u64, core::ptr::NonNull<u8>)> {
+/// Page-aligned private memory from the heap, never freed (the frame pool keeps it).
+fn alloc_heap_pages(pages: usize) -> Option<u64> {
     let layout = core::alloc::Layout::from_size_align(pages * PAGE_SIZE as usize, PAGE_SIZE as usize).ok()?;
-    // SAFETY: the layout has non-zero size (pages >= 1 is the virtio-drivers contract).
-    let ptr = core::ptr::NonNull::new(unsafe { alloc::alloc::alloc_zeroed(layout) })?;
+    // SAFETY: the layout has non-zero size (the callers ask for at least one page).
+    let ptr = core::ptr::NonNull::new(unsafe { alloc::alloc::alloc(layout) })?;
+    Some(layout::virt_to_phys(ptr.as_ptr() as u64))
+}
+
+fn dma_layout(pages: usize) -> Option<core::alloc::Layout> {
+    core::alloc::Layout::from_size_align(pages.max(1) * PAGE_SIZE as usize, PAGE_SIZE as usize).ok()
+}
+
+/// Allocates zeroed, page-aligned *shared* memory from the DMA pool: what a device or the host
+/// may read and write. Returns (physical, shared-alias virtual).
+pub fn alloc_dma_pages(pages: usize) -> Option<(u64, core::ptr::NonNull<u8>)> {
+    let ptr = DMA.lock().allocate_first_fit(dma_layout(pages)?).ok()?;
+    // SAFETY: freshly allocated from the pool, `pages` pages long, owned by nobody else.
+    unsafe { core::ptr::write_bytes(ptr.as_ptr(), 0, pages.max(1) * PAGE_SIZE as usize) };
     Some((layout::virt_to_phys(ptr.as_ptr() as u64), ptr))
 }
 
@@ -136,7 +212,7 @@ pub fn alloc_dma_pages(pages: usize) -> Option<(u64, core::ptr::NonNull<u8>)> {
 /// # Safety
 /// `ptr` and `pages` must come from one `alloc_dma_pages` call, freed once.
 pub unsafe fn free_dma_pages(ptr: core::ptr::NonNull<u8>, pages: usize) {
-    let layout = core::alloc::Layout::from_size_align(pages * PAGE_SIZE as usize, PAGE_SIZE as usize).unwrap();
+    let layout = dma_layout(pages).unwrap();
     // SAFETY: per this function's contract.
-    unsafe { alloc::alloc::dealloc(ptr.as_ptr(), layout) }
+    unsafe { DMA.lock().deallocate(ptr, layout) }
 }

@@ -2,7 +2,9 @@
 //!
 //! The vCPU runs, in order: `reset.s` (the reset vector at 0xFFFFFFF0) → `rom16.s` (real mode to
 //! protected mode) → `rom32.s` (copy the image to RAM, boot page tables, long mode) →
-//! [`rust_start`] → serial → GDT/TSS → IDT → memory (heap, DMA) → system calls → timer → `crate::main`.
+//! [`rust_start`] → GDT/TSS → IDT (with the #VC/#VE handlers) → platform (plain, SEV-SNP or TDX:
+//! GHCB, shared alias) → serial → memory (accept RAM, shared DMA pool, heap) → system calls →
+//! timer → `crate::main`.
 pub mod cpu;
 pub mod gdt;
 pub mod idt;
@@ -26,10 +28,12 @@ core::arch::global_asm!(include_str!("footer.s"), options(att_syntax, raw));
 /// The first Rust code: `rom32.s` jumps here in 64-bit mode, on the boot stack, in the higher half.
 #[unsafe(no_mangle)]
 extern "C" fn rust_start() -> ! {
-    serial::init();
-    tee::init();
     gdt::init();
     idt::init();
+    // Inside SEV-SNP or a TD, port I/O traps: the platform comes before the serial port.
+    tee::init();
+    serial::init();
+    tee::log_platform();
     memory::init();
     user::init();
     timer::init();

@@ -11,6 +11,8 @@ pub enum Failure {
     Panic = 0x10,
     /// The heap ran out.
     OutOfMemory = 0x11,
+    /// SEV-SNP/TDX: accepting or sharing memory failed, or a #VC/#VE could not be handled.
+    Platform = 0x12,
     /// A CPU exception in the agent: 0x20 + vector.
     Exception = 0x20,
 }

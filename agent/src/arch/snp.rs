@@ -2,12 +2,9 @@
 //! hardware half of `agent::tee::snp::Hardware`. Everything these carry is encoded and checked in
 //! the portable core (`agent/src/tee/snp.rs`).
 //!
-//! Not yet used: the boot path that makes the GHCB page shared and installs the `#VC` handler is
-//! not written (docs/running-on-snp.md, "What is missing"). Executing any of these outside an
-//! SEV-ES/SNP guest raises #UD or #GP.
-// Nothing calls these until the SNP/TDX boot path exists (see above).
-#![allow(dead_code)]
-use agent::tee::snp::{self, Ghcb, Pvalidate, MSR_GHCB, PAGE};
+//! Used only inside an SEV-SNP guest (`arch::tee` decides): executing any of these elsewhere
+//! raises #UD or #GP.
+use agent::tee::snp::{self, ghcb, GuestRequest, Ghcb, Hardware, Pvalidate, RequestOutcome, MSR_GHCB, PAGE};
 use agent::tee::PageSize;
 use core::arch::asm;
 use core::ptr::NonNull;
@@ -92,21 +89,80 @@ impl snp::Hardware for SnpHardware {
         self.ghcb_gpa
     }
 
+    #[inline(never)]
     fn ghcb_exit(&mut self, g: &mut Ghcb) {
-        let page = self.ghcb.as_ptr();
-        // SAFETY: `page` is the shared GHCB page (constructor contract). Volatile copies: the
-        // hypervisor reads and writes it around VMGEXIT; the guest copies it in once before and
-        // out once after, and only ever parses its private copy `g`.
-        unsafe { core::ptr::write_volatile(page, g.0) };
+        let page = self.ghcb.as_ptr() as *mut u8;
+        // SAFETY: `page` is the shared GHCB page (constructor contract). The hypervisor reads
+        // and writes it during VMGEXIT; the guest copies it in once before and out once after,
+        // and only ever parses its private copy `g`. Plain copies suffice: VMGEXIT's asm block
+        // may read and write memory, so the compiler keeps both copies on their side of it (a
+        // volatile 4 KiB copy would be expanded into 4096 single-byte moves).
+        unsafe { core::ptr::copy_nonoverlapping(g.0.as_ptr(), page, PAGE) };
         wrmsr(MSR_GHCB, self.ghcb_gpa);
         vmgexit();
         // SAFETY: as above.
-        g.0 = unsafe { core::ptr::read_volatile(page) };
+        unsafe { core::ptr::copy_nonoverlapping(page, g.0.as_mut_ptr(), PAGE) };
     }
 
     fn pvalidate(&mut self, gpa: u64, size: PageSize, validate: bool) -> Pvalidate {
         // SAFETY: the platform layer validates only ranges it owns and has made private (PSC
         // first), through the direct map (constructor contract).
         unsafe { pvalidate((self.phys_to_virt)(gpa), size, validate) }
+    }
+}
+
+/// The shared pages of SNP_GUEST_REQUEST (GHCB spec "SNP Guest Request"): request, response and
+/// the extended request's certificate buffer, from the shared DMA pool. The portable channel
+/// builds and checks messages in private memory; these pages only carry the sealed bytes.
+pub struct GuestRequestPages {
+    hw: SnpHardware,
+    request: (u64, NonNull<u8>),
+    response: (u64, NonNull<u8>),
+    certs: (u64, NonNull<u8>),
+    cert_pages: usize,
+}
+
+impl GuestRequestPages {
+    pub fn new(hw: SnpHardware, cert_pages: usize) -> Option<GuestRequestPages> {
+        let request = super::memory::alloc_dma_pages(1)?;
+        let response = super::memory::alloc_dma_pages(1)?;
+        let certs = super::memory::alloc_dma_pages(cert_pages.max(1))?;
+        Some(GuestRequestPages { hw, request, response, certs, cert_pages: cert_pages.max(1) })
+    }
+}
+
+impl GuestRequest for GuestRequestPages {
+    fn guest_request(&mut self, request: &[u8; PAGE], response: &mut [u8; PAGE], certs: Option<&mut [u8]>) -> RequestOutcome {
+        let certs = certs.filter(|c| c.len().is_multiple_of(PAGE) && c.len() / PAGE <= self.cert_pages);
+        // SAFETY: the three buffers are shared pages of the DMA pool owned by this value, of
+        // the sizes allocated in `new` (`certs` was checked to fit).
+        unsafe {
+            core::ptr::copy_nonoverlapping(request.as_ptr(), self.request.1.as_ptr(), PAGE);
+            core::ptr::write_bytes(self.response.1.as_ptr(), 0, PAGE);
+            core::ptr::write_bytes(self.certs.1.as_ptr(), 0, self.cert_pages * PAGE);
+        }
+        let cert_arg = certs.as_ref().map(|c| (self.certs.0, (c.len() / PAGE) as u64));
+        let mut g = Ghcb::guest_request(self.request.0, self.response.0, cert_arg);
+        self.hw.ghcb_exit(&mut g);
+        // SAFETY: as above; the copies are the only reads of what the host wrote (after the
+        // exit, which is an opaque call: the compiler cannot move them before it).
+        unsafe {
+            core::ptr::copy_nonoverlapping(self.response.1.as_ptr(), response.as_mut_ptr(), PAGE);
+            if let Some(c) = certs {
+                core::ptr::copy_nonoverlapping(self.certs.1.as_ptr(), c.as_mut_ptr(), c.len());
+            }
+        }
+        RequestOutcome { exit_info_2: g.get(ghcb::SW_EXIT_INFO_2), cert_pages_needed: g.get(ghcb::RBX) }
+    }
+}
+
+impl Drop for GuestRequestPages {
+    fn drop(&mut self) {
+        // SAFETY: each allocation from `new`, freed once.
+        unsafe {
+            super::memory::free_dma_pages(self.request.1, 1);
+            super::memory::free_dma_pages(self.response.1, 1);
+            super::memory::free_dma_pages(self.certs.1, self.cert_pages);
+        }
     }
 }

@@ -1,11 +1,8 @@
 //! The TDCALL instruction — the hardware half of `agent::tee::tdx::Hardware`. Register encodings
 //! and checks live in the portable core (`agent/src/tee/tdx.rs`).
 //!
-//! Not yet used: the TD entry and the `#VE` handler are not written (docs/running-on-tdx.md).
-//! Outside a TD, TDCALL raises #UD.
-// Nothing calls these until the SNP/TDX boot path exists (see above).
-#![allow(dead_code)]
-use agent::tee::tdx::{self, Regs, TDREPORT_LEN};
+//! Used only inside a TD (`arch::tee` decides): outside one, TDCALL raises #UD.
+use agent::tee::tdx::{self, quote_status, vmcall, Regs, TDREPORT_LEN};
 use core::arch::asm;
 
 /// TDCALL (66 0F 01 CC): RAX = leaf; RCX, RDX, R8–R15 in and out (TDX module ABI, each leaf's
@@ -42,7 +39,13 @@ pub unsafe fn tdcall(r: &mut Regs) {
 /// The TD's hardware: TDCALL, with buffers translated through the direct map.
 pub struct TdxHardware {
     pub virt_to_phys: fn(u64) -> u64,
+    /// GPAW - 1 (TDG.VP.INFO): set in a GPA to name the shared page.
+    pub shared_bit: u8,
 }
+
+/// How long GetQuote may stay in flight: the host's quote service signs with the platform's
+/// quoting enclave, normally well under a second. In TSC cycles (about a minute at 3 GHz).
+const QUOTE_TIMEOUT_CYCLES: u64 = 200_000_000_000;
 
 #[repr(C, align(1024))]
 struct ReportBuf([u8; TDREPORT_LEN]);
@@ -69,9 +72,42 @@ impl tdx::Hardware for TdxHardware {
         r.rax
     }
 
-    fn get_quote(&mut self, _buffer: &mut [u8]) -> u64 {
-        // Needs a buffer mapped shared (MapGPA + the shared bit in its page-table entries) and a
-        // wait for the status to leave IN_FLIGHT: not written yet (docs/running-on-tdx.md).
-        tdx::vmcall::INVALID_OPERAND
+    /// GHCI "TDG.VP.VMCALL<GetQuote>": the request goes into a shared buffer (from the DMA
+    /// pool, already MapGPA'd shared), the VMM hands it to the quote service and, asynchronously,
+    /// overwrites it with the quote; the header's status leaves IN_FLIGHT when it is done. The
+    /// agent polls (it has nothing else to do) and copies the buffer back to private memory.
+    fn get_quote(&mut self, buffer: &mut [u8]) -> u64 {
+        let pages = buffer.len().div_ceil(4096);
+        let Some((phys, shared)) = super::memory::alloc_dma_pages(pages) else { return vmcall::INVALID_OPERAND };
+        let p = shared.as_ptr();
+        // SAFETY: `p` is `pages` shared pages owned here until freed below; the host writes
+        // them while the request is in flight, so every access is volatile.
+        unsafe { core::ptr::copy_nonoverlapping(buffer.as_ptr(), p, buffer.len()) };
+        let mut r = tdx::vmcall_get_quote(phys | (1 << self.shared_bit), (pages * 4096) as u64);
+        // SAFETY: GetQuote's only memory operand is the shared buffer above.
+        unsafe { tdcall(&mut r) };
+        let mut status = r.r10;
+        if r.rax == tdx::status::SUCCESS && status == vmcall::SUCCESS {
+            let start = super::cpu::rdtsc();
+            loop {
+                // SAFETY: the status word at offset 8 of the shared buffer (see above).
+                let st = unsafe { core::ptr::read_volatile(p.add(8) as *const u64) };
+                if st != quote_status::IN_FLIGHT {
+                    break;
+                }
+                if super::cpu::rdtsc().wrapping_sub(start) > QUOTE_TIMEOUT_CYCLES {
+                    status = vmcall::INVALID_OPERAND;
+                    break;
+                }
+                core::hint::spin_loop();
+            }
+            // SAFETY: as above; the request is no longer in flight, so the host is done writing.
+            unsafe { core::ptr::copy_nonoverlapping(p, buffer.as_mut_ptr(), buffer.len()) };
+        } else if r.rax != tdx::status::SUCCESS {
+            status = r.rax;
+        }
+        // SAFETY: allocated above with the same page count.
+        unsafe { super::memory::free_dma_pages(shared, pages) };
+        status
     }
 }

@@ -1,57 +1,357 @@
-//! Which platform the agent runs on, read once at boot (`agent::tee::detect`): a plain VM, an
-//! SEV-SNP guest or a TD. The instructions behind it (CPUID, RDMSR) are here; the decision is in
-//! the portable core.
+//! The platform: a plain VM, an SEV-SNP guest or a TD — what `rom32.s` found before paging
+//! (it had to: SNP's page tables need the C-bit from the first entry on), confirmed and set up
+//! here, and the one place the rest of the arch layer asks about it:
 //!
-//! On a plain VM the probe is harmless: CPUID leaf 0x21 is only read when CPUID 0 says it exists,
-//! and SEV_STATUS only when CPUID 0x8000_001F says SEV exists (QEMU reports that leaf as zero for
-//! guests launched without SEV, and an SEV guest always has the MSR). Inside a real SNP guest or
-//! TD, CPUID itself traps (`#VC`/`#VE`): the boot path for those platforms is not written yet
-//! (docs/running-on-snp.md, docs/running-on-tdx.md), so on such hardware the agent does not get
-//! this far.
-use agent::tee::{self, Kind, Probe};
+//! - [`init`] (before the serial port: under SNP and TDX port I/O already goes through the
+//!   `#VC`/`#VE` handlers below): SNP negotiates the GHCB protocol, makes the GHCB page shared
+//!   and registers it; TDX reads TDG.VP.INFO for the shared bit. Both build the shared alias
+//!   of the direct map (`layout::SHARED_MAP`).
+//! - [`vc`] and [`vm_exception`]: the `#VC` (SNP) and `#VE` (TDX) handlers, called from the trap
+//!   entry. They emulate CPUID, port I/O, MSRs and MMIO with the portable logic in
+//!   `agent::tee` and hand everything else back as a fault.
+//! - [`accept`], [`set_shared`]: memory (arch/memory.rs); [`private_pte`], [`pte_phys`]: the
+//!   user page tables (arch/user.rs); [`attest`]: the report for a statement (job.rs).
+//!
+//! The decisions and encodings are portable code (`agent/src/tee/`, unit-tested against the
+//! specifications and host-side models); this file moves bytes between them and the hardware.
+use super::idt::TrapFrame;
+use super::layout;
+use super::power::{self, Failure};
+use super::snp::SnpHardware;
+use super::tdx::TdxHardware;
+use agent::tee::insn::{self, Gprs};
+use agent::tee::snp::{self as psnp, PageState};
+use agent::tee::tdx as ptdx;
+use agent::tee::{Attester, Encryption, Evidence, Kind, NoTee, Platform, Probe, Range, TeeError, PAGE_4K};
 use core::arch::x86_64::{__cpuid, __cpuid_count};
-use core::sync::atomic::{AtomicU8, Ordering};
+use core::ptr::{addr_of, NonNull};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+
+// Written by rom32.s after it zeroes .bss: 0 plain, 1 SEV-SNP, 2 TDX; the C-bit position.
+#[unsafe(no_mangle)]
+static mut BOOT_PLATFORM: u32 = 0;
+#[unsafe(no_mangle)]
+static mut BOOT_CBIT: u32 = 0;
+
+/// The SEV-SNP CPUID page and secrets page (arch/footer.s: the SEV metadata's sections).
+const SNP_CPUID_PAGE: u64 = 0x9E000;
+const SNP_SECRETS_PAGE: u64 = 0x9F000;
+/// Certificate buffer of the extended guest request: VCEK + ASK + ARK take about 5 KiB.
+const SNP_CERT_PAGES: usize = 4;
+/// GetQuote's shared buffer: a quote with its PCK certificate chain is 5–8 KiB.
+const TDX_QUOTE_BYTES: usize = 8 * 4096;
 
 static KIND: AtomicU8 = AtomicU8::new(0);
+/// `Encryption` as (tag << 8) | bit: 0 none, 1 C-bit, 2 shared bit.
+static ENCRYPTION: AtomicU64 = AtomicU64::new(0);
+/// Whether a #VC/#VE handler is running (a failure inside one must not trap again).
+static IN_HANDLER: AtomicBool = AtomicBool::new(false);
 
-fn rdmsr(msr: u32) -> u64 {
-    let (lo, hi): (u32, u32);
-    // SAFETY: only called for SEV_STATUS after CPUID reported SEV, where the MSR exists (APM vol.
-    // 2 "SEV_STATUS MSR"); reading it has no side effects.
-    unsafe { core::arch::asm!("rdmsr", in("ecx") msr, out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags)) }
-    (u64::from(hi) << 32) | u64::from(lo)
+/// The GHCB page: private .bss memory, made shared by [`init`] and from then on used only
+/// through the shared alias.
+#[repr(C, align(4096))]
+struct Page([u8; 4096]);
+static mut GHCB_PAGE: Page = Page([0; 4096]);
+
+/// The platform [`init`] found (`Kind::None` before it ran).
+pub fn kind() -> Kind {
+    match KIND.load(Ordering::Relaxed) {
+        1 => Kind::SevSnp,
+        2 => Kind::Tdx,
+        _ => Kind::None,
+    }
 }
 
-/// Reads CPUID (and SEV_STATUS when CPUID allows) into a [`Probe`].
-pub fn probe() -> Probe {
-    // CPUID is always available in long mode; `__cpuid` is safe on x86_64.
+pub fn encryption() -> Encryption {
+    let e = ENCRYPTION.load(Ordering::Relaxed);
+    match e >> 8 {
+        1 => Encryption::CBit(e as u8),
+        2 => Encryption::SharedBit(e as u8),
+        _ => Encryption::None,
+    }
+}
+
+/// A page-table entry's address bits for private memory at `phys`.
+pub fn private_pte(phys: u64) -> u64 {
+    encryption().pte_address(phys, false)
+}
+
+/// The guest-physical address in a page-table entry (without flags or the C-/shared bit).
+pub fn pte_phys(entry: u64) -> u64 {
+    entry & 0x000F_FFFF_FFFF_F000 & !encryption().mask()
+}
+
+fn ghcb_gpa() -> u64 {
+    layout::virt_to_phys(addr_of!(GHCB_PAGE) as u64)
+}
+
+fn snp_hw() -> SnpHardware {
+    let gpa = ghcb_gpa();
+    let page = NonNull::new(layout::shared_phys_to_virt(gpa) as *mut [u8; 4096]).unwrap();
+    // SAFETY: the GHCB page is made shared and registered by `init` before any GHCB exit (until
+    // then only the MSR protocol is used, which does not touch the page); the handlers and the
+    // platform code never overlap in using it (one CPU; no GHCB exit triggers a #VC).
+    unsafe { SnpHardware::new(page, gpa, layout::phys_to_virt) }
+}
+
+fn tdx_hw() -> TdxHardware {
+    TdxHardware { virt_to_phys: layout::virt_to_phys, shared_bit: match encryption() {
+        Encryption::SharedBit(b) => b,
+        _ => 0,
+    } }
+}
+
+/// Stops the guest from a state where nothing else can be trusted to work: before the GHCB
+/// exists, or when a handler failed. SNP: GHCB MSR protocol termination (reason set 1, the
+/// agent's; `reason`); TDX: ReportFatalError; plain: the debug-exit port.
+fn terminate(reason: u8) -> ! {
+    match kind() {
+        Kind::SevSnp => {
+            super::snp::msr_exit(psnp::msr_terminate_request(1, reason));
+        }
+        Kind::Tdx => {
+            let mut r = ptdx::vmcall_report_fatal_error(u32::from(reason));
+            // SAFETY: ReportFatalError takes no memory operand; the TD stops.
+            unsafe { super::tdx::tdcall(&mut r) };
+        }
+        Kind::None => {}
+    }
+    power::fail(Failure::Platform)
+}
+
+/// Termination reasons (set 1).
+mod reason {
+    pub const PLATFORM_MISMATCH: u8 = 2;
+    pub const GHCB_SETUP: u8 = 3;
+    pub const TD_INFO: u8 = 4;
+    pub const HANDLER: u8 = 5;
+}
+
+/// Confirms the platform `rom32.s` found and sets it up. Runs before the serial port is usable
+/// (it logs nothing; [`log_platform`] does, afterwards).
+pub fn init() -> Kind {
+    // SAFETY: written by rom32.s before paging; read here once, nothing writes them again.
+    let (boot, cbit) = unsafe { (*addr_of!(BOOT_PLATFORM), *addr_of!(BOOT_CBIT)) };
+    match boot {
+        1 => {
+            KIND.store(1, Ordering::Relaxed);
+            let cbit = cbit as u8;
+            ENCRYPTION.store((1 << 8) | u64::from(cbit), Ordering::Relaxed);
+            super::memory::init_shared_map(Encryption::CBit(cbit));
+            if snp_init(cbit).is_err() {
+                terminate(reason::GHCB_SETUP);
+            }
+            Kind::SevSnp
+        }
+        2 => {
+            KIND.store(2, Ordering::Relaxed);
+            // Only a TD enters at rom32_td_entry; CPUID leaf 0x21 (answered by the TDX module
+            // itself, never the host) must agree.
+            if agent::tee::detect(&td_probe()) != Kind::Tdx {
+                terminate(reason::PLATFORM_MISMATCH);
+            }
+            let info = match ptdx::vp_info(&mut tdx_hw()) {
+                Ok(i) => i,
+                Err(_) => terminate(reason::TD_INFO),
+            };
+            let Some(bit) = ptdx::shared_bit(info.gpaw) else { terminate(reason::TD_INFO) };
+            ENCRYPTION.store((2 << 8) | u64::from(bit), Ordering::Relaxed);
+            super::memory::init_shared_map(Encryption::SharedBit(bit));
+            TD_ATTRIBUTES.store(info.attributes, Ordering::Relaxed);
+            Kind::Tdx
+        }
+        _ => {
+            super::memory::init_shared_map(Encryption::None);
+            Kind::None
+        }
+    }
+}
+
+static TD_ATTRIBUTES: AtomicU64 = AtomicU64::new(0);
+
+fn td_probe() -> Probe {
     let max_leaf = __cpuid(0).eax;
     let leaf_21 = (max_leaf >= 0x21).then(|| {
         let r = __cpuid_count(0x21, 0);
         [r.ebx, r.edx, r.ecx]
     });
-    let max_ext_leaf = __cpuid(0x8000_0000).eax;
-    let leaf_8000_001f_eax = (max_ext_leaf >= 0x8000_001F).then(|| __cpuid(0x8000_001F).eax);
-    let sev_status = leaf_8000_001f_eax
-        .filter(|&eax| tee::may_read_sev_status(max_ext_leaf, eax))
-        .map(|_| rdmsr(tee::snp::MSR_SEV_STATUS));
-    Probe { max_leaf, leaf_21, max_ext_leaf, leaf_8000_001f_eax, sev_status }
+    Probe { max_leaf, leaf_21, ..Default::default() }
 }
 
-/// Detects the platform and remembers it for [`kind`].
-pub fn init() -> Kind {
-    let kind = tee::detect(&probe());
-    KIND.store(kind as u8 + 1, Ordering::Relaxed);
-    log::info!("platform: {}", agent::statement::attestation_name(kind.attestation()));
-    kind
+/// SNP: GHCB protocol version, then the GHCB page — validation rescinded, made shared by the
+/// MSR protocol (GHCB spec "SNP Page State Change" via MSR), cleared through the shared alias,
+/// registered (GHCB spec "GHCB GPA Registration").
+fn snp_init(cbit: u8) -> Result<(), TeeError> {
+    let mut hw = snp_hw();
+    psnp::negotiate(&mut hw, cbit)?;
+    let gpa = ghcb_gpa();
+    psnp::pvalidate_range(&mut hw, Range::new(gpa, PAGE_4K)?, false)?;
+    psnp::msr_page_state_change(&mut hw, gpa, PageState::Shared)?;
+    // SAFETY: the page is now shared and mapped by the shared alias; nothing else uses it.
+    unsafe { core::ptr::write_bytes(layout::shared_phys_to_virt(gpa) as *mut u8, 0, 4096) };
+    psnp::register_ghcb(&mut hw, gpa)
 }
 
-/// The platform [`init`] found (`Kind::None` before it ran): for the Hello frame and the
-/// attester.
-pub fn kind() -> Kind {
-    match KIND.load(Ordering::Relaxed) {
-        2 => Kind::SevSnp,
-        3 => Kind::Tdx,
-        _ => Kind::None,
+/// Logs the platform (after the serial port is up).
+pub fn log_platform() {
+    let name = agent::statement::attestation_name(kind().attestation());
+    match encryption() {
+        Encryption::CBit(b) => log::info!("platform: {name} (C-bit {b}, GHCB at {:#x})", ghcb_gpa()),
+        Encryption::SharedBit(b) => {
+            let attrs = TD_ATTRIBUTES.load(Ordering::Relaxed);
+            log::info!("platform: {name} (shared bit {b}, TD attributes {attrs:#x})");
+            if attrs & ptdx::ATTR_DEBUG != 0 {
+                log::warn!("platform: this TD is a debug TD: its memory is not confidential");
+            }
+        }
+        Encryption::None => log::info!("platform: {name}"),
+    }
+}
+
+fn with_platform<R>(f: impl FnOnce(&mut dyn Platform) -> R) -> R {
+    match kind() {
+        Kind::None => f(&mut NoTee),
+        Kind::SevSnp => {
+            let Encryption::CBit(cbit) = encryption() else { unreachable!() };
+            f(&mut psnp::SnpPlatform { hw: snp_hw(), cbit, ghcb_ready: true })
+        }
+        Kind::Tdx => {
+            let Encryption::SharedBit(shared_bit) = encryption() else { unreachable!() };
+            f(&mut ptdx::TdxPlatform { hw: tdx_hw(), shared_bit })
+        }
+    }
+}
+
+/// Makes RAM the launch did not pre-accept private and usable.
+pub fn accept(range: Range) -> Result<(), TeeError> {
+    with_platform(|p| p.accept(range))
+}
+
+/// Makes `range` shared with the host (or private again). Callers use it through the shared
+/// alias only.
+pub fn set_shared(range: Range, shared: bool) -> Result<(), TeeError> {
+    with_platform(|p| p.set_shared(range, shared))
+}
+
+/// Has the hardware sign `report_data`: SNP MSG_REPORT_REQ with VMPCK0 (extended request, for
+/// the host's certificates), TDX TDG.MR.REPORT + GetQuote. `NotConfidential` on a plain VM.
+pub fn attest(report_data: &[u8; 64]) -> Result<Evidence, TeeError> {
+    match kind() {
+        Kind::None => NoTee.report(report_data),
+        Kind::SevSnp => {
+            // SAFETY: the secrets page is private memory the PSP filled at launch (SEV metadata
+            // SNP_SECRETS), mapped by the direct map; only this function touches it, once per
+            // build (the key is wiped from the page as it is taken).
+            let secrets = unsafe { &mut *(layout::phys_to_virt(SNP_SECRETS_PAGE) as *mut [u8; 4096]) };
+            let key = psnp::Vmpck::take(secrets, 0)?;
+            let transport = super::snp::GuestRequestPages::new(snp_hw(), SNP_CERT_PAGES).ok_or(TeeError::BadResponse("no shared memory for the guest request"))?;
+            let mut a = psnp::SnpAttester { transport, channel: psnp::GuestChannel::new(key, 0), cert_pages: SNP_CERT_PAGES };
+            a.report(report_data)
+        }
+        Kind::Tdx => ptdx::TdxAttester { hw: tdx_hw(), quote_buffer: TDX_QUOTE_BYTES }.report(report_data),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// #VC and #VE
+
+fn gprs(f: &TrapFrame) -> Gprs {
+    [f.rax, f.rcx, f.rdx, f.rbx, f.rsp, f.rbp, f.rsi, f.rdi, f.r8, f.r9, f.r10, f.r11, f.r12, f.r13, f.r14, f.r15]
+}
+
+fn set_gprs(f: &mut TrapFrame, g: &Gprs) {
+    [f.rax, f.rcx, f.rdx, f.rbx, f.rsp, f.rbp, f.rsi, f.rdi, f.r8, f.r9, f.r10, f.r11, f.r12, f.r13, f.r14, f.r15] = *g;
+}
+
+/// The instruction bytes at the trapping RIP: a ring-3 process may only trap on CPUID (2
+/// bytes, which the CPU has just fetched from its mapped, executable page); the agent's own
+/// code is private and mapped whole.
+fn instruction(f: &TrapFrame, user: bool) -> ([u8; 15], usize) {
+    let mut b = [0u8; 15];
+    let n = if user { 2 } else { 15 };
+    if user && !agent::sandbox::mem::user_range(f.rip, 2) {
+        return (b, 0);
+    }
+    for (i, byte) in b[..n].iter_mut().enumerate() {
+        // SAFETY: see above; the agent does not enable SMAP, so ring 0 reads the user page
+        // through the current process's page tables.
+        *byte = unsafe { core::ptr::read_volatile((f.rip + i as u64) as *const u8) };
+    }
+    (b, n)
+}
+
+/// A handler that cannot go on: report and stop (once: a failure while reporting terminates).
+fn handler_failed(what: &str, e: TeeError, f: &TrapFrame) -> ! {
+    if IN_HANDLER.swap(true, Ordering::Relaxed) {
+        terminate(reason::HANDLER);
+    }
+    super::serial::emergency_print(format_args!("agent: {what} at RIP {:#x} not handled: {e:?}\n", f.rip));
+    terminate(reason::HANDLER)
+}
+
+/// `#VC` (vector 29; error code = the exit code). Returns false when the exception is not one
+/// to emulate: then it is the faulting process's (ring 3) or fatal (ring 0).
+pub fn vc(f: &mut TrapFrame) -> bool {
+    if kind() != Kind::SevSnp {
+        return false;
+    }
+    let user = f.cs & 3 == 3;
+    if user && f.error_code != psnp::exit::CPUID {
+        return false;
+    }
+    let (b, n) = instruction(f, user);
+    let mut g = gprs(f);
+    // MMIO (a nested page fault on a page the host marked as MMIO) is only expected through
+    // the shared alias: the GPA is the address's offset in it.
+    let mmio_gpa = (f.error_code == psnp::exit::NPF && !user)
+        .then(|| insn::mmio_address(&b[..n], &g, f.rip).ok())
+        .flatten()
+        .filter(|va| (layout::SHARED_MAP..layout::SHARED_MAP + layout::DIRECT_MAP_END_PHYS).contains(va))
+        .map(|va| va - layout::SHARED_MAP);
+    // SAFETY: the CPUID page is private memory the PSP filled and checked at launch (SEV
+    // metadata CPUID section), mapped by the direct map and never written.
+    let cpuid_page = unsafe { &*(layout::phys_to_virt(SNP_CPUID_PAGE) as *const [u8; 4096]) };
+    match psnp::handle_vc(&mut snp_hw(), Some(cpuid_page), f.error_code, &b[..n], mmio_gpa, &mut g) {
+        Ok(len) => {
+            set_gprs(f, &g);
+            f.rip += len as u64;
+            true
+        }
+        Err(_) if user => false,
+        Err(e) => handler_failed("#VC", e, f),
+    }
+}
+
+/// `#VE` (vector 20): TDG.VP.VEINFO.GET says why. Returns false as [`vc`] does.
+pub fn vm_exception(f: &mut TrapFrame) -> bool {
+    if kind() != Kind::Tdx {
+        return false;
+    }
+    let mut hw = tdx_hw();
+    let ve = match ptdx::ve_info(&mut hw) {
+        Ok(ve) => ve,
+        Err(e) => handler_failed("#VE", e, f),
+    };
+    let user = f.cs & 3 == 3;
+    const EXIT_CPUID: u32 = 10;
+    const EXIT_EPT_VIOLATION: u32 = 48;
+    if user && ve.exit_reason != EXIT_CPUID {
+        return false;
+    }
+    // An EPT violation is MMIO only on a shared GPA. On a private one, the host took a page
+    // away (or never gave it): nothing to emulate, and nothing safe to continue with.
+    if ve.exit_reason == EXIT_EPT_VIOLATION && ve.gpa & encryption().mask() == 0 {
+        handler_failed("#VE (EPT violation on private memory)", TeeError::Accept { gpa: ve.gpa, status: 0 }, f);
+    }
+    let (b, n) = instruction(f, user);
+    let mut g = gprs(f);
+    match ptdx::handle_ve(&mut hw, &ve, &b[..n], &mut g) {
+        Ok(len) => {
+            set_gprs(f, &g);
+            f.rip += u64::from(len);
+            true
+        }
+        Err(_) if user => false,
+        Err(e) => handler_failed("#VE", e, f),
     }
 }

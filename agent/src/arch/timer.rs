@@ -4,6 +4,11 @@
 //!
 //! The legacy 8259 PICs are masked first: nothing else may interrupt a process (after reset
 //! QEMU's PIT would otherwise deliver IRQ 0 on vector 0, which looks like #DE).
+//!
+//! On a plain VM the APIC is programmed through its xAPIC registers (MMIO; QEMU 7.2's TCG has
+//! no x2APIC). Inside SEV-SNP or a TD it runs in x2APIC mode, through MSRs 0x800 + register/16
+//! (SDM vol. 3 "x2APIC Register Address Space"): a TD has no xAPIC at all, and an MSR exit is
+//! simpler to emulate (#VC/#VE) than MMIO.
 use super::cpu::outb;
 use super::layout;
 use core::arch::asm;
@@ -25,20 +30,44 @@ const REG_CURRENT_COUNT: u64 = 0x390;
 const REG_DIVIDE: u64 = 0x3E0;
 
 fn apic_base() -> u64 {
+    rdmsr(IA32_APIC_BASE) & 0x000F_FFFF_FFFF_F000
+}
+
+fn x2apic() -> bool {
+    super::tee::kind() != agent::tee::Kind::None
+}
+
+fn wrmsr(msr: u32, value: u64) {
+    // SAFETY: only IA32_APIC_BASE (to enable x2APIC mode) and the x2APIC timer/EOI/SVR
+    // registers, which configure the timer and signal EOI.
+    unsafe { asm!("wrmsr", in("ecx") msr, in("eax") value as u32, in("edx") (value >> 32) as u32, options(nostack)) }
+}
+
+fn rdmsr(msr: u32) -> u64 {
     let (lo, hi): (u32, u32);
-    // SAFETY: reading IA32_APIC_BASE has no side effects.
-    unsafe { asm!("rdmsr", in("ecx") IA32_APIC_BASE, out("eax") lo, out("edx") hi, options(nostack)) };
-    ((u64::from(hi) << 32) | u64::from(lo)) & 0x000F_FFFF_FFFF_F000
+    // SAFETY: reading the APIC's MSRs has no side effects.
+    unsafe { asm!("rdmsr", in("ecx") msr, out("eax") lo, out("edx") hi, options(nostack)) };
+    (u64::from(hi) << 32) | u64::from(lo)
 }
 
 fn write(reg: u64, v: u32) {
-    let addr = layout::phys_to_virt(apic_base() + reg) as *mut u32;
+    if x2apic() {
+        return wrmsr(0x800 + (reg >> 4) as u32, u64::from(v));
+    }
+    let addr = layout::shared_phys_to_virt(apic_base() + reg) as *mut u32;
     // SAFETY: the local APIC's registers are MMIO in the 4 KiB page at IA32_APIC_BASE (below
-    // 4 GiB, covered by the direct map); these writes only configure the timer and signal EOI.
+    // 4 GiB, covered by the shared alias); these writes only configure the timer and signal EOI.
     unsafe { addr.write_volatile(v) }
 }
 
 pub fn init() {
+    if x2apic() {
+        // IA32_APIC_BASE: EN (bit 11) and EXTD (bit 10). A TD starts in x2APIC mode already.
+        let base = rdmsr(IA32_APIC_BASE);
+        if base & (3 << 10) != 3 << 10 {
+            wrmsr(IA32_APIC_BASE, base | (3 << 10));
+        }
+    }
     outb(0x21, 0xFF); // mask every line of the master PIC
     outb(0xA1, 0xFF); // and of the slave
     write(REG_SVR, 0x100 | u32::from(SPURIOUS)); // software-enable the APIC
@@ -48,9 +77,12 @@ pub fn init() {
 }
 
 fn read(reg: u64) -> u32 {
-    let addr = layout::phys_to_virt(apic_base() + reg) as *const u32;
+    if x2apic() {
+        return rdmsr(0x800 + (reg >> 4) as u32) as u32;
+    }
+    let addr = layout::shared_phys_to_virt(apic_base() + reg) as *const u32;
     // SAFETY: a read of a local APIC register (MMIO in the page at IA32_APIC_BASE, under the
-    // direct map); reading the current count has no side effect.
+    // shared alias); reading the current count has no side effect.
     unsafe { addr.read_volatile() }
 }
 

@@ -24,8 +24,12 @@ const USER: u64 = 4;
 /// keeps its frame with PRESENT clear, so any access faults, as on Linux.
 const MAPPED: u64 = 1 << 9;
 const NO_EXECUTE: u64 = 1 << 63;
-const ADDR_MASK: u64 = 0x000F_FFFF_FFFF_F000;
+/// An entry's address bits (the C-/shared bit, when there is one, lies among them).
+const ADDR_BITS: u64 = 0x000F_FFFF_FFFF_F000;
 const PAGE: u64 = 4096;
+/// Every page a process has is private: under SEV-SNP its entries carry the C-bit
+/// (`arch::tee::private_pte`), and the C-/shared bit is never part of the frame's address.
+use super::tee::{private_pte, pte_phys};
 
 /// Why [`run`] returned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -101,9 +105,9 @@ impl AddressSpace {
                 }
                 let next = alloc_frame().ok_or(Errno::ENOMEM)?;
                 self.tables.push(next);
-                *e = next | PRESENT | WRITABLE | USER;
+                *e = private_pte(next) | PRESENT | WRITABLE | USER;
             }
-            t = *e & ADDR_MASK;
+            t = pte_phys(*e);
         }
         // SAFETY: `t` is a last-level table this address space owns.
         Ok(Some(unsafe { &mut (*table(t)).0[((va >> 12) & 511) as usize] as *mut u64 }))
@@ -124,7 +128,7 @@ impl AddressSpace {
             if shift == 12 {
                 return (e & MAPPED != 0).then_some(e);
             }
-            t = e & ADDR_MASK;
+            t = pte_phys(e);
         }
         None
     }
@@ -132,7 +136,7 @@ impl AddressSpace {
     /// Direct-map bytes of the page holding `va`, if its entry passes `ok`.
     fn page(&self, va: u64, ok: impl Fn(u64) -> bool) -> Result<*mut u8, Fault> {
         match self.mapped(va) {
-            Some(e) if ok(e) => Ok(layout::phys_to_virt((e & ADDR_MASK) + (va & 0xFFF)) as *mut u8),
+            Some(e) if ok(e) => Ok(layout::phys_to_virt(pte_phys(e) + (va & 0xFFF)) as *mut u8),
             _ => Err(Fault(va)),
         }
     }
@@ -176,7 +180,7 @@ impl AddressSpace {
                         f(va, e);
                     }
                 } else if v & PRESENT != 0 {
-                    walk(v & ADDR_MASK, level - 1, va, f);
+                    walk(pte_phys(v), level - 1, va, f);
                 }
             }
         }
@@ -221,9 +225,9 @@ impl Memory for AddressSpace {
             // ours and nothing refers to it any more.
             unsafe {
                 if *pte & MAPPED != 0 {
-                    free_frame(*pte & ADDR_MASK);
+                    free_frame(pte_phys(*pte));
                 }
-                *pte = frame | leaf_flags(prot);
+                *pte = private_pte(frame) | leaf_flags(prot);
             }
         }
         Ok(())
@@ -237,7 +241,7 @@ impl Memory for AddressSpace {
                 // SAFETY: clearing a leaf entry this address space owns and freeing its frame.
                 unsafe {
                     if *pte & MAPPED != 0 {
-                        free_frame(*pte & ADDR_MASK);
+                        free_frame(pte_phys(*pte));
                     }
                     *pte = 0;
                 }
@@ -254,7 +258,7 @@ impl Memory for AddressSpace {
         for page in (va..end).step_by(PAGE as usize) {
             if let Ok(Some(pte)) = self.leaf(page, false) {
                 // SAFETY: rewriting the rights of a mapped leaf entry this address space owns.
-                unsafe { *pte = (*pte & ADDR_MASK) | leaf_flags(prot) };
+                unsafe { *pte = private_pte(pte_phys(*pte)) | leaf_flags(prot) };
             }
         }
         Ok(())
@@ -275,10 +279,10 @@ impl Memory for AddressSpace {
             };
             // SAFETY: both frames are whole pages of RAM under the direct map; the new frame
             // is ours alone.
-            unsafe { *frame_bytes(frame) = *frame_bytes(e & ADDR_MASK) };
+            unsafe { *frame_bytes(frame) = *frame_bytes(pte_phys(e)) };
             match child.leaf(va, true) {
                 // SAFETY: a fresh leaf entry of the child.
-                Ok(Some(c)) => unsafe { *c = frame | (e & !ADDR_MASK) },
+                Ok(Some(c)) => unsafe { *c = private_pte(frame) | (e & !ADDR_BITS) },
                 _ => {
                     free_frame(frame);
                     result = Err(Errno::ENOMEM);
@@ -292,7 +296,7 @@ impl Memory for AddressSpace {
         self.each_leaf(|_, pte| {
             // SAFETY: a mapped leaf entry of this address space: free its frame, once.
             unsafe {
-                free_frame(*pte & ADDR_MASK);
+                free_frame(pte_phys(*pte));
                 *pte = 0;
             }
         });

@@ -1,7 +1,8 @@
 //! virtio devices. The `Hal` gives devices *bounce buffers*: a request's bytes are copied into
-//! pages allocated for the device and back, so the device never sees the agent's own memory.
-//! Under SEV-SNP and TDX those pages are the only ones converted to shared (host-visible); the
-//! conversion hook is the one place that changes (see docs/channel.md).
+//! pages of the shared DMA pool (arch/memory.rs) and back, so the device never sees the agent's
+//! own memory. Under SEV-SNP and TDX that pool is the only RAM shared with the host; device
+//! registers are reached through the same shared alias (their accesses trap as #VC/#VE MMIO,
+//! which arch/tee.rs emulates). On a plain VM the code path is the same.
 use super::layout::{self, PAGE_SIZE};
 use super::memory;
 use super::pci::{self, PortCam};
@@ -19,9 +20,9 @@ fn pages(len: usize) -> usize {
     len.div_ceil(PAGE_SIZE as usize)
 }
 
-// SAFETY: dma_alloc returns zeroed, page-aligned, exclusively owned memory from the heap (which
-// is identity-backed by the direct map, so the physical address is exact); mmio_phys_to_virt
-// maps BAR addresses (below 4 GiB, assigned by us) through the direct map; share/unshare copy
+// SAFETY: dma_alloc returns zeroed, page-aligned, exclusively owned memory from the shared DMA
+// pool (mapped by the shared alias, so the physical address is exact); mmio_phys_to_virt maps
+// BAR addresses (below 4 GiB, assigned by us) through the shared alias; share/unshare copy
 // through freshly allocated DMA pages that nothing else aliases.
 unsafe impl Hal for AgentHal {
     fn dma_alloc(pages: usize, _dir: BufferDirection) -> (PhysAddr, NonNull<u8>) {
@@ -38,7 +39,7 @@ unsafe impl Hal for AgentHal {
     }
 
     unsafe fn mmio_phys_to_virt(paddr: PhysAddr, _size: usize) -> NonNull<u8> {
-        NonNull::new(layout::phys_to_virt(paddr as u64) as *mut u8).expect("direct map is non-null")
+        NonNull::new(layout::shared_phys_to_virt(paddr as u64) as *mut u8).expect("shared alias is non-null")
     }
 
     unsafe fn share(buffer: NonNull<[u8]>, direction: BufferDirection) -> PhysAddr {
@@ -54,7 +55,7 @@ unsafe impl Hal for AgentHal {
 
     unsafe fn unshare(paddr: PhysAddr, buffer: NonNull<[u8]>, direction: BufferDirection) {
         let len = buffer.len();
-        let bounce = layout::phys_to_virt(paddr as u64) as *mut u8;
+        let bounce = layout::shared_phys_to_virt(paddr as u64) as *mut u8;
         if direction != BufferDirection::DriverToDevice {
             // SAFETY: the bounce buffer from `share` holds `len` bytes; `buffer` is valid for them.
             unsafe { core::ptr::copy_nonoverlapping(bounce, buffer.as_ptr() as *mut u8, len) };

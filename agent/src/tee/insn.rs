@@ -196,6 +196,50 @@ impl MmioInsn {
     }
 }
 
+/// The linear address an MMIO instruction (a form [`decode_mmio`] accepts) accesses: the
+/// ModR/M memory operand's base + index * scale + displacement (SDM vol. 2 "Specifying an Offset";
+/// RIP-relative operands count from the end of the instruction, `rip + len`). A `#VC` reports
+/// no address (APM vol. 2 "#VC Exception": the error code is only the exit code), so the SNP
+/// handler computes it and translates it itself; a `#VE` carries the GPA and needs none of this.
+pub fn mmio_address(b: &[u8], regs: &Gprs, rip: u64) -> Result<u64, InsnError> {
+    let insn = decode_mmio(b)?;
+    let p = prefixes(b);
+    let rest = &b[p.len..];
+    let opcode_len = if rest.first() == Some(&0x0F) { 2 } else { 1 };
+    let m = &rest[opcode_len..];
+    let modrm = m[0];
+    let (md, rm) = (modrm >> 6, modrm & 7);
+    let rex_b = if p.rex & 1 != 0 { 8 } else { 0 };
+    let rex_x = if p.rex & 2 != 0 { 8 } else { 0 };
+    let disp_at;
+    let mut addr: u64;
+    if rm == 4 {
+        let sib = m[1];
+        let (scale, index, base) = (sib >> 6, ((sib >> 3) & 7) | rex_x, sib & 7);
+        // Index 100b without REX.X means "no index".
+        addr = if index == 4 { 0 } else { regs[index as usize] << scale };
+        if md == 0 && base == 5 {
+            // No base: a disp32 follows (it is added below as a mod 00 special case).
+            addr = addr.wrapping_add(i32::from_le_bytes(m[2..6].try_into().unwrap()) as i64 as u64);
+            return Ok(addr);
+        }
+        addr = addr.wrapping_add(regs[(base | rex_b) as usize]);
+        disp_at = 2;
+    } else if md == 0 && rm == 5 {
+        let disp = i32::from_le_bytes(m[1..5].try_into().unwrap()) as i64 as u64;
+        return Ok(rip.wrapping_add(insn.len as u64).wrapping_add(disp));
+    } else {
+        addr = regs[(rm | rex_b) as usize];
+        disp_at = 1;
+    }
+    let disp = match md {
+        1 => m[disp_at] as i8 as i64 as u64,
+        2 => i32::from_le_bytes(m[disp_at..disp_at + 4].try_into().unwrap()) as i64 as u64,
+        _ => 0,
+    };
+    Ok(addr.wrapping_add(disp))
+}
+
 /// An IN or OUT instruction.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct IoInsn {
@@ -303,6 +347,36 @@ mod tests {
         assert_eq!(decode_mmio(&[0x89, 0xC8]), Err(InsnError::Unsupported));
         assert_eq!(decode_mmio(&[0x01, 0x00]), Err(InsnError::Unsupported));
         assert_eq!(decode_mmio(&[0xC7, 0x08, 0, 0, 0, 0]), Err(InsnError::Unsupported));
+    }
+
+    /// The same encodings as `mmio_forms`, with registers chosen so each address part shows.
+    #[test]
+    fn mmio_addresses() {
+        let mut g: Gprs = [0; 16];
+        for (i, r) in g.iter_mut().enumerate() {
+            *r = 0x1000_0000 * (i as u64 + 1);
+        }
+        let rip = 0xFFFF_FFFF_8010_0000;
+        let cases: &[(&[u8], u64)] = &[
+            (&[0x8B, 0x07], g[7]),                                                  // mov eax, [rdi]
+            (&[0x48, 0x8B, 0x47, 0x08], g[7] + 8),                                  // mov rax, [rdi+8]
+            (&[0x66, 0x89, 0x08], g[0]),                                            // mov [rax], cx
+            (&[0xC6, 0x40, 0x10, 0x7F], g[0] + 0x10),                               // mov byte [rax+0x10], 0x7f
+            (&[0x0F, 0xB7, 0x4A, 0x02], g[2] + 2),                                  // movzx ecx, word [rdx+2]
+            (&[0x44, 0x8B, 0x04, 0x24], g[4]),                                      // mov r8d, [rsp]
+            (&[0x8B, 0x05, 0x10, 0, 0, 0], rip + 6 + 0x10),                         // mov eax, [rip+0x10]
+            (&[0x4F, 0x8B, 0xBC, 0xAC, 0x78, 0x56, 0x34, 0x12], g[12] + g[13] * 4 + 0x1234_5678), // [r12+r13*4+disp32]
+            (&[0x44, 0x89, 0x4D, 0x40], g[5] + 0x40),                               // mov [rbp+0x40], r9d
+            (&[0x4D, 0x0F, 0xB7, 0x13], g[11]),                                     // movzx r10, word [r11]
+            (&[0x8B, 0x04, 0x9D, 0x00, 0x10, 0x00, 0x00], g[3] * 4 + 0x1000),        // mov eax, [rbx*4+0x1000]
+            (&[0x8B, 0x47, 0xF8], g[7] - 8),                                        // mov eax, [rdi-8]
+            (&[0x41, 0x8B, 0x44, 0x24, 0x04], g[12] + 4),                           // mov eax, [r12+4] (SIB, no index)
+            (&[0x42, 0x8B, 0x04, 0x20], g[0] + g[12]),                              // mov eax, [rax+r12] (REX.X)
+        ];
+        for (bytes, want) in cases {
+            assert_eq!(mmio_address(bytes, &g, rip), Ok(*want), "{bytes:02x?}");
+        }
+        assert_eq!(mmio_address(&[0x89, 0xC8], &g, rip), Err(InsnError::Unsupported));
     }
 
     #[test]

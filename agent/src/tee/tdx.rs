@@ -199,6 +199,12 @@ pub fn vmcall_cpuid(leaf: u32, subleaf: u32) -> Regs {
     vmcall_regs(vmcall::CPUID, [leaf.into(), subleaf.into(), 0, 0])
 }
 
+/// Instruction.HLT: R12 = 1 when the TD's interrupts are blocked (RFLAGS.IF = 0), so the VMM
+/// knows no interrupt will wake it.
+pub fn vmcall_hlt(interrupts_blocked: bool) -> Regs {
+    vmcall_regs(vmcall::HLT, [interrupts_blocked as u64, 0, 0, 0])
+}
+
 /// Instruction.IO: R12 = size (1, 2, 4), R13 = direction (0 in, 1 out), R14 = port, R15 = the
 /// value written; R11 = the value read.
 pub fn vmcall_io(port: u16, size: u8, write: bool, value: u32) -> Regs {
@@ -332,6 +338,7 @@ pub fn decode_io_qualification(q: u64) -> IoExit {
 /// to skip. Anything else is refused.
 pub fn handle_ve(hw: &mut impl Hardware, ve: &VeInfo, insn: &[u8], regs: &mut Gprs) -> Result<u32, TeeError> {
     const EXIT_CPUID: u32 = 10;
+    const EXIT_HLT: u32 = 12;
     const EXIT_IO: u32 = 30;
     const EXIT_RDMSR: u32 = 31;
     const EXIT_WRMSR: u32 = 32;
@@ -346,6 +353,10 @@ pub fn handle_ve(hw: &mut impl Hardware, ve: &VeInfo, insn: &[u8], regs: &mut Gp
         EXIT_CPUID => {
             let r = vmcall_ok(hw, vmcall_cpuid(regs[RAX] as u32, regs[RCX] as u32))?;
             (regs[RAX], regs[RBX], regs[RCX], regs[RDX]) = (low(r.r12), low(r.r13), low(r.r14), low(r.r15));
+        }
+        EXIT_HLT => {
+            // The agent halts only to stop for good, with interrupts off.
+            vmcall_ok(hw, vmcall_hlt(true))?;
         }
         EXIT_IO => {
             let io = decode_io_qualification(ve.qualification);
@@ -698,6 +709,8 @@ mod tests {
                         vmcall::WRMSR => {
                             self.msrs.insert(r.r12 as u32, r.r13);
                         }
+                        // GHCI "TDG.VP.VMCALL<Instruction.HLT>": R12 = interrupt blocked flag.
+                        vmcall::HLT if r.r12 == 1 => {}
                         _ => r.r10 = vmcall::INVALID_OPERAND,
                     }
                 }
@@ -761,6 +774,8 @@ mod tests {
         g[0] = 0x21;
         assert_eq!(handle_ve(&mut m, &ve(10, 0, 2), &[0x0F, 0xA2], &mut g), Ok(2));
         assert_eq!(&g[..4], &[0xA, 0xC, 0xD, 0xB], "RAX, RCX, RDX, RBX");
+        // HLT (exit reason 12) with interrupts off: Instruction.HLT, interrupts blocked.
+        assert_eq!(handle_ve(&mut m, &ve(12, 0, 1), &[0xF4], &mut g), Ok(1));
         // OUT DX, AL to 0x3F8 (qualification: size 0, OUT, port << 16).
         g[0] = 0xFFFF_FF41;
         handle_ve(&mut m, &ve(30, 0x03F8_0000, 1), &[0xEE], &mut g).unwrap();
@@ -793,6 +808,6 @@ mod tests {
         assert!(handle_ve(&mut m, &VeInfo { instruction_len: 3, ..v }, &[0x44, 0x8B, 0x04, 0x24], &mut g).is_err());
         assert!(handle_ve(&mut m, &v, &[0x01, 0x00], &mut g).is_err());
         assert!(handle_ve(&mut m, &ve(30, 0x10, 1), &[0x6C], &mut g).is_err());
-        assert!(handle_ve(&mut m, &ve(12, 0, 1), &[0xF4], &mut g).is_err());
+        assert!(handle_ve(&mut m, &ve(9, 0, 1), &[0xF4], &mut g).is_err(), "exit reason 9 (task switch)");
     }
 }
