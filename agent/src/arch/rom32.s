@@ -115,11 +115,16 @@ page_tables:
     mov %eax, %cr4
     mov $(BOOT_PML4 - KERNEL_BASE), %eax
     mov %eax, %cr3
-    # EFER: LME | NXE.
+    # EFER: LME | NXE — written only if they are not set already: a TD starts with both set,
+    # and writing EFER in a TD raises #VE (Linux avoids the write for the same reason).
     mov $0xC0000080, %ecx
     rdmsr
+    mov %eax, %ebx
     or $((1 << 8) | (1 << 11)), %eax
+    cmp %eax, %ebx
+    je 4f
     wrmsr
+4:
     # CR0: PG | PE | MP | NE; clear EM, and clear CD/NW: the reset value disables the caches,
     # which under KVM makes every memory access uncached.
     mov %cr0, %eax

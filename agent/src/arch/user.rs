@@ -438,7 +438,11 @@ fn rdmsr(msr: u32) -> u64 {
 /// Enables SYSCALL: STAR selects kernel CS/SS on entry and user CS/SS (base 0x10: SS 0x18|3,
 /// CS 0x20|3) on return; SFMASK clears IF, TF, DF and AC on entry.
 pub fn init() {
-    wrmsr(MSR_EFER, rdmsr(MSR_EFER) | 1);
+    // EFER.SCE, written only if clear (an EFER write raises #VE in a TD).
+    let efer = rdmsr(MSR_EFER);
+    if efer & 1 == 0 {
+        wrmsr(MSR_EFER, efer | 1);
+    }
     wrmsr(MSR_STAR, (u64::from(KERNEL_DATA) << 48) | (u64::from(KERNEL_CODE) << 32));
     wrmsr(MSR_LSTAR, agent_syscall_entry as *const () as u64);
     wrmsr(MSR_SFMASK, 0x4_0700);
