@@ -186,15 +186,14 @@ sev_status_rdmsr:
     lidtl idt32_none
     ret
 
-# #GP handler for the probe: only the RDMSR above may fault; it reads as 0.
+# #GP handler for the probe: only the RDMSR above may fault, meaning "no SEV". The frame
+# (error code, EIP, CS, EFLAGS) is dropped and the probe goes on at its "plain VM" exit; no
+# IRET (this host's nested KVM fails to emulate an IRET executed from ROM).
 gp_at_rdmsr:
     cmpl $sev_status_rdmsr, 4(%esp)   # [esp] = error code, [esp+4] = EIP
     jne 1f
-    add $4, %esp
-    xor %eax, %eax
-    xor %edx, %edx
-    addl $2, (%esp)
-    iretl
+    add $16, %esp
+    jmp 9b
 1:  hlt
     jmp 1b
 
