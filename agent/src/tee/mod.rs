@@ -9,7 +9,8 @@
 //! and the TDX module (`agent/tests/tee_model.rs`).
 //!
 //! ```text
-//! boot: detect(probe) ──► Kind::{None, SevSnp, Tdx}
+//! boot: rom32.s (SEV_STATUS; a TD enters in 32-bit mode) ──► Kind::{None, SevSnp, Tdx}
+//!       (a TD is confirmed with detect(probe): CPUID 0x21)
 //!                           │
 //!       Platform  (accept private memory, make bounce buffers shared, PTE address bits)
 //!       Attester  (REPORT_DATA = SHA-512(statement) ──► SNP report / TDX quote bytes)
