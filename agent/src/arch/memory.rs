@@ -62,8 +62,23 @@ static mut BOOT_STACK: BootStack = BootStack([0; 0x10000]);
 static HEAP: LockedHeap = LockedHeap::empty();
 
 /// Shared memory for devices (and the attesters' host-visible buffers), used through the
-/// shared alias. Nothing private is ever allocated from it.
-static DMA: LockedHeap = LockedHeap::empty();
+/// shared alias. Nothing private is ever allocated from it, and its bookkeeping is a bitmap in
+/// private memory (`agent::tee::pool`): the host can rewrite the pool, never the allocator.
+struct Dma {
+    pool: agent::tee::pool::PagePool<{ (layout::DMA_POOL / PAGE_SIZE / 64) as usize }>,
+    /// Physical address of the pool's first page.
+    base: u64,
+}
+
+static mut DMA: Dma = Dma { pool: agent::tee::pool::PagePool::new(0), base: 0 };
+
+/// # Safety
+/// As for `frames`: one CPU, interrupts off in the agent, the reference never held across
+/// another call here.
+unsafe fn dma() -> &'static mut Dma {
+    // SAFETY: per this function's contract.
+    unsafe { &mut *core::ptr::addr_of_mut!(DMA) }
+}
 
 /// Bytes of heap (set once by `init`).
 static HEAP_BYTES: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
@@ -111,7 +126,7 @@ pub fn init() {
     // the pool is now shared and used only through the shared alias, the heap is private and
     // used through the direct map; `init` runs once before any allocation.
     unsafe {
-        DMA.lock().init(layout::shared_phys_to_virt(pool.start) as *mut u8, layout::DMA_POOL as usize);
+        *dma() = Dma { pool: agent::tee::pool::PagePool::new((layout::DMA_POOL / PAGE_SIZE) as usize), base: pool.start };
         HEAP.lock().init(layout::phys_to_virt(pool.end) as *mut u8, size as usize);
     }
     HEAP_BYTES.store(size, core::sync::atomic::Ordering::Relaxed);
@@ -194,25 +209,31 @@ fn alloc_heap_pages(pages: usize) -> Option<u64> {
     Some(layout::virt_to_phys(ptr.as_ptr() as u64))
 }
 
-fn dma_layout(pages: usize) -> Option<core::alloc::Layout> {
-    core::alloc::Layout::from_size_align(pages.max(1) * PAGE_SIZE as usize, PAGE_SIZE as usize).ok()
-}
-
 /// Allocates zeroed, page-aligned *shared* memory from the DMA pool: what a device or the host
 /// may read and write. Returns (physical, shared-alias virtual).
 pub fn alloc_dma_pages(pages: usize) -> Option<(u64, core::ptr::NonNull<u8>)> {
-    let ptr = DMA.lock().allocate_first_fit(dma_layout(pages)?).ok()?;
-    // SAFETY: freshly allocated from the pool, `pages` pages long, owned by nobody else.
-    unsafe { core::ptr::write_bytes(ptr.as_ptr(), 0, pages.max(1) * PAGE_SIZE as usize) };
-    Some((layout::virt_to_phys(ptr.as_ptr() as u64), ptr))
+    // SAFETY: see `dma`; the reference lives only in this function.
+    let dma = unsafe { dma() };
+    let first = dma.pool.alloc(pages.max(1))?;
+    let phys = dma.base + first as u64 * PAGE_SIZE;
+    let virt = layout::shared_phys_to_virt(phys) as *mut u8;
+    // SAFETY: pages just taken from the pool, mapped by the shared alias, owned by nobody else.
+    unsafe { core::ptr::write_bytes(virt, 0, pages.max(1) * PAGE_SIZE as usize) };
+    Some((phys, core::ptr::NonNull::new(virt)?))
 }
 
 /// Frees pages from [`alloc_dma_pages`].
 ///
 /// # Safety
-/// `ptr` and `pages` must come from one `alloc_dma_pages` call, freed once.
+/// `ptr` and `pages` must come from one `alloc_dma_pages` call, freed once, and nothing may
+/// use the pages afterwards.
 pub unsafe fn free_dma_pages(ptr: core::ptr::NonNull<u8>, pages: usize) {
-    let layout = dma_layout(pages).unwrap();
-    // SAFETY: per this function's contract.
-    unsafe { DMA.lock().deallocate(ptr, layout) }
+    // SAFETY: see `dma`.
+    let dma = unsafe { dma() };
+    let phys = layout::virt_to_phys(ptr.as_ptr() as u64);
+    let first = (phys.wrapping_sub(dma.base) / PAGE_SIZE) as usize;
+    if !dma.pool.free(first, pages.max(1)) {
+        log::error!("memory: freeing DMA pages the pool did not give out ({phys:#x}, {pages})");
+        power::fail(Failure::Platform);
+    }
 }

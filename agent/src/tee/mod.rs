@@ -26,6 +26,7 @@ use crate::proto::AttestationKind;
 use alloc::vec::Vec;
 
 pub mod insn;
+pub mod pool;
 pub mod snp;
 pub mod tdx;
 
