@@ -263,7 +263,7 @@ fn set_gprs(f: &mut TrapFrame, g: &Gprs) {
     [f.rax, f.rcx, f.rdx, f.rbx, f.rsp, f.rbp, f.rsi, f.rdi, f.r8, f.r9, f.r10, f.r11, f.r12, f.r13, f.r14, f.r15] = *g;
 }
 
-/// The instruction bytes at the trapping RIP: a ring-3 process may only trap on CPUID (2
+/// The instruction bytes at the trapping RIP: a ring-3 process may only trap on CPUID or RDTSC (2
 /// bytes, which the CPU has just fetched from its mapped, executable page); the agent's own
 /// code is private and mapped whole.
 fn instruction(f: &TrapFrame, user: bool) -> ([u8; 15], usize) {
@@ -296,7 +296,7 @@ pub fn vc(f: &mut TrapFrame) -> bool {
         return false;
     }
     let user = f.cs & 3 == 3;
-    if user && f.error_code != psnp::exit::CPUID {
+    if user && !matches!(f.error_code, psnp::exit::CPUID | psnp::exit::RDTSC) {
         return false;
     }
     let (b, n) = instruction(f, user);

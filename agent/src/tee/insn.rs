@@ -276,6 +276,7 @@ pub enum Simple {
     Cpuid,
     Rdmsr,
     Wrmsr,
+    Rdtsc,
 }
 
 pub fn decode_simple(b: &[u8]) -> Result<Simple, InsnError> {
@@ -283,6 +284,7 @@ pub fn decode_simple(b: &[u8]) -> Result<Simple, InsnError> {
         [0x0F, 0xA2] => Ok(Simple::Cpuid),
         [0x0F, 0x32] => Ok(Simple::Rdmsr),
         [0x0F, 0x30] => Ok(Simple::Wrmsr),
+        [0x0F, 0x31] => Ok(Simple::Rdtsc),
         _ => Err(InsnError::Unsupported),
     }
 }
@@ -411,6 +413,7 @@ mod tests {
         assert_eq!(decode_simple(&[0x0F, 0xA2]), Ok(Simple::Cpuid));
         assert_eq!(decode_simple(&[0x0F, 0x32]), Ok(Simple::Rdmsr));
         assert_eq!(decode_simple(&[0x0F, 0x30]), Ok(Simple::Wrmsr));
+        assert_eq!(decode_simple(&[0x0F, 0x31]), Ok(Simple::Rdtsc));
         assert_eq!(decode_simple(&[0x0F]), Err(InsnError::Truncated));
     }
 }

@@ -199,6 +199,7 @@ pub mod ghcb {
 /// SW_EXITCODE values (APM vol. 2 Appendix C "SVM Intercept Exit Codes"; GHCB spec table
 /// of non-automatic exits).
 pub mod exit {
+    pub const RDTSC: u64 = 0x6E;
     pub const CPUID: u64 = 0x72;
     pub const IOIO: u64 = 0x7B;
     pub const MSR: u64 = 0x7C;
@@ -276,6 +277,14 @@ impl Ghcb {
             g.set(ghcb::XCR0, xcr0);
         }
         g.exit(exit::CPUID, 0, 0);
+        g
+    }
+
+    /// RDTSC NAE event (GHCB spec NAE table, "RDTSC"): no inputs; RAX and RDX out. Only needed
+    /// when the hypervisor intercepts RDTSC (KVM does not for SEV-ES/SNP guests).
+    pub fn rdtsc() -> Ghcb {
+        let mut g = Ghcb::new();
+        g.exit(exit::RDTSC, 0, 0);
         g
     }
 
@@ -580,7 +589,8 @@ pub fn cpuid_page_lookup(page: &[u8; PAGE], leaf: u32, subleaf: u32) -> Option<[
 // The #VC handler's logic (GHCB spec "Non-Automatic Exits": the guest decodes the instruction,
 // fills the GHCB, exits, and completes the instruction from the GHCB)
 
-/// Emulates the instruction that raised `#VC` with `exit_code` (the #VC error code): CPUID
+/// Emulates the instruction that raised `#VC` with `exit_code` (the #VC error code): RDTSC (if
+/// the hypervisor intercepts it), CPUID
 /// (answered from the CPUID page when there is one: those values were checked by the PSP at
 /// launch; leaves missing from it read as zero, as in Linux `snp_cpuid`), IN/OUT, RDMSR/WRMSR,
 /// and MMIO (NPF) at `mmio_gpa`, which the caller finds by walking its page tables. `insn` is
@@ -616,6 +626,17 @@ pub fn handle_vc(
                 }
             };
             (regs[RAX], regs[RBX], regs[RCX], regs[RDX]) = (out[0].into(), out[1].into(), out[2].into(), out[3].into());
+            Ok(2)
+        }
+        exit::RDTSC => {
+            if decode_simple(insn) != Ok(Simple::Rdtsc) {
+                return Err(refuse());
+            }
+            let mut g = Ghcb::rdtsc();
+            hw.ghcb_exit(&mut g);
+            g.result()?;
+            let (rax, rdx) = (g.get_valid(ghcb::RAX).ok_or_else(refuse)?, g.get_valid(ghcb::RDX).ok_or_else(refuse)?);
+            (regs[RAX], regs[RDX]) = (low(rax), low(rdx));
             Ok(2)
         }
         exit::IOIO => {
@@ -1397,6 +1418,12 @@ mod tests {
         g[1] = 0xC001_0131;
         assert_eq!(handle_vc(&mut hv, None, exit::MSR, &[0x0F, 0x32], None, &mut g), Ok(2));
         assert_eq!((g[0], g[2]), (0x41, 4));
+        // RDTSC (when intercepted): EDX:EAX from the GHCB's RDX, RAX, upper halves cleared.
+        (g[0], g[2]) = (u64::MAX, u64::MAX);
+        assert_eq!(handle_vc(&mut hv, None, exit::RDTSC, &[0x0F, 0x31], None, &mut g), Ok(2));
+        assert_eq!((g[0], g[2]), (0x41, 4));
+        assert_eq!(hv.seen.last().map(|s| s.0), Some(0x6E));
+        assert!(handle_vc(&mut hv, None, exit::RDTSC, &[0x0F, 0xA2], None, &mut g).is_err(), "the instruction must be RDTSC");
         // CPUID from the CPUID page, never the hypervisor, when there is a page.
         let mut page = [0u8; PAGE];
         page[0..4].copy_from_slice(&1u32.to_le_bytes());
