@@ -125,6 +125,8 @@ page_tables:
     je 4f
     wrmsr
 4:
+.globl rom32_paging_on           # (a name for tests/boot_asm: everything before is checked there)
+rom32_paging_on:
     # CR0: PG | PE | MP | NE; clear EM, and clear CD/NW: the reset value disables the caches,
     # which under KVM makes every memory access uncached.
     mov %cr0, %eax
