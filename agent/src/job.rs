@@ -226,11 +226,7 @@ fn run(input: &mut Reader, out: &mut Writer, request: &[u8]) -> Result<(), Stop>
     }
     out.send(Type::Statement, b"")?;
     send_bytes(out, &statement_bytes)?;
-    let mut evidence = Vec::with_capacity(1 + report.len());
-    evidence.push(kind as u8);
-    evidence.extend_from_slice(&report);
-    let _ = certificates; // carried in the Evidence frame once its format has room for them
-    out.send(Type::Evidence, &evidence)?;
+    out.send(Type::Evidence, &proto::evidence_payload(kind, &report, &certificates))?;
     out.flush()?;
     log::info!("build: {drv_path}: {} outputs published", outputs.len());
     Ok(())

@@ -276,6 +276,73 @@ pub fn error_payload(code: ErrorCode, text: &str) -> Vec<u8> {
     p
 }
 
+/// Most certificates an Evidence frame may carry (the SNP extended request returns 3: VCEK or
+/// VLEK, ASK, ARK).
+pub const MAX_EVIDENCE_CERTIFICATES: usize = 16;
+
+/// The Evidence payload: `kind u8 | u32 LE report length | report | u32 LE certificate count |
+/// per certificate: GUID [16] (as in the SNP certificate table) | u32 LE length | bytes`.
+/// `none`: the report is the unsigned REPORT_DATA (64 bytes), no certificates; `sev-snp`: the
+/// ATTESTATION_REPORT and the host's certificates; `tdx`: the DCAP quote.
+pub fn evidence_payload(kind: AttestationKind, report: &[u8], certificates: &[([u8; 16], Vec<u8>)]) -> Vec<u8> {
+    let mut p = Vec::with_capacity(9 + report.len() + certificates.iter().map(|c| 20 + c.1.len()).sum::<usize>());
+    p.push(kind as u8);
+    p.extend_from_slice(&(report.len() as u32).to_le_bytes());
+    p.extend_from_slice(report);
+    p.extend_from_slice(&(certificates.len() as u32).to_le_bytes());
+    for (guid, der) in certificates {
+        p.extend_from_slice(guid);
+        p.extend_from_slice(&(der.len() as u32).to_le_bytes());
+        p.extend_from_slice(der);
+    }
+    p
+}
+
+/// An Evidence payload, parsed: every length checked against the payload, nothing left over.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EvidencePayload {
+    pub kind: AttestationKind,
+    pub report: Vec<u8>,
+    pub certificates: Vec<([u8; 16], Vec<u8>)>,
+}
+
+pub fn parse_evidence(p: &[u8]) -> Result<EvidencePayload, &'static str> {
+    fn take<'a>(p: &mut &'a [u8], n: usize) -> Result<&'a [u8], &'static str> {
+        if p.len() < n {
+            return Err("evidence shorter than its lengths say");
+        }
+        let (a, b) = p.split_at(n);
+        *p = b;
+        Ok(a)
+    }
+    fn len(p: &mut &[u8]) -> Result<usize, &'static str> {
+        Ok(u32::from_le_bytes(take(p, 4)?.try_into().unwrap()) as usize)
+    }
+    let mut p = p;
+    let kind = match take(&mut p, 1)?[0] {
+        0 => AttestationKind::None,
+        1 => AttestationKind::SevSnp,
+        2 => AttestationKind::Tdx,
+        _ => return Err("unknown attestation kind"),
+    };
+    let n = len(&mut p)?;
+    let report = take(&mut p, n)?.to_vec();
+    let count = len(&mut p)?;
+    if count > MAX_EVIDENCE_CERTIFICATES {
+        return Err("too many certificates");
+    }
+    let mut certificates = Vec::with_capacity(count);
+    for _ in 0..count {
+        let guid: [u8; 16] = take(&mut p, 16)?.try_into().unwrap();
+        let n = len(&mut p)?;
+        certificates.push((guid, take(&mut p, n)?.to_vec()));
+    }
+    if !p.is_empty() {
+        return Err("bytes after the evidence");
+    }
+    Ok(EvidencePayload { kind, report, certificates })
+}
+
 /// Splits an Error payload into (code, text).
 pub fn parse_error(p: &[u8]) -> Option<(u32, String)> {
     let code = u32::from_le_bytes(p.get(0..4)?.try_into().ok()?);
@@ -295,6 +362,36 @@ pub fn pattern_byte(i: u64) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn evidence_round_trip_and_rejections() {
+        use alloc::vec;
+        let certs = vec![([1u8; 16], vec![0x30, 0x82, 1]), ([2u8; 16], vec![])];
+        let p = evidence_payload(AttestationKind::SevSnp, &[7; 0x4A0], &certs);
+        assert_eq!(p.len(), 1 + 4 + 0x4A0 + 4 + (16 + 4 + 3) + (16 + 4));
+        let e = parse_evidence(&p).unwrap();
+        assert_eq!((e.kind, e.report.len(), e.certificates), (AttestationKind::SevSnp, 0x4A0, certs));
+        let none = evidence_payload(AttestationKind::None, &[9; 64], &[]);
+        assert_eq!(&none[..5], &[0, 64, 0, 0, 0]);
+        assert_eq!(parse_evidence(&none).unwrap().report, vec![9; 64]);
+        // Every truncation is refused, as are trailing bytes, unknown kinds and huge counts.
+        for cut in 0..p.len() {
+            assert!(parse_evidence(&p[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut long = p.clone();
+        long.push(0);
+        assert_eq!(parse_evidence(&long), Err("bytes after the evidence"));
+        let mut bad = none.clone();
+        bad[0] = 3;
+        assert_eq!(parse_evidence(&bad), Err("unknown attestation kind"));
+        let mut over = none.clone();
+        over[1..5].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(parse_evidence(&over).is_err());
+        let mut many = evidence_payload(AttestationKind::Tdx, &[1], &[]);
+        let n = many.len();
+        many[n - 4..].copy_from_slice(&(MAX_EVIDENCE_CERTIFICATES as u32 + 1).to_le_bytes());
+        assert_eq!(parse_evidence(&many), Err("too many certificates"));
+    }
 
     #[test]
     fn header_round_trip_and_rejections() {

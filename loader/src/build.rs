@@ -55,6 +55,9 @@ pub struct BuildReport {
     /// "none", "sev-snp" or "tdx".
     pub attestation: String,
     pub evidence: PathBuf,
+    /// What the evidence lacks for offline verification (SNP certificates the host did not
+    /// supply, TDX collateral not given), in words for the user.
+    pub evidence_notes: Vec<String>,
     pub input_paths: usize,
     pub input_bytes: u64,
     pub timings: vm::Timings,
@@ -145,21 +148,15 @@ pub fn build_inputs(
         receiver.discard();
         return Err(BuildError::Refused { code, text, log: receiver.log });
     }
-    let finished = receiver.finish(&inputs.drv_path);
-    let (outputs, statement, attestation, report) = match finished {
-        Ok(v) => v,
-        Err(e) => return Err(e),
-    };
-    let bundle = match attestation.as_str() {
-        "none" => {
-            let b = Bundle::unattested(&statement);
-            if b.unsigned_report_data != Some(hex::encode(&report)) {
-                return Err(BuildError::Response("the agent's REPORT_DATA is not SHA-512 of the statement it sent".into()));
-            }
-            b
-        }
-        other => return Err(BuildError::Response(format!("attestation '{other}' is not supported by this loader yet (report of {} bytes)", report.len()))),
-    };
+    let (outputs, statement, bundle) = receiver.finish(&inputs.drv_path, &config.tee)?;
+    let attestation = bundle.attestation.clone();
+    let mut evidence_notes = Vec::new();
+    if attestation == "sev-snp" && bundle.vcek.is_none() {
+        evidence_notes.push("the host supplied no VCEK with the report: `measurement-tool verify` needs --vcek (from AMD KDS)".to_string());
+    }
+    if attestation == "tdx" && bundle.collateral.is_none() {
+        evidence_notes.push("no TDX collateral (give `loader build --tdx-collateral FILE`): `measurement-tool verify` needs --collateral".to_string());
+    }
     let evidence = out_dir.join("evidence.json");
     std::fs::write(&evidence, bundle.to_json()).map_err(io(format!("writing {}", evidence.display())))?;
     Ok(BuildReport {
@@ -168,6 +165,7 @@ pub fn build_inputs(
         statement,
         attestation,
         evidence,
+        evidence_notes,
         input_paths: inputs.input_paths.len(),
         input_bytes,
         timings: run.timings,
@@ -334,22 +332,24 @@ impl Receiver {
 
     /// Checks every received NAR against the statement, then gives the files their names.
     #[allow(clippy::type_complexity)]
-    fn finish(mut self, drv_path: &str) -> Result<(Vec<BuiltOutput>, Vec<u8>, String, Vec<u8>), BuildError> {
-        let result = self.check(drv_path);
+    fn finish(mut self, drv_path: &str, tee: &crate::tee::TeeConfig) -> Result<(Vec<BuiltOutput>, Vec<u8>, Bundle), BuildError> {
+        let result = self.check(drv_path, tee);
         if result.is_err() {
             self.discard();
         }
         result
     }
 
-    #[allow(clippy::type_complexity)]
-    fn check(&mut self, drv_path: &str) -> Result<(Vec<BuiltOutput>, Vec<u8>, String, Vec<u8>), BuildError> {
+    fn check(&mut self, drv_path: &str, tee: &crate::tee::TeeConfig) -> Result<(Vec<BuiltOutput>, Vec<u8>, Bundle), BuildError> {
         if let Some(e) = &self.error {
             return Err(BuildError::Response(e.clone()));
         }
         let (Some(statement), Some(evidence)) = (self.statement.clone(), self.evidence.clone()) else {
             return Err(BuildError::Response("the agent did not finish the build (no statement or evidence)".into()));
         };
+        // The evidence first: nothing is renamed into place unless it binds this statement.
+        let evidence = proto::parse_evidence(&evidence).map_err(|e| BuildError::Response(format!("evidence: {e}")))?;
+        let bundle = evidence_bundle(&statement, &evidence, tee)?;
         let subjects = statement_subjects(&statement).map_err(BuildError::Response)?;
         let drv_in_statement = serde_json::from_slice::<serde_json::Value>(&statement)
             .ok()
@@ -376,14 +376,77 @@ impl Receiver {
             let nar = self.dir.join(format!("{name}.nar"));
             std::fs::rename(&partial, &nar).map_err(io(format!("renaming {}", partial.display())))?;
         }
-        let (kind, report) = evidence.split_first().ok_or_else(|| BuildError::Response("empty evidence".into()))?;
-        let attestation = match kind {
-            0 => "none",
-            1 => "sev-snp",
-            2 => "tdx",
-            _ => return Err(BuildError::Response("unknown attestation kind".into())),
-        };
-        Ok((built, statement, attestation.to_string(), report.to_vec()))
+        Ok((built, statement, bundle))
+    }
+}
+
+/// The SNP launch parameters the loader uses (`vm::qemu_command`: one vCPU; QEMU's SNP guests
+/// run with SEV_FEATURES = SNPActive): what `measurement-tool verify --agent` recomputes the
+/// launch digest from.
+pub fn snp_launch(tee: &crate::tee::TeeConfig) -> measurement_tool::evidence::bundle::Launch {
+    measurement_tool::evidence::bundle::Launch { vcpus: 1, vcpu_type: tee.snp_cpu.clone(), guest_features: 0x1 }
+}
+
+/// The evidence bundle for `statement` and the agent's Evidence payload: [`check_binding`],
+/// then [`assemble_bundle`].
+pub fn evidence_bundle(statement: &[u8], ev: &proto::EvidencePayload, tee: &crate::tee::TeeConfig) -> Result<Bundle, BuildError> {
+    check_binding(statement, ev)?;
+    assemble_bundle(statement, ev, tee)
+}
+
+/// Checks what binds the evidence to the statement: the signed REPORT_DATA (SNP report offset
+/// 0x50, the TDX quote's TD report body + 520; for `none`, the unsigned copy) must be SHA-512 of
+/// the statement's exact bytes. The signatures and certificate chains are left to
+/// `measurement-tool verify`, which checks them against pinned vendor roots.
+pub fn check_binding(statement: &[u8], ev: &proto::EvidencePayload) -> Result<(), BuildError> {
+    use proto::AttestationKind;
+    let report_data: [u8; 64] = <sha2::Sha512 as sha2::Digest>::digest(statement).into();
+    let bound = match ev.kind {
+        AttestationKind::None => ev.report == report_data,
+        AttestationKind::SevSnp => {
+            if ev.report.len() != agent::tee::snp::REPORT_LEN {
+                return Err(BuildError::Response(format!("an SNP report is {} bytes, got {}", agent::tee::snp::REPORT_LEN, ev.report.len())));
+            }
+            ev.report[0x50..0x90] == report_data[..]
+        }
+        AttestationKind::Tdx => agent::tee::tdx::quote_report_data(&ev.report) == Some(&report_data[..]),
+    };
+    if !bound {
+        return Err(BuildError::Response(format!(
+            "the {} evidence's REPORT_DATA is not SHA-512 of the statement the agent sent",
+            agent::statement::attestation_name(ev.kind)
+        )));
+    }
+    Ok(())
+}
+
+/// Puts the evidence into a bundle, without checking its binding (see [`check_binding`]). SNP
+/// certificates come from the extended guest request's table when the host supplied them (VCEK,
+/// else VLEK; ASK + ARK as a PEM chain); TDX collateral from `tee.tdx_collateral`.
+pub fn assemble_bundle(statement: &[u8], ev: &proto::EvidencePayload, tee: &crate::tee::TeeConfig) -> Result<Bundle, BuildError> {
+    use agent::tee::snp::{cert_guid, guid_string};
+    use proto::AttestationKind;
+    match ev.kind {
+        AttestationKind::None => Ok(Bundle::unattested(statement)),
+        AttestationKind::SevSnp => {
+            let find = |guid: &str| ev.certificates.iter().find(|(g, _)| guid_string(g) == guid).map(|(_, der)| der.as_slice());
+            let vek = find(cert_guid::VCEK).or_else(|| find(cert_guid::VLEK));
+            let chain = match (find(cert_guid::ASK), find(cert_guid::ARK)) {
+                (Some(ask), Some(ark)) => Some(format!("{}{}", Bundle::pem(ask), Bundle::pem(ark))),
+                _ => None,
+            };
+            Ok(Bundle::snp(statement, &ev.report, vek, chain, snp_launch(tee)))
+        }
+        AttestationKind::Tdx => {
+            let collateral = match &tee.tdx_collateral {
+                Some(path) => {
+                    let text = std::fs::read(path).map_err(io(format!("reading {}", path.display())))?;
+                    Some(serde_json::from_slice(&text).map_err(|e| BuildError::Response(format!("{}: not JSON collateral: {e}", path.display())))?)
+                }
+                None => None,
+            };
+            Ok(Bundle::tdx(statement, &ev.report, collateral))
+        }
     }
 }
 

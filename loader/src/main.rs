@@ -78,6 +78,10 @@ struct VmArgs {
     /// or tdx (KVM on a host with SEV-SNP or TDX; docs/running-on-snp.md, running-on-tdx.md).
     #[arg(long, default_value = "none")]
     tee: loader::tee::Tee,
+    /// With --tee tdx: the quote's collateral (dcap-qvl JSON, e.g. exported from the host's
+    /// PCCS), put into evidence.json so it verifies offline.
+    #[arg(long)]
+    tdx_collateral: Option<PathBuf>,
 }
 
 impl VmArgs {
@@ -87,6 +91,7 @@ impl VmArgs {
         c.memory_mib = self.memory;
         c.work_dir = self.work_dir.clone();
         c.tee.tee = self.tee;
+        c.tee.tdx_collateral = self.tdx_collateral.clone();
         c
     }
 }
@@ -189,6 +194,9 @@ fn build(vm: &VmArgs, derivation: &std::path::Path, out: &std::path::Path, impor
     eprintln!("  evidence {} (attestation: {})", report.evidence.display(), report.attestation);
     if report.attestation == "none" {
         eprintln!("  WARNING: no TEE: this evidence proves nothing about where or how the build ran");
+    }
+    for note in &report.evidence_notes {
+        eprintln!("  note: {note}");
     }
     if import {
         eprintln!("  imported into the local Nix store");

@@ -82,6 +82,10 @@ pub struct TeeConfig {
     /// The vCPU model: its CPUID signature is in the VMSA and so in the launch digest.
     pub snp_cpu: String,
     pub tdx_quote_socket: QuoteSocket,
+    /// TDX collateral (dcap-qvl JSON, e.g. exported from the host's PCCS) to put in the evidence
+    /// bundle: the loader has no network of its own to fetch it. Without it the bundle has no
+    /// collateral and `measurement-tool verify --collateral FILE` must be given it.
+    pub tdx_collateral: Option<std::path::PathBuf>,
 }
 
 impl Default for TeeConfig {
@@ -93,6 +97,7 @@ impl Default for TeeConfig {
             snp_policy: 0x30000,
             snp_cpu: "EPYC-v4".into(),
             tdx_quote_socket: QuoteSocket::default(),
+            tdx_collateral: None,
         }
     }
 }

@@ -62,3 +62,113 @@ fn tdx_getquote_buffers_carrying_real_quotes() {
         tdx::verify(&out, &coll, within(&collateral)).unwrap();
     }
 }
+
+/// A certificate-table GUID as the table stores it (EFI / Linux `guid_t`: first three fields
+/// little-endian), from its text form.
+fn guid_bytes(s: &str) -> [u8; 16] {
+    let h = hex::decode(s.replace('-', "")).unwrap();
+    let mut g: [u8; 16] = h.try_into().unwrap();
+    g[0..4].reverse();
+    g[4..6].reverse();
+    g[6..8].reverse();
+    g
+}
+
+/// The DER certificates of a PEM file, in order.
+fn pem_ders(pem: &[u8]) -> Vec<Vec<u8>> {
+    use base64::Engine;
+    let text = String::from_utf8_lossy(pem);
+    text.split("-----BEGIN CERTIFICATE-----")
+        .skip(1)
+        .map(|c| {
+            let body: String = c.split("-----END CERTIFICATE-----").next().unwrap().split_whitespace().collect();
+            base64::engine::general_purpose::STANDARD.decode(body).unwrap()
+        })
+        .collect()
+}
+
+/// An SNP Evidence frame as the agent sends it (report + the extended request's VCEK, ASK and
+/// ARK), through the loader: the binding check refuses a statement the report does not sign,
+/// and the bundle the loader assembles carries certificates `measurement-tool` verifies the
+/// real report with.
+#[test]
+fn snp_evidence_frames_become_bundles_the_verifier_accepts() {
+    use agent::proto::{self, AttestationKind};
+    use agent::tee::snp::cert_guid;
+    let report = hex_vector("snp/report_milan.hex");
+    let vcek = vector("snp/vcek_milan.der");
+    let chain = pem_ders(&vector("snp/cert_chain_milan"));
+    assert_eq!(chain.len(), 2, "ASK, ARK");
+    let certs = vec![
+        (guid_bytes(cert_guid::ARK), chain[1].clone()),
+        (guid_bytes(cert_guid::VCEK), vcek.clone()),
+        (guid_bytes(cert_guid::ASK), chain[0].clone()),
+    ];
+    let payload = proto::evidence_payload(AttestationKind::SevSnp, &report, &certs);
+    let ev = proto::parse_evidence(&payload).unwrap();
+    let statement = br#"{"a statement":"this report does not sign"}"#;
+    let tee = loader::tee::TeeConfig::default();
+    let e = loader::build::evidence_bundle(statement, &ev, &tee).unwrap_err().to_string();
+    assert!(e.contains("REPORT_DATA is not SHA-512 of the statement"), "{e}");
+
+    let b = loader::build::assemble_bundle(statement, &ev, &tee).unwrap();
+    assert_eq!(b.attestation, "sev-snp");
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    assert_eq!(b64.decode(b.report.as_ref().unwrap()).unwrap(), report);
+    assert_eq!(b64.decode(b.vcek.as_ref().unwrap()).unwrap(), vcek);
+    let chain = snp::parse_cert_chain(b.cert_chain.as_ref().unwrap().as_bytes()).unwrap();
+    snp::verify(&report, &vcek, Some(&chain)).unwrap();
+    assert_eq!(b.launch, Some(loader::build::snp_launch(&tee)));
+    // Round trip through JSON, as evidence.json.
+    let again: measurement_tool::evidence::bundle::Bundle = serde_json::from_str(&b.to_json()).unwrap();
+    assert_eq!(again, b);
+
+    // Without certificates from the host, the bundle has none (the verifier must be given the VCEK).
+    let bare = proto::parse_evidence(&proto::evidence_payload(AttestationKind::SevSnp, &report, &[])).unwrap();
+    let b = loader::build::assemble_bundle(statement, &bare, &tee).unwrap();
+    assert_eq!((b.vcek, b.cert_chain), (None, None));
+    // A report of the wrong length is refused before anything else.
+    let short = proto::parse_evidence(&proto::evidence_payload(AttestationKind::SevSnp, &report[..0x49F], &[])).unwrap();
+    assert!(loader::build::check_binding(statement, &short).unwrap_err().to_string().contains("1184 bytes"));
+}
+
+/// The same for a TDX quote: binding refused for another statement; the assembled bundle carries
+/// the quote and the collateral file given to the loader, and both verify.
+#[test]
+fn tdx_evidence_frames_become_bundles_the_verifier_accepts() {
+    use agent::proto::{self, AttestationKind};
+    let quote = vector("tdx/tdx_quote");
+    let collateral_path = integration_tests::root().join("tests/vectors/tdx/tdx_quote_collateral.json");
+    let ev = proto::parse_evidence(&proto::evidence_payload(AttestationKind::Tdx, &quote, &[])).unwrap();
+    let statement = b"not what this quote signs";
+    let mut tee = loader::tee::TeeConfig::default();
+    let e = loader::build::evidence_bundle(statement, &ev, &tee).unwrap_err().to_string();
+    assert!(e.contains("tdx evidence's REPORT_DATA"), "{e}");
+    let b = loader::build::assemble_bundle(statement, &ev, &tee).unwrap();
+    assert_eq!(b.collateral, None, "no collateral given: none in the bundle");
+    tee.tdx_collateral = Some(collateral_path.clone());
+    let b = loader::build::assemble_bundle(statement, &ev, &tee).unwrap();
+    let coll_bytes = b.collateral.as_ref().unwrap().to_string();
+    let coll = tdx::parse_collateral(coll_bytes.as_bytes()).unwrap();
+    use base64::Engine;
+    let q = base64::engine::general_purpose::STANDARD.decode(b.report.as_ref().unwrap()).unwrap();
+    tdx::verify(&q, &coll, within(&std::fs::read(&collateral_path).unwrap())).unwrap();
+}
+
+/// The unattested path: the unsigned REPORT_DATA must be the statement's SHA-512.
+#[test]
+fn unattested_evidence_frames_are_checked_too() {
+    use agent::proto::{self, AttestationKind};
+    use sha2::Digest;
+    let statement = b"{}";
+    let rd = sha2::Sha512::digest(statement);
+    let tee = loader::tee::TeeConfig::default();
+    let ok = proto::parse_evidence(&proto::evidence_payload(AttestationKind::None, &rd, &[])).unwrap();
+    let b = loader::build::evidence_bundle(statement, &ok, &tee).unwrap();
+    assert_eq!(b.attestation, "none");
+    let mut wrong = rd.to_vec();
+    wrong[0] ^= 1;
+    let bad = proto::parse_evidence(&proto::evidence_payload(AttestationKind::None, &wrong, &[])).unwrap();
+    assert!(loader::build::evidence_bundle(statement, &bad, &tee).is_err());
+}

@@ -127,3 +127,38 @@ fn an_snp_report_must_bind_the_statement() {
     assert!(stderr(&o).contains("REJECTED: report data: expected"), "{}", stderr(&o));
     let _ = std::fs::remove_dir_all(&d);
 }
+
+/// Evidence from a host that supplied no VCEK (SNP) or collateral (TDX): verify says how to
+/// supply them, and with `--vcek` / `--collateral` goes on to the real checks (here: the real
+/// evidence does not sign this statement, so the binding check is what rejects it).
+#[test]
+fn missing_certificates_and_collateral_can_be_supplied_to_verify() {
+    let d = dir("supply");
+    let (_, _, st) = fixture(&d);
+    let vectors = integration_tests::root().join("tests/vectors");
+    let report = hex::decode(String::from_utf8(std::fs::read(vectors.join("snp/report_milan.hex")).unwrap()).unwrap().trim()).unwrap();
+    let snp_bundle = Bundle::snp(st.to_json().as_bytes(), &report, None, None, measurement_tool::evidence::bundle::Launch { vcpus: 1, vcpu_type: "EPYC-v4".into(), guest_features: 1 });
+    let snp_file = write(&d, &snp_bundle);
+    let o = tool(&["verify", &snp_file]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("--vcek"), "{}", stderr(&o));
+    let vcek = vectors.join("snp/vcek_milan.der");
+    let o = tool(&["verify", &snp_file, "--vcek", vcek.to_str().unwrap()]);
+    assert!(stderr(&o).contains("REJECTED: report data: expected"), "{}", stderr(&o));
+    let chain = vectors.join("snp/cert_chain_milan");
+    let o = tool(&["verify", &snp_file, "--vcek", vcek.to_str().unwrap(), "--cert-chain", chain.to_str().unwrap()]);
+    assert!(stderr(&o).contains("REJECTED: report data: expected"), "{}", stderr(&o));
+
+    let quote = std::fs::read(vectors.join("tdx/tdx_quote")).unwrap();
+    let tdx_file = d.join("tdx.json");
+    std::fs::write(&tdx_file, Bundle::tdx(st.to_json().as_bytes(), &quote, None).to_json()).unwrap();
+    let o = tool(&["verify", tdx_file.to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("--collateral"), "{}", stderr(&o));
+    let coll = vectors.join("tdx/tdx_quote_collateral.json");
+    let now = integration_tests::collateral_midpoint(&std::fs::read(&coll).unwrap()).to_string();
+    let o = tool(&["verify", tdx_file.to_str().unwrap(), "--collateral", coll.to_str().unwrap(), "--now", &now]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("REJECTED: report data"), "{}", stderr(&o));
+    let _ = std::fs::remove_dir_all(&d);
+}

@@ -1009,6 +1009,18 @@ pub fn parse_cert_table(buf: &[u8]) -> Result<Vec<super::Certificate>, TeeError>
     Err(TeeError::BadResponse("certificate table has no terminating entry"))
 }
 
+/// A certificate-table GUID as text: the table stores GUIDs as Linux `guid_t` / EFI does, the
+/// first three fields little-endian (compare with [`cert_guid`]).
+pub fn guid_string(g: &[u8; 16]) -> alloc::string::String {
+    alloc::format!(
+        "{:08x}-{:04x}-{:04x}-{:02x}{:02x}-{:02x}{:02x}{:02x}{:02x}{:02x}{:02x}",
+        u32::from_le_bytes(g[0..4].try_into().unwrap()),
+        u16::from_le_bytes(g[4..6].try_into().unwrap()),
+        u16::from_le_bytes(g[6..8].try_into().unwrap()),
+        g[8], g[9], g[10], g[11], g[12], g[13], g[14], g[15]
+    )
+}
+
 /// Certificate GUIDs (GHCB spec "SNP Extended Guest Request", table of GUIDs), in the byte order of the table.
 pub mod cert_guid {
     pub const VCEK: &str = "63da758d-e664-4564-adc5-f4b93be8accd";
@@ -1354,6 +1366,13 @@ mod tests {
         assert_eq!(parse_report_response(&rsp, &[3; 64], 1), Err(TeeError::ReportMismatch("VMPL")));
         rsp[0..4].copy_from_slice(&0x16u32.to_le_bytes());
         assert_eq!(parse_report_response(&rsp, &[3; 64], 0), Err(TeeError::FirmwareStatus(0x16)));
+    }
+
+    #[test]
+    fn certificate_guids_as_text() {
+        // The VCEK GUID as Linux's GUID_INIT(0x63da758d, 0xe664, 0x4564, 0xad, 0xc5, ...) lays it out.
+        let vcek = [0x8d, 0x75, 0xda, 0x63, 0x64, 0xe6, 0x64, 0x45, 0xad, 0xc5, 0xf4, 0xb9, 0x3b, 0xe8, 0xac, 0xcd];
+        assert_eq!(guid_string(&vcek), cert_guid::VCEK);
     }
 
     #[test]

@@ -34,6 +34,22 @@ pub struct Args {
     /// Check TDX collateral at this time (Unix seconds) instead of now.
     #[arg(long)]
     now: Option<u64>,
+    /// SEV-SNP: the VCEK (or VLEK) certificate, DER or PEM, for a bundle made on a host that
+    /// supplied none (AMD KDS serves it for the report's chip ID and TCB). Replaces the bundle's.
+    #[arg(long)]
+    vcek: Option<PathBuf>,
+    /// SEV-SNP: AMD's ASK and ARK (PEM, as KDS's cert_chain). Replaces the bundle's; without
+    /// either, the pinned roots for the report's processor generation are used.
+    #[arg(long)]
+    cert_chain: Option<PathBuf>,
+    /// TDX: the quote's collateral (dcap-qvl JSON, e.g. from a PCCS), for a bundle without it.
+    /// Replaces the bundle's.
+    #[arg(long)]
+    collateral: Option<PathBuf>,
+}
+
+fn read(path: &PathBuf) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("reading {}", path.display()))
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
@@ -64,9 +80,17 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         }
         "sev-snp" => {
             let raw = bundle.report_bytes().context("no report in an sev-snp bundle")?.context("report is not base64")?;
-            let vcek = base64_field(&bundle.vcek, "vcek")?;
-            let chain = match &bundle.cert_chain {
-                Some(pem) => Some(snp::parse_cert_chain(pem.as_bytes()).map_err(|r| anyhow::anyhow!("REJECTED: {r}"))?),
+            let vcek = match &a.vcek {
+                Some(path) => read(path)?,
+                None => base64_field(&bundle.vcek, "vcek")
+                    .context("the host supplied no VCEK with the report: fetch it from AMD KDS for the report's chip ID and TCB and pass --vcek FILE")?,
+            };
+            let chain_pem = match &a.cert_chain {
+                Some(path) => Some(read(path)?),
+                None => bundle.cert_chain.as_ref().map(|p| p.as_bytes().to_vec()),
+            };
+            let chain = match &chain_pem {
+                Some(pem) => Some(snp::parse_cert_chain(pem).map_err(|r| anyhow::anyhow!("REJECTED: {r}"))?),
                 None => None,
             };
             if let Some(agent) = &a.agent {
@@ -81,8 +105,12 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         }
         "tdx" => {
             let raw = bundle.report_bytes().context("no quote in a tdx bundle")?.context("quote is not base64")?;
-            let coll = bundle.collateral.as_ref().context("a tdx bundle must carry its collateral")?;
-            let coll = tdx::parse_collateral(coll.to_string().as_bytes()).map_err(|r| anyhow::anyhow!("REJECTED: {r}"))?;
+            let coll_bytes = match (&a.collateral, &bundle.collateral) {
+                (Some(path), _) => read(path)?,
+                (None, Some(c)) => c.to_string().into_bytes(),
+                (None, None) => bail!("the bundle has no TDX collateral (the loader could not fetch it): pass --collateral FILE (dcap-qvl JSON, e.g. from the host's PCCS)"),
+            };
+            let coll = tdx::parse_collateral(&coll_bytes).map_err(|r| anyhow::anyhow!("REJECTED: {r}"))?;
             if let Some(agent) = &a.agent {
                 let image = std::fs::read(agent).with_context(|| format!("reading {}", agent.display()))?;
                 policy.expected_measurements = vec![hex::encode(measure::tdx::mrtd(&image)?)];

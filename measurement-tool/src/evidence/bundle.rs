@@ -71,6 +71,51 @@ impl Bundle {
         }
     }
 
+    /// A bundle for an SEV-SNP report: the VCEK (or VLEK) DER and the ASK+ARK PEM chain when the
+    /// host supplied them (else the verifier must be given them: AMD KDS serves both).
+    pub fn snp(statement: &[u8], report: &[u8], vek_der: Option<&[u8]>, cert_chain_pem: Option<String>, launch: Launch) -> Bundle {
+        Bundle {
+            format: FORMAT.into(),
+            attestation: "sev-snp".into(),
+            warning: None,
+            statement: b64().encode(statement),
+            report: Some(b64().encode(report)),
+            vcek: vek_der.map(|d| b64().encode(d)),
+            cert_chain: cert_chain_pem,
+            collateral: None,
+            unsigned_report_data: None,
+            launch: Some(launch),
+        }
+    }
+
+    /// A bundle for a TDX quote, with its collateral when the caller has it.
+    pub fn tdx(statement: &[u8], quote: &[u8], collateral: Option<serde_json::Value>) -> Bundle {
+        Bundle {
+            format: FORMAT.into(),
+            attestation: "tdx".into(),
+            warning: None,
+            statement: b64().encode(statement),
+            report: Some(b64().encode(quote)),
+            vcek: None,
+            cert_chain: None,
+            collateral,
+            unsigned_report_data: None,
+            launch: None,
+        }
+    }
+
+    /// A DER certificate as PEM.
+    pub fn pem(der: &[u8]) -> String {
+        let body = b64().encode(der);
+        let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
+        for line in body.as_bytes().chunks(64) {
+            out.push_str(std::str::from_utf8(line).unwrap());
+            out.push('\n');
+        }
+        out.push_str("-----END CERTIFICATE-----\n");
+        out
+    }
+
     pub fn statement_bytes(&self) -> Result<Vec<u8>, base64::DecodeError> {
         b64().decode(&self.statement)
     }
