@@ -63,15 +63,9 @@ fn tdx_getquote_buffers_carrying_real_quotes() {
     }
 }
 
-/// A certificate-table GUID as the table stores it (EFI / Linux `guid_t`: first three fields
-/// little-endian), from its text form.
+/// A certificate-table GUID as the table stores it (RFC 4122 byte order), from its text form.
 fn guid_bytes(s: &str) -> [u8; 16] {
-    let h = hex::decode(s.replace('-', "")).unwrap();
-    let mut g: [u8; 16] = h.try_into().unwrap();
-    g[0..4].reverse();
-    g[4..6].reverse();
-    g[6..8].reverse();
-    g
+    hex::decode(s.replace('-', "")).unwrap().try_into().unwrap()
 }
 
 /// The DER certificates of a PEM file, in order.
@@ -171,4 +165,36 @@ fn unattested_evidence_frames_are_checked_too() {
     wrong[0] ^= 1;
     let bad = proto::parse_evidence(&proto::evidence_payload(AttestationKind::None, &wrong, &[])).unwrap();
     assert!(loader::build::evidence_bundle(statement, &bad, &tee).is_err());
+}
+
+/// The certificate table as a real host writes it. virtee's `sev` crate is what `snphost`
+/// (the host tool that loads certificates for KVM) uses to lay the table out; its GUIDs are in
+/// RFC 4122 byte order (`uuid::Uuid::as_bytes`), as in AMD's sev-guest tools (libuuid) and
+/// go-sev-guest (`uuid.Parse`). A table written by it, parsed by the agent and carried in an
+/// Evidence frame, must give the loader the VCEK, ASK and ARK.
+#[test]
+fn a_certificate_table_written_by_the_sev_crate_reaches_the_bundle() {
+    use agent::proto::{self, AttestationKind};
+    use measurement_tool::evidence::sev::firmware::host::{CertTableEntry, CertType};
+    let report = hex_vector("snp/report_milan.hex");
+    let vcek = vector("snp/vcek_milan.der");
+    let chain = pem_ders(&vector("snp/cert_chain_milan"));
+    let table = CertTableEntry::cert_table_to_vec_bytes(&[
+        CertTableEntry::new(CertType::VCEK, vcek.clone()),
+        CertTableEntry::new(CertType::ASK, chain[0].clone()),
+        CertTableEntry::new(CertType::ARK, chain[1].clone()),
+    ])
+    .unwrap();
+    let mut buf = table.clone();
+    buf.resize(4 * 4096, 0);
+    let certs = agent_snp::parse_cert_table(&buf).unwrap();
+    assert_eq!(certs.len(), 3);
+    assert_eq!(certs[0].0[..4], [0x63, 0xda, 0x75, 0x8d], "RFC 4122 order: the first field big-endian");
+    let ev = proto::parse_evidence(&proto::evidence_payload(AttestationKind::SevSnp, &report, &certs)).unwrap();
+    let b = loader::build::assemble_bundle(b"{}", &ev, &loader::tee::TeeConfig::default()).unwrap();
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    assert_eq!(b.vcek.as_ref().map(|v| b64.decode(v).unwrap()), Some(vcek.clone()), "the VCEK was not recognised");
+    let chain = snp::parse_cert_chain(b.cert_chain.as_ref().expect("ASK and ARK recognised").as_bytes()).unwrap();
+    snp::verify(&report, &vcek, Some(&chain)).unwrap();
 }

@@ -1009,19 +1009,18 @@ pub fn parse_cert_table(buf: &[u8]) -> Result<Vec<super::Certificate>, TeeError>
     Err(TeeError::BadResponse("certificate table has no terminating entry"))
 }
 
-/// A certificate-table GUID as text: the table stores GUIDs as Linux `guid_t` / EFI does, the
-/// first three fields little-endian (compare with [`cert_guid`]).
+/// A certificate-table GUID as text. The table holds each GUID's 16 bytes in RFC 4122 order (the
+/// text's hex digits in sequence, no field byte-swapped): AMD's sev-guest tools fill it with
+/// libuuid's `uuid_parse`, virtee's `sev` crate (used by `snphost`) with `uuid::Uuid::as_bytes`,
+/// go-sev-guest reads it with `uuid.FromBytes`. (Not the EFI / Linux `guid_t` layout, whose first
+/// three fields are little-endian.) Compare with [`cert_guid`].
 pub fn guid_string(g: &[u8; 16]) -> alloc::string::String {
-    alloc::format!(
-        "{:08x}-{:04x}-{:04x}-{:02x}{:02x}-{:02x}{:02x}{:02x}{:02x}{:02x}{:02x}",
-        u32::from_le_bytes(g[0..4].try_into().unwrap()),
-        u16::from_le_bytes(g[4..6].try_into().unwrap()),
-        u16::from_le_bytes(g[6..8].try_into().unwrap()),
-        g[8], g[9], g[10], g[11], g[12], g[13], g[14], g[15]
-    )
+    let h = |r: core::ops::Range<usize>| g[r].iter().map(|b| alloc::format!("{b:02x}")).collect::<alloc::string::String>();
+    alloc::format!("{}-{}-{}-{}-{}", h(0..4), h(4..6), h(6..8), h(8..10), h(10..16))
 }
 
-/// Certificate GUIDs (GHCB spec "SNP Extended Guest Request", table of GUIDs), in the byte order of the table.
+/// Certificate GUIDs (GHCB spec "SNP Extended Guest Request", table of GUIDs), as text; the
+/// table holds them in RFC 4122 byte order (see [`guid_string`]).
 pub mod cert_guid {
     pub const VCEK: &str = "63da758d-e664-4564-adc5-f4b93be8accd";
     pub const VLEK: &str = "a8074bc2-a25a-483e-aae6-39c045a0b8a1";
@@ -1370,9 +1369,15 @@ mod tests {
 
     #[test]
     fn certificate_guids_as_text() {
-        // The VCEK GUID as Linux's GUID_INIT(0x63da758d, 0xe664, 0x4564, 0xad, 0xc5, ...) lays it out.
-        let vcek = [0x8d, 0x75, 0xda, 0x63, 0x64, 0xe6, 0x64, 0x45, 0xad, 0xc5, 0xf4, 0xb9, 0x3b, 0xe8, 0xac, 0xcd];
+        // The VCEK GUID as a host writes it into the table: RFC 4122 byte order (the sev crate's
+        // Uuid::as_bytes, libuuid's uuid_parse), e.g. go-sev-guest's and veraison's byte arrays.
+        let vcek = [0x63, 0xda, 0x75, 0x8d, 0xe6, 0x64, 0x45, 0x64, 0xad, 0xc5, 0xf4, 0xb9, 0x3b, 0xe8, 0xac, 0xcd];
         assert_eq!(guid_string(&vcek), cert_guid::VCEK);
+        let ark = [0xc0, 0xb4, 0x06, 0xa4, 0xa8, 0x03, 0x49, 0x52, 0x97, 0x43, 0x3f, 0xb6, 0x01, 0x4c, 0xd0, 0xae];
+        assert_eq!(guid_string(&ark), cert_guid::ARK);
+        // The EFI / guid_t layout of the same GUID is another GUID.
+        let swapped = [0x8d, 0x75, 0xda, 0x63, 0x64, 0xe6, 0x64, 0x45, 0xad, 0xc5, 0xf4, 0xb9, 0x3b, 0xe8, 0xac, 0xcd];
+        assert_ne!(guid_string(&swapped), cert_guid::VCEK);
     }
 
     #[test]
