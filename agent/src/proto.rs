@@ -277,14 +277,18 @@ pub fn error_payload(code: ErrorCode, text: &str) -> Vec<u8> {
 }
 
 /// Most certificates an Evidence frame may carry (the SNP extended request returns 3: VCEK or
-/// VLEK, ASK, ARK).
+/// VLEK, ASK, ARK; the GHCB spec defines a handful more, e.g. a CRL).
 pub const MAX_EVIDENCE_CERTIFICATES: usize = 16;
 
 /// The Evidence payload: `kind u8 | u32 LE report length | report | u32 LE certificate count |
 /// per certificate: GUID [16] (as in the SNP certificate table) | u32 LE length | bytes`.
 /// `none`: the report is the unsigned REPORT_DATA (64 bytes), no certificates; `sev-snp`: the
 /// ATTESTATION_REPORT and the host's certificates; `tdx`: the DCAP quote.
-pub fn evidence_payload(kind: AttestationKind, report: &[u8], certificates: &[([u8; 16], Vec<u8>)]) -> Vec<u8> {
+///
+/// The whole payload travels in one frame: at most [`MAX_PAYLOAD`] bytes, which
+/// [`parse_evidence`] checks too (the agent's SNP certificate buffer and TDX quote buffer are far
+/// smaller).
+pub fn evidence_payload(kind: AttestationKind, report: &[u8], certificates: &[crate::tee::Certificate]) -> Vec<u8> {
     let mut p = Vec::with_capacity(9 + report.len() + certificates.iter().map(|c| 20 + c.1.len()).sum::<usize>());
     p.push(kind as u8);
     p.extend_from_slice(&(report.len() as u32).to_le_bytes());
@@ -303,42 +307,71 @@ pub fn evidence_payload(kind: AttestationKind, report: &[u8], certificates: &[([
 pub struct EvidencePayload {
     pub kind: AttestationKind,
     pub report: Vec<u8>,
-    pub certificates: Vec<([u8; 16], Vec<u8>)>,
+    pub certificates: Vec<crate::tee::Certificate>,
 }
 
-pub fn parse_evidence(p: &[u8]) -> Result<EvidencePayload, &'static str> {
-    fn take<'a>(p: &mut &'a [u8], n: usize) -> Result<&'a [u8], &'static str> {
+/// Why an Evidence payload was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EvidenceError {
+    /// Larger than one frame may carry.
+    TooLong(usize),
+    /// A length or count points past the end of the payload (`what` was being read).
+    Truncated(&'static str),
+    UnknownKind(u8),
+    TooManyCertificates(u32),
+    /// Bytes after the last certificate.
+    TrailingBytes(usize),
+}
+
+impl core::fmt::Display for EvidenceError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::TooLong(n) => write!(f, "{n} bytes, more than one frame carries ({MAX_PAYLOAD})"),
+            Self::Truncated(what) => write!(f, "it ends inside {what}"),
+            Self::UnknownKind(k) => write!(f, "unknown attestation kind {k}"),
+            Self::TooManyCertificates(n) => write!(f, "{n} certificates (at most {MAX_EVIDENCE_CERTIFICATES})"),
+            Self::TrailingBytes(n) => write!(f, "{n} bytes after the last certificate"),
+        }
+    }
+}
+
+/// Parses an Evidence payload strictly (see [`evidence_payload`]).
+pub fn parse_evidence(p: &[u8]) -> Result<EvidencePayload, EvidenceError> {
+    fn take<'a>(p: &mut &'a [u8], n: usize, what: &'static str) -> Result<&'a [u8], EvidenceError> {
         if p.len() < n {
-            return Err("evidence shorter than its lengths say");
+            return Err(EvidenceError::Truncated(what));
         }
         let (a, b) = p.split_at(n);
         *p = b;
         Ok(a)
     }
-    fn len(p: &mut &[u8]) -> Result<usize, &'static str> {
-        Ok(u32::from_le_bytes(take(p, 4)?.try_into().unwrap()) as usize)
+    fn u32_le(p: &mut &[u8], what: &'static str) -> Result<u32, EvidenceError> {
+        Ok(u32::from_le_bytes(take(p, 4, what)?.try_into().unwrap()))
+    }
+    if p.len() > MAX_PAYLOAD {
+        return Err(EvidenceError::TooLong(p.len()));
     }
     let mut p = p;
-    let kind = match take(&mut p, 1)?[0] {
+    let kind = match take(&mut p, 1, "the kind")?[0] {
         0 => AttestationKind::None,
         1 => AttestationKind::SevSnp,
         2 => AttestationKind::Tdx,
-        _ => return Err("unknown attestation kind"),
+        k => return Err(EvidenceError::UnknownKind(k)),
     };
-    let n = len(&mut p)?;
-    let report = take(&mut p, n)?.to_vec();
-    let count = len(&mut p)?;
-    if count > MAX_EVIDENCE_CERTIFICATES {
-        return Err("too many certificates");
+    let n = u32_le(&mut p, "the report length")? as usize;
+    let report = take(&mut p, n, "the report")?.to_vec();
+    let count = u32_le(&mut p, "the certificate count")?;
+    if count as usize > MAX_EVIDENCE_CERTIFICATES {
+        return Err(EvidenceError::TooManyCertificates(count));
     }
-    let mut certificates = Vec::with_capacity(count);
+    let mut certificates = Vec::with_capacity(count as usize);
     for _ in 0..count {
-        let guid: [u8; 16] = take(&mut p, 16)?.try_into().unwrap();
-        let n = len(&mut p)?;
-        certificates.push((guid, take(&mut p, n)?.to_vec()));
+        let guid: [u8; 16] = take(&mut p, 16, "a certificate's GUID")?.try_into().unwrap();
+        let n = u32_le(&mut p, "a certificate's length")? as usize;
+        certificates.push((guid, take(&mut p, n, "a certificate")?.to_vec()));
     }
     if !p.is_empty() {
-        return Err("bytes after the evidence");
+        return Err(EvidenceError::TrailingBytes(p.len()));
     }
     Ok(EvidencePayload { kind, report, certificates })
 }
@@ -374,23 +407,45 @@ mod tests {
         let none = evidence_payload(AttestationKind::None, &[9; 64], &[]);
         assert_eq!(&none[..5], &[0, 64, 0, 0, 0]);
         assert_eq!(parse_evidence(&none).unwrap().report, vec![9; 64]);
-        // Every truncation is refused, as are trailing bytes, unknown kinds and huge counts.
+        let tdx = evidence_payload(AttestationKind::Tdx, &[3; 5000], &[]);
+        assert_eq!(parse_evidence(&tdx).unwrap(), EvidencePayload { kind: AttestationKind::Tdx, report: vec![3; 5000], certificates: vec![] });
+        // Every truncation is refused, naming where it ends.
         for cut in 0..p.len() {
-            assert!(parse_evidence(&p[..cut]).is_err(), "cut at {cut}");
+            assert!(matches!(parse_evidence(&p[..cut]), Err(EvidenceError::Truncated(_))), "cut at {cut}");
         }
+        assert_eq!(parse_evidence(&p[..0x4A0]), Err(EvidenceError::Truncated("the report")));
+        assert_eq!(parse_evidence(&p[..5 + 0x4A0 + 2]), Err(EvidenceError::Truncated("the certificate count")));
+        assert_eq!(parse_evidence(&p[..p.len() - 1]), Err(EvidenceError::Truncated("a certificate's length")));
+        // Trailing bytes, unknown kinds, over-long lengths, too many certificates, oversize.
         let mut long = p.clone();
-        long.push(0);
-        assert_eq!(parse_evidence(&long), Err("bytes after the evidence"));
+        long.extend_from_slice(&[0, 0]);
+        assert_eq!(parse_evidence(&long), Err(EvidenceError::TrailingBytes(2)));
         let mut bad = none.clone();
         bad[0] = 3;
-        assert_eq!(parse_evidence(&bad), Err("unknown attestation kind"));
+        assert_eq!(parse_evidence(&bad), Err(EvidenceError::UnknownKind(3)));
         let mut over = none.clone();
         over[1..5].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert!(parse_evidence(&over).is_err());
+        assert_eq!(parse_evidence(&over), Err(EvidenceError::Truncated("the report")));
+        let mut over = none.clone();
+        over[1..5].copy_from_slice(&69u32.to_le_bytes()); // one past the payload's end
+        assert_eq!(parse_evidence(&over), Err(EvidenceError::Truncated("the report")));
+        let mut short = p.clone();
+        short[1..5].copy_from_slice(&0x49Fu32.to_le_bytes());
+        assert!(parse_evidence(&short).is_err(), "a report length one short shifts everything after it");
+        let mut cert_over = p.clone();
+        let at = 5 + 0x4A0 + 4 + 16;
+        cert_over[at..at + 4].copy_from_slice(&(u32::MAX).to_le_bytes());
+        assert_eq!(parse_evidence(&cert_over), Err(EvidenceError::Truncated("a certificate")));
         let mut many = evidence_payload(AttestationKind::Tdx, &[1], &[]);
         let n = many.len();
         many[n - 4..].copy_from_slice(&(MAX_EVIDENCE_CERTIFICATES as u32 + 1).to_le_bytes());
-        assert_eq!(parse_evidence(&many), Err("too many certificates"));
+        assert_eq!(parse_evidence(&many), Err(EvidenceError::TooManyCertificates(17)));
+        many[n - 4..].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(parse_evidence(&many), Err(EvidenceError::TooManyCertificates(u32::MAX)));
+        let sixteen: Vec<crate::tee::Certificate> = (0..16).map(|i| ([i as u8; 16], vec![i as u8; 3])).collect();
+        assert_eq!(parse_evidence(&evidence_payload(AttestationKind::SevSnp, &[0; 0x4A0], &sixteen)).unwrap().certificates, sixteen);
+        let big = evidence_payload(AttestationKind::Tdx, &vec![0; MAX_PAYLOAD], &[]);
+        assert_eq!(parse_evidence(&big), Err(EvidenceError::TooLong(MAX_PAYLOAD + 9)));
     }
 
     #[test]

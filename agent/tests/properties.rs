@@ -1,7 +1,9 @@
-//! Property tests of the portable core: printing and parsing are inverse, and the NAR parser
-//! accepts exactly what the serializer writes, in any chunking.
+//! Property tests of the portable core: printing and parsing are inverse, the NAR parser
+//! accepts exactly what the serializer writes, in any chunking, and the Evidence payload parser
+//! accepts exactly what `evidence_payload` writes.
 use agent::nix::derivation::{self, Derivation, Output};
 use agent::nix::nar::{self, Limits, Tree};
+use agent::proto::{self, AttestationKind};
 use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -89,6 +91,34 @@ proptest! {
         if let Ok(parsed) = Tree::from_nar(&bytes, Limits::default()) {
             // Anything accepted is canonical: it serialises back to the same bytes.
             prop_assert_eq!(parsed.to_nar(), bytes);
+        }
+    }
+
+    #[test]
+    fn evidence_payload_round_trip(
+        kind in prop_oneof![Just(AttestationKind::None), Just(AttestationKind::SevSnp), Just(AttestationKind::Tdx)],
+        report in prop::collection::vec(any::<u8>(), 0..2000),
+        certs in prop::collection::vec((any::<[u8; 16]>(), prop::collection::vec(any::<u8>(), 0..300)), 0..=proto::MAX_EVIDENCE_CERTIFICATES),
+    ) {
+        let p = proto::evidence_payload(kind, &report, &certs);
+        prop_assert_eq!(proto::parse_evidence(&p), Ok(proto::EvidencePayload { kind, report, certificates: certs }));
+    }
+
+    #[test]
+    fn evidence_parser_accepts_only_canonical_payloads(
+        report in prop::collection::vec(any::<u8>(), 0..200),
+        certs in prop::collection::vec((any::<[u8; 16]>(), prop::collection::vec(any::<u8>(), 0..40)), 0..4),
+        pos in any::<prop::sample::Index>(),
+        byte in any::<u8>(),
+        cut in any::<prop::sample::Index>(),
+    ) {
+        let mut p = proto::evidence_payload(AttestationKind::SevSnp, &report, &certs);
+        let i = pos.index(p.len());
+        p[i] = byte;
+        p.truncate(1 + cut.index(p.len()));
+        if let Ok(e) = proto::parse_evidence(&p) {
+            // Anything accepted is what the encoder writes for what was parsed: no slack anywhere.
+            prop_assert_eq!(proto::evidence_payload(e.kind, &e.report, &e.certificates), p);
         }
     }
 }
