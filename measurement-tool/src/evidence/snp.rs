@@ -151,6 +151,56 @@ impl Report {
     }
 }
 
+/// AMD's Key Distribution Service (spec 57230, "VCEK Certificate" and "cert_chain").
+pub const KDS: &str = "https://kdsintf.amd.com";
+
+/// Where AMD KDS serves the VCEK for this report's chip and reported TCB:
+/// `{KDS}/vcek/v1/{product}/{hwid}?blSPL=..&teeSPL=..&snpSPL=..&ucodeSPL=..`, where `hwid` is the
+/// CHIP_ID in hex (its first 8 bytes on Turin, which also takes `fmcSPL`). The product is the
+/// generation the report names (v3+); for a v2 report it is left as `{Milan|Genoa}` (Turin
+/// reports are v3 or later). `None` when CHIP_ID is masked (all zero): KDS cannot be asked.
+/// (The same URL as virtee's snpguest `fetch vcek` builds.)
+pub fn kds_vcek_url(report: &Report) -> Option<String> {
+    if report.chip_id.iter().all(|&b| b == 0) {
+        return None;
+    }
+    let generation = report.generation();
+    let product = generation.map(|g| g.name()).unwrap_or("{Milan|Genoa}");
+    Some(match generation {
+        Some(Generation::Turin) => {
+            let t = report.reported_tcb(Generation::Turin);
+            format!(
+                "{KDS}/vcek/v1/{product}/{}?fmcSPL={:02}&blSPL={:02}&teeSPL={:02}&snpSPL={:02}&ucodeSPL={:02}",
+                hex::encode(&report.chip_id[..8]),
+                t.fmc,
+                t.bootloader,
+                t.tee,
+                t.snp,
+                t.microcode
+            )
+        }
+        _ => {
+            let t = report.reported_tcb(Generation::Milan);
+            format!(
+                "{KDS}/vcek/v1/{product}/{}?blSPL={:02}&teeSPL={:02}&snpSPL={:02}&ucodeSPL={:02}",
+                hex::encode(report.chip_id),
+                t.bootloader,
+                t.tee,
+                t.snp,
+                t.microcode
+            )
+        }
+    })
+}
+
+/// Where AMD KDS serves the chain for this report's signing key: ASK + ARK for a VCEK, ASVK + ARK
+/// for a VLEK (`{KDS}/{vcek|vlek}/v1/{product}/cert_chain`).
+pub fn kds_chain_url(report: &Report) -> String {
+    let product = report.generation().map(|g| g.name()).unwrap_or("{Milan|Genoa}");
+    let key = if report.signing_key == 1 { "vlek" } else { "vcek" };
+    format!("{KDS}/{key}/v1/{product}/cert_chain")
+}
+
 /// Parses AMD KDS's `cert_chain` (PEM: the ASK, then the ARK).
 pub fn parse_cert_chain(pem: &[u8]) -> Result<ca::Chain, Rejection> {
     let text = String::from_utf8_lossy(pem);

@@ -39,6 +39,23 @@ pub fn quote_len(quote: &[u8]) -> Option<usize> {
     body_end.checked_add(4)?.checked_add(u32_at(body_end)?)
 }
 
+/// The REPORTDATA of a TD quote, as the verifier reads it: the quote must be a complete v4 or v5
+/// quote (then only zero padding, as [`verify`] requires) that dcap-qvl parses as a TD report
+/// (TD 1.0, 1.5 or 1.5-ex body). In a v4 quote that is bytes 48 + 520 .. 48 + 584 (header, then
+/// REPORTDATA at offset 520 of the TD report body); in a v5 quote the body starts at 54.
+/// Nothing is verified here: see [`verify`].
+pub fn quote_report_data(quote: &[u8]) -> Result<[u8; 64], Rejection> {
+    match quote_len(quote) {
+        Some(n) if n <= quote.len() && quote[n..].iter().all(|&b| b == 0) => {}
+        _ => return Err(Rejection::new("quote length", "a complete v4 or v5 quote, then only zero padding", format!("{} bytes", quote.len()))),
+    }
+    let q = dcap_qvl::quote::Quote::parse(quote).map_err(|e| Rejection::new("quote", "a DCAP quote dcap-qvl parses", format!("{e:#}")))?;
+    match q.report.as_td10() {
+        Some(td) => Ok(td.report_data),
+        None => Err(Rejection::new("quote type", "a TD quote", "an SGX enclave quote")),
+    }
+}
+
 /// Verifies the quote's signatures, its PCK chain up to Intel's root (pinned in dcap-qvl), the
 /// collateral's validity at `now_secs`, and the QE identity and TCB level.
 pub fn verify(quote: &[u8], collateral: &QuoteCollateralV3, now_secs: u64) -> Result<Verified, Rejection> {
