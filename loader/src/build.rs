@@ -3,12 +3,15 @@
 //! The loader gathers bytes (the `.drv`, its input derivations, the NARs of its input closure),
 //! starts a fresh agent, forwards everything, streams the build log, and writes what comes back:
 //! `DIR/<output>.nar` and `DIR/evidence.json`. It trusts none of it either: before anything is
-//! written under its final name, every received NAR must hash to the digest the statement gives
-//! for it; a build the agent refused leaves no output behind.
+//! written under its final name, the evidence must be of the kind launched (`--tee`) and named by
+//! the statement, its REPORT_DATA must be SHA-512 of the statement ([`crate::evidence`]), and
+//! every received NAR must hash to the digest the statement gives for it; a build the agent
+//! refused, or whose answer fails a check, leaves no output behind.
 use crate::store::{self, StoreError};
 use crate::vm::{self, Frame, VmConfig, VmError};
+use crate::evidence::Assembled;
 use agent::proto::{self, Type};
-use measurement_tool::evidence::bundle::Bundle;
+use agent::statement::attestation_name;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -28,6 +31,22 @@ pub enum BuildError {
     Response(String),
     #[error("{what}: {source}")]
     Io { what: String, source: std::io::Error },
+    /// The agent's Evidence frame does not parse.
+    #[error("the agent's Evidence frame is malformed: {0}")]
+    Evidence(proto::EvidenceError),
+    /// The evidence is of another kind than the launch asked for or the statement names.
+    #[error("the agent's evidence is '{attested}', but {by} says '{expected}'")]
+    AttestationMismatch { attested: &'static str, expected: &'static str, by: &'static str },
+    /// A report or quote whose REPORT_DATA cannot be read.
+    #[error("the {attestation} evidence is malformed: {reason}")]
+    BadReport { attestation: &'static str, reason: String },
+    /// The REPORT_DATA the evidence carries is not SHA-512 of the statement: it is evidence about
+    /// something else.
+    #[error("the {attestation} evidence's REPORT_DATA is not SHA-512 of the statement the agent sent: REPORT_DATA {found}, SHA-512 of the statement {expected}")]
+    ReportData { attestation: &'static str, expected: String, found: String },
+    /// The TDX collateral file given cannot be used.
+    #[error("TDX collateral {}: {reason}", path.display())]
+    Collateral { path: PathBuf, reason: String },
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> BuildError {
@@ -94,6 +113,14 @@ pub fn build_inputs(
     mut on_progress: impl FnMut(Progress),
     dump: &dyn Fn(&str) -> Result<Vec<u8>, StoreError>,
 ) -> Result<BuildReport, BuildError> {
+    // The collateral is checked before the VM starts: a wrong file must not cost a build.
+    let collateral = match (&config.tee.tdx_collateral, config.tee.tee) {
+        (None, _) => None,
+        (Some(path), crate::tee::Tee::Tdx) => Some(crate::evidence::load_collateral(path)?),
+        (Some(path), other) => {
+            return Err(BuildError::Collateral { path: path.clone(), reason: format!("given for a {} launch; it only goes with --tee tdx", other.name()) })
+        }
+    };
     std::fs::create_dir_all(out_dir).map_err(io(format!("creating {}", out_dir.display())))?;
     let mut request = Vec::new();
     let drv_paths: Vec<&str> = inputs.input_drvs.keys().map(String::as_str).collect();
@@ -148,15 +175,9 @@ pub fn build_inputs(
         receiver.discard();
         return Err(BuildError::Refused { code, text, log: receiver.log });
     }
-    let (outputs, statement, bundle) = receiver.finish(&inputs.drv_path, &config.tee)?;
+    let (outputs, statement, assembled) = receiver.finish(&inputs.drv_path, &config.tee, collateral)?;
+    let crate::evidence::Assembled { bundle, notes: evidence_notes } = assembled;
     let attestation = bundle.attestation.clone();
-    let mut evidence_notes = Vec::new();
-    if attestation == "sev-snp" && bundle.vcek.is_none() {
-        evidence_notes.push("the host supplied no VCEK with the report: `measurement-tool verify` needs --vcek (from AMD KDS)".to_string());
-    }
-    if attestation == "tdx" && bundle.collateral.is_none() {
-        evidence_notes.push("no TDX collateral (give `loader build --tdx-collateral FILE`): `measurement-tool verify` needs --collateral".to_string());
-    }
     let evidence = out_dir.join("evidence.json");
     std::fs::write(&evidence, bundle.to_json()).map_err(io(format!("writing {}", evidence.display())))?;
     Ok(BuildReport {
@@ -330,38 +351,47 @@ impl Receiver {
         }
     }
 
-    /// Checks every received NAR against the statement, then gives the files their names.
-    #[allow(clippy::type_complexity)]
-    fn finish(mut self, drv_path: &str, tee: &crate::tee::TeeConfig) -> Result<(Vec<BuiltOutput>, Vec<u8>, Bundle), BuildError> {
-        let result = self.check(drv_path, tee);
+    /// Checks every received NAR and the evidence against the statement, then gives the files
+    /// their names. On any error every partial file is removed.
+    fn finish(mut self, drv_path: &str, tee: &crate::tee::TeeConfig, collateral: Option<serde_json::Value>) -> Result<(Vec<BuiltOutput>, Vec<u8>, Assembled), BuildError> {
+        let result = self.check(drv_path, tee, collateral);
         if result.is_err() {
             self.discard();
         }
         result
     }
 
-    fn check(&mut self, drv_path: &str, tee: &crate::tee::TeeConfig) -> Result<(Vec<BuiltOutput>, Vec<u8>, Bundle), BuildError> {
+    fn check(&mut self, drv_path: &str, tee: &crate::tee::TeeConfig, collateral: Option<serde_json::Value>) -> Result<(Vec<BuiltOutput>, Vec<u8>, Assembled), BuildError> {
         if let Some(e) = &self.error {
             return Err(BuildError::Response(e.clone()));
         }
         let (Some(statement), Some(evidence)) = (self.statement.clone(), self.evidence.clone()) else {
             return Err(BuildError::Response("the agent did not finish the build (no statement or evidence)".into()));
         };
-        // The evidence first: nothing is renamed into place unless it binds this statement.
-        let evidence = proto::parse_evidence(&evidence).map_err(|e| BuildError::Response(format!("evidence: {e}")))?;
-        let bundle = evidence_bundle(&statement, &evidence, tee)?;
+        // The evidence first: nothing is renamed into place unless it is the kind asked for and
+        // binds this statement.
+        let evidence = proto::parse_evidence(&evidence).map_err(BuildError::Evidence)?;
+        let attested = attestation_name(evidence.kind);
+        if attested != tee.tee.name() {
+            return Err(BuildError::AttestationMismatch { attested, expected: tee.tee.name(), by: "the launch (--tee)" });
+        }
+        let st: serde_json::Value = serde_json::from_slice(&statement).map_err(|e| BuildError::Response(format!("statement: {e}")))?;
+        let named = st["predicate"]["runDetails"]["metadata"]["attestation"].as_str().unwrap_or("(nothing)");
+        if named != attested {
+            let expected = ["none", "sev-snp", "tdx"].into_iter().find(|k| *k == named).unwrap_or("(not an attestation kind)");
+            return Err(BuildError::AttestationMismatch { attested, expected, by: "the statement" });
+        }
+        let assembled = crate::evidence::evidence_bundle(&statement, &evidence, crate::evidence::snp_launch(tee), collateral)?;
         let subjects = statement_subjects(&statement).map_err(BuildError::Response)?;
-        let drv_in_statement = serde_json::from_slice::<serde_json::Value>(&statement)
-            .ok()
-            .and_then(|v| v["predicate"]["buildDefinition"]["externalParameters"]["derivation"].as_str().map(String::from));
-        if drv_in_statement.as_deref() != Some(drv_path) {
+        let drv_in_statement = st["predicate"]["buildDefinition"]["externalParameters"]["derivation"].as_str();
+        if drv_in_statement != Some(drv_path) {
             return Err(BuildError::Response("the statement is about another derivation".into()));
         }
         if subjects.len() != self.outputs.len() {
             return Err(BuildError::Response("the statement and the outputs received differ in number".into()));
         }
         let mut built = Vec::new();
-        for (name, path, partial, size, sha) in &self.outputs {
+        for (name, path, _, size, sha) in &self.outputs {
             let Some((spath, digest, refs)) = subjects.get(name) else {
                 return Err(BuildError::Response(format!("output '{name}' is not in the statement")));
             };
@@ -370,83 +400,12 @@ impl Receiver {
             }
             let nar = self.dir.join(format!("{name}.nar"));
             built.push(BuiltOutput { name: name.clone(), path: path.clone(), nar: nar.clone(), nar_size: *size, nar_sha256: *sha, references: refs.clone() });
-            let _ = partial;
         }
         for (name, _, partial, _, _) in self.outputs.drain(..) {
             let nar = self.dir.join(format!("{name}.nar"));
             std::fs::rename(&partial, &nar).map_err(io(format!("renaming {}", partial.display())))?;
         }
-        Ok((built, statement, bundle))
-    }
-}
-
-/// The SNP launch parameters the loader uses (`vm::qemu_command`: one vCPU; QEMU's SNP guests
-/// run with SEV_FEATURES = SNPActive): what `measurement-tool verify --agent` recomputes the
-/// launch digest from.
-pub fn snp_launch(tee: &crate::tee::TeeConfig) -> measurement_tool::evidence::bundle::Launch {
-    measurement_tool::evidence::bundle::Launch { vcpus: 1, vcpu_type: tee.snp_cpu.clone(), guest_features: 0x1 }
-}
-
-/// The evidence bundle for `statement` and the agent's Evidence payload: [`check_binding`],
-/// then [`assemble_bundle`].
-pub fn evidence_bundle(statement: &[u8], ev: &proto::EvidencePayload, tee: &crate::tee::TeeConfig) -> Result<Bundle, BuildError> {
-    check_binding(statement, ev)?;
-    assemble_bundle(statement, ev, tee)
-}
-
-/// Checks what binds the evidence to the statement: the signed REPORT_DATA (SNP report offset
-/// 0x50, the TDX quote's TD report body + 520; for `none`, the unsigned copy) must be SHA-512 of
-/// the statement's exact bytes. The signatures and certificate chains are left to
-/// `measurement-tool verify`, which checks them against pinned vendor roots.
-pub fn check_binding(statement: &[u8], ev: &proto::EvidencePayload) -> Result<(), BuildError> {
-    use proto::AttestationKind;
-    let report_data: [u8; 64] = <sha2::Sha512 as sha2::Digest>::digest(statement).into();
-    let bound = match ev.kind {
-        AttestationKind::None => ev.report == report_data,
-        AttestationKind::SevSnp => {
-            if ev.report.len() != agent::tee::snp::REPORT_LEN {
-                return Err(BuildError::Response(format!("an SNP report is {} bytes, got {}", agent::tee::snp::REPORT_LEN, ev.report.len())));
-            }
-            ev.report[0x50..0x90] == report_data[..]
-        }
-        AttestationKind::Tdx => agent::tee::tdx::quote_report_data(&ev.report) == Some(&report_data[..]),
-    };
-    if !bound {
-        return Err(BuildError::Response(format!(
-            "the {} evidence's REPORT_DATA is not SHA-512 of the statement the agent sent",
-            agent::statement::attestation_name(ev.kind)
-        )));
-    }
-    Ok(())
-}
-
-/// Puts the evidence into a bundle, without checking its binding (see [`check_binding`]). SNP
-/// certificates come from the extended guest request's table when the host supplied them (VCEK,
-/// else VLEK; ASK + ARK as a PEM chain); TDX collateral from `tee.tdx_collateral`.
-pub fn assemble_bundle(statement: &[u8], ev: &proto::EvidencePayload, tee: &crate::tee::TeeConfig) -> Result<Bundle, BuildError> {
-    use agent::tee::snp::{cert_guid, guid_string};
-    use proto::AttestationKind;
-    match ev.kind {
-        AttestationKind::None => Ok(Bundle::unattested(statement)),
-        AttestationKind::SevSnp => {
-            let find = |guid: &str| ev.certificates.iter().find(|(g, _)| guid_string(g) == guid).map(|(_, der)| der.as_slice());
-            let vek = find(cert_guid::VCEK).or_else(|| find(cert_guid::VLEK));
-            let chain = match (find(cert_guid::ASK), find(cert_guid::ARK)) {
-                (Some(ask), Some(ark)) => Some(format!("{}{}", Bundle::pem(ask), Bundle::pem(ark))),
-                _ => None,
-            };
-            Ok(Bundle::snp(statement, &ev.report, vek, chain, snp_launch(tee)))
-        }
-        AttestationKind::Tdx => {
-            let collateral = match &tee.tdx_collateral {
-                Some(path) => {
-                    let text = std::fs::read(path).map_err(io(format!("reading {}", path.display())))?;
-                    Some(serde_json::from_slice(&text).map_err(|e| BuildError::Response(format!("{}: not JSON collateral: {e}", path.display())))?)
-                }
-                None => None,
-            };
-            Ok(Bundle::tdx(statement, &ev.report, collateral))
-        }
+        Ok((built, statement, assembled))
     }
 }
 
@@ -469,4 +428,158 @@ fn statement_subjects(statement: &[u8]) -> Result<BTreeMap<String, (String, [u8;
         out.insert(name, (path, digest, refs));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    //! The receiving end of a build, frame by frame, as the agent would send it: nothing is
+    //! renamed into place (and `build_inputs` writes no evidence.json) unless the evidence is of
+    //! the kind launched, the kind the statement names, and binds the statement.
+    use super::*;
+    use agent::proto::AttestationKind;
+    use agent::statement::{Output, Statement};
+    use crate::tee::{Tee, TeeConfig};
+
+    const DRV: &str = "/nix/store/00000000000000000000000000000000-x.drv";
+    const NAR: &[u8] = b"a NAR, as far as the receiver is concerned";
+
+    fn statement(kind: AttestationKind) -> Vec<u8> {
+        Statement {
+            drv_path: DRV.into(),
+            drv_sha256: [1; 32],
+            outputs: vec![Output { name: "out".into(), path: "/nix/store/11111111111111111111111111111111-x".into(), nar_sha256: Sha256::digest(NAR).into(), references: vec![] }],
+            inputs: vec![],
+            agent_version: agent::VERSION.into(),
+            attestation: kind,
+        }
+        .to_json()
+        .into_bytes()
+    }
+
+    fn dir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("loader-receiver-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn files(d: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(d).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        v.sort();
+        v
+    }
+
+    /// Feeds a whole successful answer (one output, the statement, `evidence`) and finishes.
+    fn receive(d: &Path, statement: &[u8], evidence: Vec<u8>, tee: Tee) -> Result<(Vec<BuiltOutput>, Vec<u8>, Assembled), BuildError> {
+        let mut r = Receiver::new(d);
+        let f = |ty, payload: &[u8]| Frame { ty, payload: payload.to_vec() };
+        let mut names = Vec::new();
+        proto::encode_strings(&mut names, &["out", "/nix/store/11111111111111111111111111111111-x"]);
+        r.frame(&f(Type::BuildOutput, &names));
+        r.frame(&f(Type::BulkBegin, &(NAR.len() as u64).to_le_bytes()));
+        r.frame(&f(Type::BulkData, NAR));
+        r.frame(&f(Type::Statement, b""));
+        r.frame(&f(Type::BulkBegin, &(statement.len() as u64).to_le_bytes()));
+        r.frame(&f(Type::BulkData, statement));
+        r.frame(&f(Type::Evidence, &evidence));
+        assert_eq!(files(d), vec!["out.nar.partial"]);
+        r.finish(DRV, &TeeConfig { tee, ..TeeConfig::default() }, None)
+    }
+
+    fn milan_report() -> Vec<u8> {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/vectors/snp/report_milan.hex");
+        hex::decode(std::fs::read_to_string(path).unwrap().trim()).unwrap()
+    }
+
+    #[test]
+    fn unattested_evidence_that_binds_the_statement_is_accepted() {
+        let d = dir("ok");
+        let st = statement(AttestationKind::None);
+        let ev = proto::evidence_payload(AttestationKind::None, &agent::statement::report_data(&st), &[]);
+        let (outputs, got, assembled) = receive(&d, &st, ev, Tee::None).unwrap();
+        assert_eq!((outputs.len(), got, assembled.bundle.attestation.as_str()), (1, st, "none"));
+        assert_eq!(files(&d), vec!["out.nar"]);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn evidence_that_does_not_bind_the_statement_leaves_nothing() {
+        // Unsigned REPORT_DATA of another statement.
+        let d = dir("none-unbound");
+        let st = statement(AttestationKind::None);
+        let ev = proto::evidence_payload(AttestationKind::None, &agent::statement::report_data(b"another statement"), &[]);
+        assert!(matches!(receive(&d, &st, ev, Tee::None), Err(BuildError::ReportData { attestation: "none", .. })));
+        assert_eq!(files(&d), Vec::<String>::new());
+        // A real SNP report (tests/vectors), launched as SNP: its REPORT_DATA is not ours.
+        let d = dir("snp-unbound");
+        let st = statement(AttestationKind::SevSnp);
+        let report = milan_report();
+        let ev = proto::evidence_payload(AttestationKind::SevSnp, &report, &[]);
+        match receive(&d, &st, ev, Tee::Snp) {
+            Err(BuildError::ReportData { attestation: "sev-snp", found, .. }) => assert_eq!(found, hex::encode(&report[0x50..0x90])),
+            other => panic!("expected the REPORT_DATA refusal, got {other:?}"),
+        }
+        assert_eq!(files(&d), Vec::<String>::new());
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn evidence_of_another_kind_or_malformed_leaves_nothing() {
+        let st = statement(AttestationKind::None);
+        let none = proto::evidence_payload(AttestationKind::None, &agent::statement::report_data(&st), &[]);
+        // Launched as SNP, attested as none: refused (the platform was not what was asked for).
+        let d = dir("kind-launch");
+        match receive(&d, &st, none.clone(), Tee::Snp) {
+            Err(BuildError::AttestationMismatch { attested: "none", expected: "sev-snp", by }) => assert!(by.contains("--tee")),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(files(&d), Vec::<String>::new());
+        // The statement names another kind than the evidence is.
+        let d = dir("kind-statement");
+        let st_snp = statement(AttestationKind::SevSnp);
+        let ev = proto::evidence_payload(AttestationKind::None, &agent::statement::report_data(&st_snp), &[]);
+        match receive(&d, &st_snp, ev, Tee::None) {
+            Err(BuildError::AttestationMismatch { attested: "none", expected: "sev-snp", by: "the statement" }) => {}
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(files(&d), Vec::<String>::new());
+        // Malformed payloads: truncated, trailing bytes, too many certificates.
+        let mut many = proto::evidence_payload(AttestationKind::None, &[0; 64], &[]);
+        let n = many.len();
+        many[n - 4..].copy_from_slice(&1000u32.to_le_bytes());
+        for (bad, want) in [
+            (none[..none.len() - 1].to_vec(), proto::EvidenceError::Truncated("the certificate count")),
+            ([&none[..], &[0]].concat(), proto::EvidenceError::TrailingBytes(1)),
+            (many, proto::EvidenceError::TooManyCertificates(1000)),
+        ] {
+            let d = dir("malformed");
+            match receive(&d, &st, bad, Tee::None) {
+                Err(BuildError::Evidence(e)) => assert_eq!(e, want),
+                other => panic!("{other:?}"),
+            }
+            assert_eq!(files(&d), Vec::<String>::new());
+        }
+        let _ = std::fs::remove_dir_all(dir("malformed"));
+    }
+
+    #[test]
+    fn collateral_is_checked_before_the_vm_starts() {
+        let inputs = store::BuildInputs { drv_path: DRV.into(), drv: vec![], input_drvs: BTreeMap::new(), input_paths: vec![] };
+        let out = std::env::temp_dir().join(format!("loader-receiver-{}-collateral-out", std::process::id()));
+        let missing = std::env::temp_dir().join(format!("loader-receiver-{}-no-such-collateral.json", std::process::id()));
+        // No agent image and no QEMU are needed: the refusal comes first, and nothing is created.
+        for tee in [Tee::Tdx, Tee::None, Tee::Snp] {
+            let mut config = VmConfig::new("/nonexistent/agent.bin");
+            config.tee = TeeConfig { tee, tdx_collateral: Some(missing.clone()), ..TeeConfig::default() };
+            let r = build_inputs(&config, &inputs, &out, |_, _| {}, |_| {}, &|_| unreachable!());
+            match r {
+                Err(BuildError::Collateral { path, reason }) => {
+                    assert_eq!(path, missing);
+                    assert_eq!(tee == Tee::Tdx, !reason.contains("only goes with --tee tdx"), "{reason}");
+                }
+                other => panic!("{tee:?}: {other:?}"),
+            }
+            assert!(!out.exists());
+        }
+    }
 }

@@ -8,6 +8,8 @@
 //! - [`store`]: reading a build's inputs from the local Nix store, importing outputs.
 //! - [`build`]: one attested build: request out, outputs and evidence back, checked.
 pub mod build;
+/// From the agent's Evidence frame to `evidence.json`: the REPORT_DATA binding and the bundle.
+pub mod evidence;
 pub mod store;
 pub mod vm;
 /// SEV-SNP and TDX launches: QEMU arguments and host checks (`--tee`).

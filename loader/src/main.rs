@@ -57,6 +57,12 @@ enum Cli {
         /// Print a machine-readable summary on stdout (the build log goes to stderr).
         #[arg(long)]
         json: bool,
+        /// With --tee tdx: the quote's collateral (dcap-qvl JSON, as `measurement-tool
+        /// verify-report tdx --collateral` takes, e.g. exported from the host's PCCS), checked
+        /// before the VM starts and put into evidence.json so the evidence verifies offline.
+        /// Without it, `measurement-tool verify --collateral FILE` must be given it later.
+        #[arg(long, value_name = "FILE")]
+        tdx_collateral: Option<PathBuf>,
     },
 }
 
@@ -78,10 +84,6 @@ struct VmArgs {
     /// or tdx (KVM on a host with SEV-SNP or TDX; docs/running-on-snp.md, running-on-tdx.md).
     #[arg(long, default_value = "none")]
     tee: loader::tee::Tee,
-    /// With --tee tdx: the quote's collateral (dcap-qvl JSON, e.g. exported from the host's
-    /// PCCS), put into evidence.json so it verifies offline.
-    #[arg(long)]
-    tdx_collateral: Option<PathBuf>,
 }
 
 impl VmArgs {
@@ -91,7 +93,6 @@ impl VmArgs {
         c.memory_mib = self.memory;
         c.work_dir = self.work_dir.clone();
         c.tee.tee = self.tee;
-        c.tee.tdx_collateral = self.tdx_collateral.clone();
         c
     }
 }
@@ -131,12 +132,17 @@ fn main() -> anyhow::Result<()> {
             std::io::stdout().flush()?;
             std::process::exit(if r.errors.is_empty() { r.status } else { 125 });
         }
-        Cli::Build { vm, derivation, out, import, json } => build(&vm, &derivation, &out, import, json),
+        Cli::Build { vm, derivation, out, import, json, tdx_collateral } => build(&vm, &derivation, &out, import, json, tdx_collateral),
     }
 }
 
-fn build(vm: &VmArgs, derivation: &std::path::Path, out: &std::path::Path, import: bool, json: bool) -> anyhow::Result<()> {
+fn build(vm: &VmArgs, derivation: &std::path::Path, out: &std::path::Path, import: bool, json: bool, tdx_collateral: Option<PathBuf>) -> anyhow::Result<()> {
     use std::io::Write;
+    if tdx_collateral.is_some() && vm.tee != loader::tee::Tee::Tdx {
+        anyhow::bail!("--tdx-collateral goes with --tee tdx (this launch is --tee {})", vm.tee.name());
+    }
+    let mut config = vm.config();
+    config.tee.tdx_collateral = tdx_collateral;
     let drv = if derivation.extension().is_some_and(|e| e == "nix") {
         loader::store::instantiate(derivation).with_context(|| format!("instantiating {}", derivation.display()))?
     } else {
@@ -147,7 +153,7 @@ fn build(vm: &VmArgs, derivation: &std::path::Path, out: &std::path::Path, impor
     bar.set_message(format!("building {}", drv.display()));
     bar.enable_steady_tick(std::time::Duration::from_millis(120));
     let result = loader::build::build(
-        &vm.config(),
+        &config,
         &drv,
         out,
         |_, bytes| bar.suspend(|| std::io::stderr().write_all(bytes).ok()).unwrap_or(()),
@@ -180,7 +186,7 @@ fn build(vm: &VmArgs, derivation: &std::path::Path, out: &std::path::Path, impor
             .collect();
         let v = serde_json::json!({
             "derivation": report.drv_path, "outputs": outputs, "evidence": report.evidence,
-            "attestation": report.attestation, "imported": import,
+            "attestation": report.attestation, "evidenceNotes": report.evidence_notes, "imported": import,
             "inputPaths": report.input_paths, "inputBytes": report.input_bytes,
             "seconds": report.timings.total.as_secs_f64(),
         });

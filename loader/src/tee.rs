@@ -83,8 +83,9 @@ pub struct TeeConfig {
     pub snp_cpu: String,
     pub tdx_quote_socket: QuoteSocket,
     /// TDX collateral (dcap-qvl JSON, e.g. exported from the host's PCCS) to put in the evidence
-    /// bundle: the loader has no network of its own to fetch it. Without it the bundle has no
-    /// collateral and `measurement-tool verify --collateral FILE` must be given it.
+    /// bundle: the loader has no network of its own to fetch it. `build` reads and checks it
+    /// before the VM starts, and refuses it with any `tee` but `Tdx`. Without it the bundle has
+    /// no collateral and `measurement-tool verify --collateral FILE` must be given it.
     pub tdx_collateral: Option<std::path::PathBuf>,
 }
 
