@@ -141,7 +141,9 @@ fn missing_certificates_and_collateral_can_be_supplied_to_verify() {
     let snp_file = write(&d, &snp_bundle);
     let o = tool(&["verify", &snp_file]);
     assert!(!o.status.success());
-    assert!(stderr(&o).contains("--vcek"), "{}", stderr(&o));
+    // Where AMD KDS serves this report's VCEK (its CHIP_ID; the TCB its VCEK certifies).
+    let url = format!("https://kdsintf.amd.com/vcek/v1/{{Milan|Genoa}}/{}?blSPL=03&teeSPL=00&snpSPL=08&ucodeSPL=115", hex::encode(&report[0x1A0..0x1E0]));
+    assert!(stderr(&o).contains("--vcek FILE") && stderr(&o).contains(&url), "{}", stderr(&o));
     let vcek = vectors.join("snp/vcek_milan.der");
     let o = tool(&["verify", &snp_file, "--vcek", vcek.to_str().unwrap()]);
     assert!(stderr(&o).contains("REJECTED: report data: expected"), "{}", stderr(&o));
@@ -154,11 +156,45 @@ fn missing_certificates_and_collateral_can_be_supplied_to_verify() {
     std::fs::write(&tdx_file, Bundle::tdx(st.to_json().as_bytes(), &quote, None).to_json()).unwrap();
     let o = tool(&["verify", tdx_file.to_str().unwrap()]);
     assert!(!o.status.success());
-    assert!(stderr(&o).contains("--collateral"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--collateral FILE") && stderr(&o).contains("--tdx-collateral"), "{}", stderr(&o));
     let coll = vectors.join("tdx/tdx_quote_collateral.json");
     let now = integration_tests::collateral_midpoint(&std::fs::read(&coll).unwrap()).to_string();
     let o = tool(&["verify", tdx_file.to_str().unwrap(), "--collateral", coll.to_str().unwrap(), "--now", &now]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("REJECTED: report data"), "{}", stderr(&o));
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+/// A VLEK-signed report (SIGNING_KEY = 1) chains through AMD's ASVK, which is not pinned: without
+/// a chain, verify names the one to fetch instead of failing at the pinned ASK.
+#[test]
+fn a_vlek_signed_report_needs_its_chain() {
+    let d = dir("vlek");
+    let (_, _, st) = fixture(&d);
+    let vectors = integration_tests::root().join("tests/vectors");
+    let mut report = hex::decode(String::from_utf8(std::fs::read(vectors.join("snp/report_milan.hex")).unwrap()).unwrap().trim()).unwrap();
+    report[0x48] |= 1 << 2;
+    let launch = measurement_tool::evidence::bundle::Launch { vcpus: 1, vcpu_type: "EPYC-v4".into(), guest_features: 1 };
+    let file = write(&d, &Bundle::snp(st.to_json().as_bytes(), &report, Some(&std::fs::read(vectors.join("snp/vcek_milan.der")).unwrap()), None, launch.clone()));
+    let o = tool(&["verify", &file]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("--cert-chain FILE (https://kdsintf.amd.com/vlek/v1/{Milan|Genoa}/cert_chain)"), "{}", stderr(&o));
+    let file = write(&d, &Bundle::snp(st.to_json().as_bytes(), &report, None, None, launch));
+    let o = tool(&["verify", &file]);
+    assert!(stderr(&o).contains("signed by a VLEK") && stderr(&o).contains("--vcek FILE"), "{}", stderr(&o));
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+/// The statement names the platform the agent found at boot; a bundle of another kind is
+/// refused even when everything else holds.
+#[test]
+fn the_statement_must_name_the_bundles_attestation() {
+    let d = dir("kind");
+    let (_, nar, mut st) = fixture(&d);
+    st.attestation = AttestationKind::SevSnp;
+    let ev = write(&d, &Bundle::unattested(st.to_json().as_bytes()));
+    let o = tool(&["verify", &ev, "--nar", &nar.to_string_lossy(), "--allow-unattested"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("REJECTED: attestation: the statement says sev-snp, the bundle's evidence is none"), "{}", stderr(&o));
     let _ = std::fs::remove_dir_all(&d);
 }

@@ -2,7 +2,9 @@
 //!
 //! 1. the attestation: `none` is refused unless `--allow-unattested` (and then loudly flagged);
 //!    SNP reports and TDX quotes are verified as `verify-report` does, and their REPORT_DATA must
-//!    be SHA-512 of the statement's exact bytes;
+//!    be SHA-512 of the statement's exact bytes; what the bundle lacks (a VCEK, a VLEK's chain,
+//!    TDX collateral) is named with where to get it, and can be given as `--vcek`,
+//!    `--cert-chain`, `--collateral`; the statement must name the bundle's attestation kind;
 //! 2. the launch measurement, when `--expected-measurement` or `--agent IMAGE` is given;
 //! 3. the outputs: each `--nar FILE` / `--store-path PATH` must hash to a subject of the statement.
 use super::verify_report::PolicyArgs;
@@ -80,15 +82,25 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         }
         "sev-snp" => {
             let raw = bundle.report_bytes().context("no report in an sev-snp bundle")?.context("report is not base64")?;
-            let vcek = match &a.vcek {
-                Some(path) => read(path)?,
-                None => base64_field(&bundle.vcek, "vcek")
-                    .context("the host supplied no VCEK with the report: fetch it from AMD KDS for the report's chip ID and TCB and pass --vcek FILE")?,
+            // What is missing is said before anything is checked, with where to get it.
+            let parsed = snp::Report::parse(&raw).map_err(|r| anyhow::anyhow!("REJECTED: {r}"))?;
+            let vlek = parsed.signing_key == 1;
+            let vcek = match (&a.vcek, &bundle.vcek) {
+                (Some(path), _) => read(path)?,
+                (None, Some(_)) => base64_field(&bundle.vcek, "vcek")?,
+                (None, None) if vlek => bail!("the report is signed by a VLEK (a cloud provider's key) and the bundle has none: pass it as --vcek FILE"),
+                (None, None) => match snp::kds_vcek_url(&parsed) {
+                    Some(url) => bail!("the bundle has no VCEK (the host supplied no certificates with the report): fetch it from AMD KDS, {url}, and pass --vcek FILE"),
+                    None => bail!("the bundle has no VCEK (the host supplied no certificates with the report), and the report's CHIP_ID is masked, so AMD KDS cannot serve it by chip: pass it as --vcek FILE"),
+                },
             };
             let chain_pem = match &a.cert_chain {
                 Some(path) => Some(read(path)?),
                 None => bundle.cert_chain.as_ref().map(|p| p.as_bytes().to_vec()),
             };
+            if vlek && chain_pem.is_none() {
+                bail!("the report is signed by a VLEK, which chains to AMD's root through the ASVK, not the pinned ASK: pass that chain (ASVK, ARK) as --cert-chain FILE ({})", snp::kds_chain_url(&parsed));
+            }
             let chain = match &chain_pem {
                 Some(pem) => Some(snp::parse_cert_chain(pem).map_err(|r| anyhow::anyhow!("REJECTED: {r}"))?),
                 None => None,
@@ -108,7 +120,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             let coll_bytes = match (&a.collateral, &bundle.collateral) {
                 (Some(path), _) => read(path)?,
                 (None, Some(c)) => c.to_string().into_bytes(),
-                (None, None) => bail!("the bundle has no TDX collateral (the loader could not fetch it): pass --collateral FILE (dcap-qvl JSON, e.g. from the host's PCCS)"),
+                (None, None) => bail!("the bundle has no TDX collateral (the loader has no network; it carries collateral only when given `loader build --tdx-collateral`): pass --collateral FILE (dcap-qvl JSON, e.g. from the host's PCCS or Intel PCS)"),
             };
             let coll = tdx::parse_collateral(&coll_bytes).map_err(|r| anyhow::anyhow!("REJECTED: {r}"))?;
             if let Some(agent) = &a.agent {
@@ -125,6 +137,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
 
     // The statement: what it says, and whether the outputs the user holds are what it says.
     let st: serde_json::Value = serde_json::from_slice(&statement).context("the statement is not JSON")?;
+    // The statement names the platform the agent found at boot; the evidence must be that one.
+    let named = st["predicate"]["runDetails"]["metadata"]["attestation"].as_str().unwrap_or("(nothing)");
+    if named != bundle.attestation {
+        bail!("REJECTED: attestation: the statement says {named}, the bundle's evidence is {}", bundle.attestation);
+    }
     let subjects: Vec<(String, String, String)> = st["subject"]
         .as_array()
         .context("statement without subjects")?
