@@ -211,6 +211,8 @@ impl<D: Disk> FrameReader<D> {
         self.back = Some(frame);
     }
 
+    // Not an Iterator: a frame reader ends with `Incoming::End`, and its errors are the stream's.
+    #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Result<Incoming, StreamError> {
         if let Some(f) = self.back.take() {
             return Ok(f);

@@ -271,6 +271,7 @@ pub trait NarSource {
     fn root(&self) -> Self::Handle;
     fn node(&self, h: &Self::Handle) -> Result<Node, Self::Error>;
     /// A directory's entries, in any order.
+    #[allow(clippy::type_complexity)]
     fn entries(&self, h: &Self::Handle) -> Result<Vec<(Vec<u8>, Self::Handle)>, Self::Error>;
     /// Calls `f` with the file's contents, in order, in chunks.
     fn contents(&self, h: &Self::Handle, f: &mut dyn FnMut(&[u8])) -> Result<(), Self::Error>;

@@ -180,6 +180,7 @@ pub fn parse(file: &[u8]) -> Result<Image, ElfError> {
 /// A `#!` line (`fs/binfmt_script.c`): the interpreter and its one optional
 /// argument. `None` when the file does not start with `#!`; an empty
 /// interpreter is `ENOEXEC`. The line is cut at 255 bytes (BINPRM_BUF_SIZE).
+#[allow(clippy::type_complexity)]
 pub fn shebang(file: &[u8]) -> Option<Result<(Vec<u8>, Option<Vec<u8>>), ElfError>> {
     if !file.starts_with(b"#!") {
         return None;
@@ -248,7 +249,7 @@ pub const MAX_ARG_BYTES: usize = 2 << 20;
 /// Builds the initial stack ending at `top` (exclusive, 16-aligned): returns
 /// the bytes to place at `[sp, top)` and `sp` (which points at argc).
 pub fn build_stack(top: u64, image: &Image, spec: &StackSpec<'_>) -> Result<(Vec<u8>, u64), ElfError> {
-    if top % 16 != 0 {
+    if !top.is_multiple_of(16) {
         return Err(ElfError::Malformed);
     }
     let strings: usize = spec.argv.iter().chain(spec.envp).map(|s| s.len() + 1).sum::<usize>() + spec.execfn.len() + 1;
@@ -279,7 +280,7 @@ pub fn build_stack(top: u64, image: &Image, spec: &StackSpec<'_>) -> Result<(Vec
     hi.extend_from_slice(b"x86_64\0");
     let off_random = hi.len();
     hi.extend_from_slice(&spec.random);
-    while hi.len() % 16 != 0 {
+    while !hi.len().is_multiple_of(16) {
         hi.push(0);
     }
     let str_base = top - hi.len() as u64;

@@ -411,6 +411,9 @@ impl Fs {
                 return Ok(None);
             }
             let dn = self.get(dst)?;
+            // Not collapsible into a guard: an empty directory replaced by a directory must
+            // match this arm (and go on), not fall through to ENOTDIR.
+            #[allow(clippy::collapsible_match)]
             match (&dn.kind, src_dir) {
                 (Kind::Dir { entries, .. }, true) => {
                     if !entries.is_empty() {

@@ -1031,6 +1031,8 @@ impl<M: Memory> Kernel<M> {
         want
     }
 
+    // The system call's six arguments, as Linux takes them.
+    #[allow(clippy::too_many_arguments)]
     fn mmap(&mut self, pid: Pid, addr: u64, len: u64, prot: u64, flags: u64, fd: u64, off: u64) -> R {
         const MAP_SHARED: u64 = 1;
         const MAP_PRIVATE: u64 = 2;
@@ -1038,7 +1040,7 @@ impl<M: Memory> Kernel<M> {
         const MAP_ANONYMOUS: u64 = 0x20;
         const MAP_FIXED_NOREPLACE: u64 = 0x100000;
         let len = page_up(len).filter(|&l| l > 0 && l < USER_END).ok_or(Errno::EINVAL)?;
-        if off % PAGE != 0 || prot & !7 != 0 {
+        if !off.is_multiple_of(PAGE) || prot & !7 != 0 {
             return Err(Errno::EINVAL);
         }
         let kind = flags & 3;
@@ -1060,7 +1062,7 @@ impl<M: Memory> Kernel<M> {
         };
         let fixed = flags & (MAP_FIXED | MAP_FIXED_NOREPLACE) != 0;
         let va = if fixed {
-            if addr % PAGE != 0 || !user_range(addr, len) {
+            if !addr.is_multiple_of(PAGE) || !user_range(addr, len) {
                 return Err(Errno::EINVAL);
             }
             if flags & MAP_FIXED_NOREPLACE != 0 && self.p(pid).regions.any_in(addr, addr + len) {
@@ -1097,7 +1099,7 @@ impl<M: Memory> Kernel<M> {
 
     fn munmap(&mut self, pid: Pid, addr: u64, len: u64) -> R {
         let len = page_up(len).filter(|&l| l > 0).ok_or(Errno::EINVAL)?;
-        if addr % PAGE != 0 || !user_range(addr, len) {
+        if !addr.is_multiple_of(PAGE) || !user_range(addr, len) {
             return Err(Errno::EINVAL);
         }
         self.unmap(pid, addr, len);
@@ -1105,7 +1107,7 @@ impl<M: Memory> Kernel<M> {
     }
 
     fn mprotect(&mut self, pid: Pid, addr: u64, len: u64, prot: u64) -> R {
-        if addr % PAGE != 0 || prot & !7 != 0 {
+        if !addr.is_multiple_of(PAGE) || prot & !7 != 0 {
             return Err(Errno::EINVAL);
         }
         let len = page_up(len).ok_or(Errno::ENOMEM)?;

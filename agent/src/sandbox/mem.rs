@@ -139,7 +139,7 @@ impl Memory for MockMemory {
         self.store(va, data, false)
     }
     fn map(&mut self, va: u64, len: u64, prot: Prot) -> Result<(), Errno> {
-        if va % PAGE != 0 || len % PAGE != 0 || !user_range(va, len) {
+        if !va.is_multiple_of(PAGE) || !len.is_multiple_of(PAGE) || !user_range(va, len) {
             return Err(Errno::EINVAL);
         }
         let mut a = va;

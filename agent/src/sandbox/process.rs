@@ -404,10 +404,11 @@ impl<M: Memory> Kernel<M> {
         let pid = self.next_pid;
         self.next_pid += 1;
         let null = self.fs.resolve(ROOT, b"/dev/null", true)?;
-        let mut fds = Vec::new();
-        fds.push(Some(self.new_fd(Object::Inode(null), 0, false)));
-        fds.push(Some(self.new_fd(Object::Log(1), 1, false)));
-        fds.push(Some(self.new_fd(Object::Log(2), 1, false)));
+        let fds = alloc::vec![
+            Some(self.new_fd(Object::Inode(null), 0, false)),
+            Some(self.new_fd(Object::Log(1), 1, false)),
+            Some(self.new_fd(Object::Log(2), 1, false)),
+        ];
         let proc = Process {
             pid,
             ppid: 0,

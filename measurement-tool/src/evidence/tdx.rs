@@ -83,7 +83,7 @@ pub fn verify(quote: &[u8], collateral: &QuoteCollateralV3, now_secs: u64) -> Re
 }
 
 pub fn check_policy(v: &Verified, p: &Policy) -> Result<(), Rejection> {
-    if !p.allowed_tcb_statuses.iter().any(|s| *s == v.status) {
+    if !p.allowed_tcb_statuses.contains(&v.status) {
         return Err(Rejection::new("TCB status", p.allowed_tcb_statuses.join(" or "), v.status.clone()));
     }
     p.check_measurement_and_report_data("MRTD", &v.mr_td, &v.report_data)?;

@@ -65,7 +65,7 @@ pub fn metadata(image: &[u8], table: &Table) -> Result<Vec<Section>, MeasureErro
             t => return Err(MeasureError::BadSection { index: i, gpa: gpa.into(), size: len.into(), why: format!("has unknown type {t}") }),
         };
         let err = |why: &str| MeasureError::BadSection { index: i, gpa: gpa.into(), size: len.into(), why: why.into() };
-        if gpa as usize % PAGE != 0 || len as usize % PAGE != 0 || len == 0 {
+        if !(gpa as usize).is_multiple_of(PAGE) || !(len as usize).is_multiple_of(PAGE) || len == 0 {
             return Err(err("is not a whole number of pages"));
         }
         if u64::from(gpa) + u64::from(len) > 1 << 32 {
@@ -170,7 +170,7 @@ pub fn vmsa(eip: u32, vcpu_sig: u32, guest_features: u64) -> Vec<u8> {
 
 /// The launch digest of `image` with `vcpus` vCPUs.
 pub fn launch_digest(image: &[u8], vcpus: u32, vcpu_sig: u32, guest_features: u64) -> Result<[u8; 48], MeasureError> {
-    if image.is_empty() || image.len() % PAGE != 0 {
+    if image.is_empty() || !image.len().is_multiple_of(PAGE) {
         return Err(MeasureError::NotPageAligned(image.len()));
     }
     let table = footer::parse(image)?;

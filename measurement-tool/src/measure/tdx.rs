@@ -70,7 +70,7 @@ pub fn metadata(image: &[u8]) -> Result<Vec<Section>, MeasureError> {
             attributes: u32_at(e, 28),
         };
         let err = |why: &str| MeasureError::BadSection { index: i, gpa: s.memory_address, size: s.memory_data_size, why: why.into() };
-        if s.memory_address % PAGE as u64 != 0 || s.memory_data_size % PAGE as u64 != 0 || s.memory_data_size == 0 {
+        if !s.memory_address.is_multiple_of(PAGE as u64) || !s.memory_data_size.is_multiple_of(PAGE as u64) || s.memory_data_size == 0 {
             return Err(err("is not a whole number of pages"));
         }
         let end = s.memory_address.checked_add(s.memory_data_size).ok_or_else(|| err("runs past the top of the address space"))?;
@@ -116,7 +116,7 @@ pub fn metadata(image: &[u8]) -> Result<Vec<Section>, MeasureError> {
 
 /// MRTD of `image`.
 pub fn mrtd(image: &[u8]) -> Result<[u8; 48], MeasureError> {
-    if image.is_empty() || image.len() % PAGE != 0 {
+    if image.is_empty() || !image.len().is_multiple_of(PAGE) {
         return Err(MeasureError::NotPageAligned(image.len()));
     }
     let sections = metadata(image)?;
