@@ -30,6 +30,24 @@ pub fn outw(port: u16, value: u16) {
     unsafe { asm!("out dx, ax", in("dx") port, in("ax") value, options(nomem, nostack, preserves_flags)) }
 }
 
+/// RDMSR. Callers read MSRs that exist on the platform they run on (reading has no memory
+/// effects; a missing MSR would fault, which is fatal in the agent).
+pub fn rdmsr(msr: u32) -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: RDMSR only reads a register into EDX:EAX.
+    unsafe { asm!("rdmsr", in("ecx") msr, out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags)) };
+    (u64::from(hi) << 32) | u64::from(lo)
+}
+
+/// WRMSR. For the arch layer only, whose callers write MSRs that configure the CPU without
+/// touching memory the agent uses (each call site says which and why).
+pub fn wrmsr(msr: u32, value: u64) {
+    // SAFETY: per the callers' contract above: the MSRs written (EFER.SCE, STAR/LSTAR/SFMASK,
+    // FS_BASE, the GHCB MSR, IA32_APIC_BASE and x2APIC registers) change no memory mapping
+    // or memory the agent relies on.
+    unsafe { asm!("wrmsr", in("ecx") msr, in("eax") value as u32, in("edx") (value >> 32) as u32, options(nostack, preserves_flags)) }
+}
+
 pub fn read_cr2() -> u64 {
     let v: u64;
     // SAFETY: reading CR2 has no side effects.

@@ -7,20 +7,10 @@
 use agent::tee::snp::{self, ghcb, GuestRequest, Ghcb, Hardware, Pvalidate, RequestOutcome, MSR_GHCB, PAGE};
 use agent::tee::PageSize;
 use core::arch::asm;
+use super::cpu::{rdmsr, wrmsr};
 use core::ptr::NonNull;
 
-fn wrmsr(msr: u32, value: u64) {
-    // SAFETY: only used for the GHCB MSR, which every SEV-ES/SNP guest has; writing it only sets
-    // what the next VMGEXIT tells the hypervisor.
-    unsafe { asm!("wrmsr", in("ecx") msr, in("eax") value as u32, in("edx") (value >> 32) as u32, options(nostack, preserves_flags)) }
-}
 
-fn rdmsr(msr: u32) -> u64 {
-    let (lo, hi): (u32, u32);
-    // SAFETY: as for `wrmsr`; reading has no side effects.
-    unsafe { asm!("rdmsr", in("ecx") msr, out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags)) }
-    (u64::from(hi) << 32) | u64::from(lo)
-}
 
 /// VMGEXIT (`rep vmmcall`, F3 0F 01 D9: APM vol. 3 "VMGEXIT").
 fn vmgexit() {

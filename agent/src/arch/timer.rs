@@ -11,7 +11,7 @@
 //! simpler to emulate (#VC/#VE) than MMIO.
 use super::cpu::outb;
 use super::layout;
-use core::arch::asm;
+use super::cpu::{rdmsr, wrmsr};
 
 /// The timer's interrupt vector.
 pub const VECTOR: u8 = 0x20;
@@ -37,18 +37,7 @@ fn x2apic() -> bool {
     super::tee::kind() != agent::tee::Kind::None
 }
 
-fn wrmsr(msr: u32, value: u64) {
-    // SAFETY: only IA32_APIC_BASE (to enable x2APIC mode) and the x2APIC timer/EOI/SVR
-    // registers, which configure the timer and signal EOI.
-    unsafe { asm!("wrmsr", in("ecx") msr, in("eax") value as u32, in("edx") (value >> 32) as u32, options(nostack)) }
-}
 
-fn rdmsr(msr: u32) -> u64 {
-    let (lo, hi): (u32, u32);
-    // SAFETY: reading the APIC's MSRs has no side effects.
-    unsafe { asm!("rdmsr", in("ecx") msr, out("eax") lo, out("edx") hi, options(nostack)) };
-    (u64::from(hi) << 32) | u64::from(lo)
-}
 
 fn write(reg: u64, v: u32) {
     if x2apic() {

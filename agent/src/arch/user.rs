@@ -15,6 +15,7 @@ use agent::sandbox::mem::{user_range, Fault, Memory, Prot};
 use agent::sandbox::process::Regs;
 use alloc::vec::Vec;
 use core::arch::{asm, global_asm};
+use super::cpu::{rdmsr, wrmsr};
 use core::ptr::{addr_of, addr_of_mut};
 
 const PRESENT: u64 = 1;
@@ -422,18 +423,7 @@ const MSR_LSTAR: u32 = 0xC000_0082;
 const MSR_SFMASK: u32 = 0xC000_0084;
 const MSR_FS_BASE: u32 = 0xC000_0100;
 
-fn wrmsr(msr: u32, v: u64) {
-    // SAFETY: the MSRs written here (EFER.SCE, STAR, LSTAR, SFMASK, FS_BASE) configure system
-    // call entry and the user's TLS base; none affects memory safety of the agent.
-    unsafe { asm!("wrmsr", in("ecx") msr, in("eax") v as u32, in("edx") (v >> 32) as u32, options(nostack)) }
-}
 
-fn rdmsr(msr: u32) -> u64 {
-    let (lo, hi): (u32, u32);
-    // SAFETY: reading an architectural MSR.
-    unsafe { asm!("rdmsr", in("ecx") msr, out("eax") lo, out("edx") hi, options(nostack)) };
-    (u64::from(hi) << 32) | u64::from(lo)
-}
 
 /// Enables SYSCALL: STAR selects kernel CS/SS on entry and user CS/SS (base 0x10: SS 0x18|3,
 /// CS 0x20|3) on return; SFMASK clears IF, TF, DF and AC on entry.
