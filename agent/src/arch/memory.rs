@@ -209,23 +209,29 @@ fn alloc_heap_pages(pages: usize) -> Option<u64> {
     Some(layout::virt_to_phys(ptr.as_ptr() as u64))
 }
 
-/// Allocates zeroed, page-aligned *shared* memory from the DMA pool: what a device or the host
-/// may read and write. Returns (physical, shared-alias virtual).
-pub fn alloc_dma_pages(pages: usize) -> Option<(u64, core::ptr::NonNull<u8>)> {
+/// Page-aligned *shared* memory from the DMA pool, as it is: what a device or the host may read
+/// and write. Returns (physical, shared-alias virtual). For bounce buffers, which are
+/// overwritten before use; the old contents were shared already, so nothing leaks.
+pub fn alloc_bounce_pages(pages: usize) -> Option<(u64, core::ptr::NonNull<u8>)> {
     // SAFETY: see `dma`; the reference lives only in this function.
     let dma = unsafe { dma() };
     let first = dma.pool.alloc(pages.max(1))?;
     let phys = dma.base + first as u64 * PAGE_SIZE;
-    let virt = layout::shared_phys_to_virt(phys) as *mut u8;
-    // SAFETY: pages just taken from the pool, mapped by the shared alias, owned by nobody else.
-    unsafe { core::ptr::write_bytes(virt, 0, pages.max(1) * PAGE_SIZE as usize) };
-    Some((phys, core::ptr::NonNull::new(virt)?))
+    Some((phys, core::ptr::NonNull::new(layout::shared_phys_to_virt(phys) as *mut u8)?))
 }
 
-/// Frees pages from [`alloc_dma_pages`].
+/// [`alloc_bounce_pages`], zeroed (virtio queues, request pages).
+pub fn alloc_dma_pages(pages: usize) -> Option<(u64, core::ptr::NonNull<u8>)> {
+    let (phys, virt) = alloc_bounce_pages(pages)?;
+    // SAFETY: pages just taken from the pool, mapped by the shared alias, owned by nobody else.
+    unsafe { core::ptr::write_bytes(virt.as_ptr(), 0, pages.max(1) * PAGE_SIZE as usize) };
+    Some((phys, virt))
+}
+
+/// Frees pages from [`alloc_dma_pages`] or [`alloc_bounce_pages`].
 ///
 /// # Safety
-/// `ptr` and `pages` must come from one `alloc_dma_pages` call, freed once, and nothing may
+/// `ptr` and `pages` must come from one allocation above, freed once, and nothing may
 /// use the pages afterwards.
 pub unsafe fn free_dma_pages(ptr: core::ptr::NonNull<u8>, pages: usize) {
     // SAFETY: see `dma`.

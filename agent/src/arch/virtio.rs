@@ -44,7 +44,11 @@ unsafe impl Hal for AgentHal {
 
     unsafe fn share(buffer: NonNull<[u8]>, direction: BufferDirection) -> PhysAddr {
         let len = buffer.len();
-        let (phys, bounce) = Self::dma_alloc(pages(len), direction);
+        // Not zeroed: a driver-to-device buffer is overwritten below, a device-to-driver one by
+        // the device, and only `len` bytes are ever copied back.
+        let Some((phys, bounce)) = memory::alloc_bounce_pages(pages(len)) else {
+            super::power::fail(super::power::Failure::OutOfMemory)
+        };
         if direction != BufferDirection::DeviceToDriver {
             // SAFETY: `buffer` is valid for `len` bytes (caller contract); `bounce` has at least
             // `len` bytes and does not overlap it.
