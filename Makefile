@@ -7,6 +7,7 @@ CARGO_HOME ?= $(HOME)/.cargo
 AGENT_TARGET := x86_64-unknown-none
 AGENT_ELF := target/$(AGENT_TARGET)/firmware/agent
 AGENT_BIN := target/agent.bin
+REFERENCE := target/reference-measurements.json
 APT_PACKAGES := qemu-system-x86 nix-bin busybox-static binutils ovmf python3-venv
 export AGENT_BIN := $(ROOT)/$(AGENT_BIN)
 
@@ -43,6 +44,9 @@ agent: setup
 	  --profile firmware --target $(AGENT_TARGET) --locked
 	objcopy -O binary $(AGENT_ELF) $(AGENT_BIN)
 	@echo "agent image: $(AGENT_BIN) ($$(stat -c %s $(AGENT_BIN)) bytes)"
+	@# Its reference measurements (SNP launch digest with the verifier's pinned launch parameters,
+	@# TDX MRTD), derived from these bytes: what `measurement-tool verify` expects by default.
+	$(CARGO) run -q --locked -p measurement-tool -- reference $(AGENT_BIN) --out $(REFERENCE)
 
 # A test-only image that faults on purpose (never shipped): its own target dir, so the release
 # image's build is never touched by test features.

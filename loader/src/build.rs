@@ -47,6 +47,33 @@ pub enum BuildError {
     /// The TDX collateral file given cannot be used.
     #[error("TDX collateral {}: {reason}", path.display())]
     Collateral { path: PathBuf, reason: String },
+    /// A file the loader would write in the output directory is a symbolic link: it is not
+    /// followed (it could point anywhere).
+    #[error("{} is a symbolic link: refusing to write through it (remove it, or use a fresh --out directory)", .0.display())]
+    Symlink(PathBuf),
+    /// `--import`: the evidence does not pass the verifier's policy, so nothing is imported.
+    #[error("not importing: the evidence does not verify: {0}")]
+    NotVerified(String),
+}
+
+/// Creates `path` for writing, never through a symbolic link: a link already there is refused,
+/// a regular file replaced (O_CREAT|O_EXCL does not follow links, so a link made in between
+/// fails the open).
+fn create_fresh(path: &Path) -> Result<std::fs::File, BuildError> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => return Err(BuildError::Symlink(path.to_path_buf())),
+        Ok(_) => std::fs::remove_file(path).map_err(io(format!("replacing {}", path.display())))?,
+        Err(_) => {}
+    }
+    std::fs::OpenOptions::new().write(true).create_new(true).open(path).map_err(io(format!("creating {}", path.display())))
+}
+
+/// Renames `from` to `to` unless `to` is a symbolic link.
+fn rename_into_place(from: &Path, to: &Path) -> Result<(), BuildError> {
+    if std::fs::symlink_metadata(to).is_ok_and(|m| m.file_type().is_symlink()) {
+        return Err(BuildError::Symlink(to.to_path_buf()));
+    }
+    std::fs::rename(from, to).map_err(io(format!("renaming {}", from.display())))
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> BuildError {
@@ -74,6 +101,8 @@ pub struct BuildReport {
     /// "none", "sev-snp" or "tdx".
     pub attestation: String,
     pub evidence: PathBuf,
+    /// The bundle written to `evidence`.
+    pub bundle: measurement_tool::evidence::bundle::Bundle,
     /// What the evidence lacks for offline verification (SNP certificates the host did not
     /// supply, TDX collateral not given), in words for the user.
     pub evidence_notes: Vec<String>,
@@ -179,13 +208,16 @@ pub fn build_inputs(
     let crate::evidence::Assembled { bundle, notes: evidence_notes } = assembled;
     let attestation = bundle.attestation.clone();
     let evidence = out_dir.join("evidence.json");
-    std::fs::write(&evidence, bundle.to_json()).map_err(io(format!("writing {}", evidence.display())))?;
+    let partial = out_dir.join("evidence.json.partial");
+    create_fresh(&partial)?.write_all(bundle.to_json().as_bytes()).map_err(io(format!("writing {}", partial.display())))?;
+    rename_into_place(&partial, &evidence)?;
     Ok(BuildReport {
         drv_path: inputs.drv_path.clone(),
         outputs,
         statement,
         attestation,
         evidence,
+        bundle,
         evidence_notes,
         input_paths: inputs.input_paths.len(),
         input_bytes,
@@ -194,8 +226,21 @@ pub fn build_inputs(
     })
 }
 
-/// Adds checked outputs to the local Nix store (see [`store::import`] for the mechanism).
-pub fn import(report: &BuildReport) -> Result<(), BuildError> {
+/// Adds checked outputs to the local Nix store (see [`store::import`] for the mechanism), after
+/// verifying the evidence exactly as `measurement-tool verify` does with `policy` (which must pin
+/// the measurement for SNP/TDX evidence). `none` evidence is imported only with
+/// `allow_unattested`.
+pub fn import(report: &BuildReport, policy: &measurement_tool::evidence::policy::Policy, allow_unattested: bool) -> Result<(), BuildError> {
+    use measurement_tool::evidence::check;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let supplied = check::Supplied { now, allow_unattested, ..check::Supplied::default() };
+    let checked = check::check_bundle(&report.bundle, policy, &supplied).map_err(|e| BuildError::NotVerified(e.to_string()))?;
+    if checked.attested && !checked.verified() {
+        return Err(BuildError::NotVerified("the launch measurement was not checked against an expected one".into()));
+    }
+    if checked.statement != report.statement {
+        return Err(BuildError::NotVerified("the bundle's statement is not the one received".into()));
+    }
     let nars: Vec<Vec<u8>> = report
         .outputs
         .iter()
@@ -288,9 +333,9 @@ impl Receiver {
             (State::OutputBegin { name, path }, Type::BulkBegin) => {
                 let Some(total) = proto::parse_u64(&f.payload) else { return self.fail("malformed BulkBegin") };
                 let partial = self.dir.join(format!("{name}.nar.partial"));
-                match std::fs::File::create(&partial) {
+                match create_fresh(&partial) {
                     Ok(file) => self.state = State::Output { name, path, file, partial, left: total, total, hasher: Sha256::new() },
-                    Err(e) => self.fail(format!("creating {}: {e}", partial.display())),
+                    Err(e) => self.fail(e.to_string()),
                 }
                 self.end_output_if_done();
             }
@@ -403,7 +448,7 @@ impl Receiver {
         }
         for (name, _, partial, _, _) in self.outputs.drain(..) {
             let nar = self.dir.join(format!("{name}.nar"));
-            std::fs::rename(&partial, &nar).map_err(io(format!("renaming {}", partial.display())))?;
+            rename_into_place(&partial, &nar)?;
         }
         Ok((built, statement, assembled))
     }

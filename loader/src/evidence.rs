@@ -31,10 +31,12 @@ pub struct Assembled {
 }
 
 /// The SNP launch parameters the loader uses (`vm::qemu_command`: one vCPU, `-cpu` from
-/// `tee.snp_cpu`; QEMU/KVM SNP guests run with SEV_FEATURES = SNPActive, 0x1): what
-/// `measurement-tool verify --agent` recomputes the launch digest from.
+/// `tee.snp_cpu`; QEMU/KVM SNP guests run with SEV_FEATURES = SNPActive), recorded in the bundle.
+/// The verifier only compares them with its own allow-list (the same constants,
+/// `measurement_tool::evidence::policy`); it never measures with them.
 pub fn snp_launch(tee: &TeeConfig) -> Launch {
-    Launch { vcpus: 1, vcpu_type: tee.snp_cpu.clone(), guest_features: 0x1 }
+    use measurement_tool::evidence::policy::{SNP_GUEST_FEATURES, SNP_VCPUS};
+    Launch { vcpus: SNP_VCPUS, vcpu_type: tee.snp_cpu.clone(), guest_features: SNP_GUEST_FEATURES }
 }
 
 /// Reads a TDX collateral file and checks that it is dcap-qvl collateral JSON (what

@@ -50,10 +50,21 @@ enum Cli {
         /// Where the outputs and evidence go.
         #[arg(long, default_value = "attested-result")]
         out: PathBuf,
-        /// Also add the outputs to the local Nix store at their store paths (after checking
-        /// each NAR against the statement).
+        /// Also add the outputs to the local Nix store at their store paths, after verifying the
+        /// evidence as `measurement-tool verify` does (expected measurement: --expected-measurement,
+        /// --policy, else that of the --agent image launched) and checking each NAR against the
+        /// statement. `none` evidence needs --allow-unattested.
         #[arg(long)]
         import: bool,
+        /// With --import: import outputs whose evidence is unattested (made without a TEE).
+        #[arg(long, requires = "import")]
+        allow_unattested: bool,
+        /// With --import: accept only these launch measurements (hex; repeatable).
+        #[arg(long = "expected-measurement", value_name = "HEX", requires = "import")]
+        expected_measurement: Vec<String>,
+        /// With --import: the verifier's policy file (as `measurement-tool verify --policy`).
+        #[arg(long, value_name = "FILE", requires = "import")]
+        policy: Option<PathBuf>,
         /// Print a machine-readable summary on stdout (the build log goes to stderr).
         #[arg(long)]
         json: bool,
@@ -132,11 +143,39 @@ fn main() -> anyhow::Result<()> {
             std::io::stdout().flush()?;
             std::process::exit(if r.errors.is_empty() { r.status } else { 125 });
         }
-        Cli::Build { vm, derivation, out, import, json, tdx_collateral } => build(&vm, &derivation, &out, import, json, tdx_collateral),
+        Cli::Build { vm, derivation, out, import, allow_unattested, expected_measurement, policy, json, tdx_collateral } => {
+            if import && vm.tee == loader::tee::Tee::None && !allow_unattested {
+                anyhow::bail!("--import with --tee none: the evidence will be unattested (no TEE), and unattested outputs are imported only with --allow-unattested");
+            }
+            let import = match import {
+                false => None,
+                true => Some(import_policy(&vm, policy.as_deref(), expected_measurement)?),
+            };
+            build(&vm, &derivation, &out, import.map(|p| (p, allow_unattested)), json, tdx_collateral)
+        }
     }
 }
 
-fn build(vm: &VmArgs, derivation: &std::path::Path, out: &std::path::Path, import: bool, json: bool, tdx_collateral: Option<PathBuf>) -> anyhow::Result<()> {
+/// The policy `--import` verifies the evidence with: the file's (or the strict default), pinned
+/// to the given measurements, else to the measurements of the agent image being launched
+/// (SNP: with the verifier's pinned launch parameters).
+fn import_policy(vm: &VmArgs, file: Option<&std::path::Path>, expected: Vec<String>) -> anyhow::Result<measurement_tool::evidence::policy::Policy> {
+    use measurement_tool::evidence::{check, policy::Policy};
+    let mut p = match file {
+        Some(f) => Policy::from_toml(&std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?).with_context(|| format!("parsing policy {}", f.display()))?,
+        None => Policy::default(),
+    };
+    if !expected.is_empty() {
+        p.expected_measurements = expected;
+    }
+    if !p.measurement_pinned() && vm.tee != loader::tee::Tee::None {
+        let image = std::fs::read(&vm.agent).with_context(|| format!("reading {}", vm.agent.display()))?;
+        p.expected_measurements = check::expected_measurements(&image, vm.tee.name(), &p.snp_launch).with_context(|| format!("measuring {}", vm.agent.display()))?;
+    }
+    Ok(p)
+}
+
+fn build(vm: &VmArgs, derivation: &std::path::Path, out: &std::path::Path, import: Option<(measurement_tool::evidence::policy::Policy, bool)>, json: bool, tdx_collateral: Option<PathBuf>) -> anyhow::Result<()> {
     use std::io::Write;
     if tdx_collateral.is_some() && vm.tee != loader::tee::Tee::Tdx {
         anyhow::bail!("--tdx-collateral goes with --tee tdx (this launch is --tee {})", vm.tee.name());
@@ -170,9 +209,10 @@ fn build(vm: &VmArgs, derivation: &std::path::Path, out: &std::path::Path, impor
         }
         Err(e) => return Err(e).with_context(|| format!("building {}", drv.display())),
     };
-    if import {
-        loader::build::import(&report).context("importing the outputs into the local store")?;
+    if let Some((policy, allow_unattested)) = &import {
+        loader::build::import(&report, policy, *allow_unattested).context("importing the outputs into the local store")?;
     }
+    let import = import.is_some();
     if json {
         let outputs: Vec<serde_json::Value> = report
             .outputs

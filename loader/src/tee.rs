@@ -95,8 +95,8 @@ impl Default for TeeConfig {
             tee: Tee::None,
             snp_cbitpos: 51,
             snp_reduced_phys_bits: 1,
-            snp_policy: 0x30000,
-            snp_cpu: "EPYC-v4".into(),
+            snp_policy: measurement_tool::evidence::policy::SNP_ALLOWED_POLICY,
+            snp_cpu: measurement_tool::evidence::policy::SNP_VCPU_TYPES[0].into(),
             tdx_quote_socket: QuoteSocket::default(),
             tdx_collateral: None,
         }

@@ -12,6 +12,9 @@ enum Cli {
     Nix(cli::nix::Args),
     /// Launch measurement of an image: SEV-SNP launch digest, TDX MRTD, or plain digests.
     Measure(cli::measure::Args),
+    /// The reference measurements of an agent image (SNP launch digest with the pinned launch
+    /// parameters, TDX MRTD), written where `verify` reads them by default.
+    Reference(cli::reference::Args),
     /// Verify a build's evidence bundle: attestation, REPORT_DATA binding, outputs.
     Verify(cli::verify::Args),
     /// Verify raw hardware evidence: an SEV-SNP report or a TDX quote.
@@ -25,5 +28,6 @@ fn main() -> anyhow::Result<()> {
         Cli::Measure(a) => cli::measure::run(a),
         Cli::VerifyReport(a) => cli::verify_report::run(a),
         Cli::Verify(a) => cli::verify::run(a),
+        Cli::Reference(a) => cli::reference::run(a),
     }
 }

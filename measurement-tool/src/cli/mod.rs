@@ -4,3 +4,4 @@ pub mod nix;
 pub mod measure;
 pub mod verify_report;
 pub mod verify;
+pub mod reference;

@@ -1,19 +1,24 @@
 //! `measurement-tool verify DIR/evidence.json`: does this evidence say what the user thinks?
 //!
-//! 1. the attestation: `none` is refused unless `--allow-unattested` (and then loudly flagged);
-//!    SNP reports and TDX quotes are verified as `verify-report` does, and their REPORT_DATA must
-//!    be SHA-512 of the statement's exact bytes; what the bundle lacks (a VCEK, a VLEK's chain,
-//!    TDX collateral) is named with where to get it, and can be given as `--vcek`,
-//!    `--cert-chain`, `--collateral`; the statement must name the bundle's attestation kind;
-//! 2. the launch measurement, when `--expected-measurement` or `--agent IMAGE` is given;
+//! 1. the expected launch measurement: `--expected-measurement`, `--agent IMAGE` (measured with
+//!    the verifier's pinned SNP launch parameters), a `--policy` file, or by default
+//!    target/reference-measurements.json when run from the checkout (`make agent` writes it);
+//!    SEV-SNP and TDX evidence without one is refused (`--any-measurement` accepts any code and
+//!    is never reported as verified);
+//! 2. the evidence ([`measurement_tool::evidence::check`]): `none` is refused unless
+//!    `--allow-unattested` (and then reported as not attested); SNP reports and TDX quotes are
+//!    verified as `verify-report` does under the strict policy, the SNP launch parameters the
+//!    host recorded must be in the allow-list, REPORT_DATA must be SHA-512 of the statement's
+//!    exact bytes, the statement must name the bundle's kind; what the bundle lacks is named
+//!    with where to get it (`--vcek`, `--cert-chain`, `--collateral`);
 //! 3. the outputs: each `--nar FILE` / `--store-path PATH` must hash to a subject of the statement.
 use super::verify_report::PolicyArgs;
 use anyhow::{bail, Context};
-use measurement_tool::evidence::bundle::{Bundle, FORMAT, UNATTESTED_WARNING};
-use measurement_tool::evidence::{snp, tdx};
-use measurement_tool::measure;
-use sha2::{Digest, Sha256, Sha512};
-use std::path::PathBuf;
+use measurement_tool::evidence::bundle::{Bundle, UNATTESTED_WARNING};
+use measurement_tool::evidence::check::{self, Supplied};
+use measurement_tool::evidence::reference::{self, Reference};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -25,10 +30,17 @@ pub struct Args {
     /// An output in a local store to check against the statement (repeatable).
     #[arg(long)]
     store_path: Vec<PathBuf>,
-    /// Compute the expected launch measurement from this agent image.
-    #[arg(long, conflicts_with = "expected_measurement")]
+    /// Compute the expected launch measurement from this agent image (SNP: with the verifier's
+    /// pinned launch parameters, not the bundle's).
+    #[arg(long, conflicts_with_all = ["expected_measurement", "any_measurement", "reference"])]
     agent: Option<PathBuf>,
-    /// Accept evidence made without a TEE (it proves nothing about the build host).
+    /// Read the expected measurements from this reference file (`make agent` writes
+    /// target/reference-measurements.json, read by default when present in the current
+    /// directory).
+    #[arg(long, conflicts_with_all = ["expected_measurement", "any_measurement"])]
+    reference: Option<PathBuf>,
+    /// Accept evidence made without a TEE (it proves nothing about the build host; the output
+    /// says "attested": false).
     #[arg(long)]
     allow_unattested: bool,
     #[command(flatten)]
@@ -50,117 +62,67 @@ pub struct Args {
     collateral: Option<PathBuf>,
 }
 
-fn read(path: &PathBuf) -> anyhow::Result<Vec<u8>> {
+fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+}
+
+/// Reads a reference file; when the image it describes sits next to it (the checkout's
+/// target/agent.bin), the image must still be the one measured.
+fn load_reference(path: &Path) -> anyhow::Result<Reference> {
+    let r: Reference = serde_json::from_slice(&read(path)?).with_context(|| format!("{} is not a reference-measurements file", path.display()))?;
+    if r.format != reference::FORMAT {
+        bail!("{}: format {}, expected {}", path.display(), r.format, reference::FORMAT);
+    }
+    let image = path.with_file_name("agent.bin");
+    if let Ok(bytes) = std::fs::read(&image) {
+        let sha = hex::encode(Sha256::digest(&bytes));
+        if sha != r.image_sha256 {
+            bail!("{} describes an image with SHA-256 {}, but {} is {sha}: it is stale, run `make agent` again", path.display(), r.image_sha256, image.display());
+        }
+    }
+    Ok(r)
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(&a.evidence).with_context(|| format!("reading {}", a.evidence.display()))?;
     let bundle: Bundle = serde_json::from_str(&text).with_context(|| format!("{} is not an evidence bundle", a.evidence.display()))?;
-    if bundle.format != FORMAT {
-        bail!("REJECTED: format: expected {FORMAT}, got {}", bundle.format);
-    }
-    let statement = bundle.statement_bytes().context("statement is not base64")?;
-    let report_data: [u8; 64] = Sha512::digest(&statement).into();
     let mut policy = a.policy.load()?;
-    policy.report_data = Some(hex::encode(report_data));
-    let measurement;
-    match bundle.attestation.as_str() {
-        "none" => {
-            if bundle.warning.as_deref() != Some(UNATTESTED_WARNING) {
-                bail!("REJECTED: warning: an unattested bundle must carry the unattested warning");
-            }
-            if !a.allow_unattested {
-                bail!("REJECTED: attestation: expected sev-snp or tdx, got none (made without a TEE; pass --allow-unattested to accept it anyway)");
-            }
-            if bundle.unsigned_report_data.as_deref() != Some(hex::encode(report_data).as_str()) {
-                bail!("REJECTED: statement: its SHA-512 is not the bundle's unsigned_report_data (the statement or the bundle was altered)");
-            }
-            eprintln!("WARNING: {UNATTESTED_WARNING}");
-            eprintln!("WARNING: accepted only because --allow-unattested was given");
-            measurement = None;
+    let tee = matches!(bundle.attestation.as_str(), "sev-snp" | "tdx");
+    if let Some(agent) = &a.agent {
+        policy.expected_measurements = check::expected_measurements(&read(agent)?, &bundle.attestation, &policy.snp_launch)
+            .with_context(|| format!("measuring {}", agent.display()))?;
+    } else if let Some(path) = &a.reference {
+        policy.expected_measurements = load_reference(path)?.measurements(&bundle.attestation);
+    } else if tee && !policy.measurement_pinned() && !policy.any_measurement {
+        let default = Path::new(reference::DEFAULT_PATH);
+        if default.exists() {
+            policy.expected_measurements = load_reference(default)?.measurements(&bundle.attestation);
+            eprintln!("expected measurement: {} (this checkout's {}, measured by `make agent`)", default.display(), reference::DEFAULT_IMAGE);
         }
-        "sev-snp" => {
-            let raw = bundle.report_bytes().context("no report in an sev-snp bundle")?.context("report is not base64")?;
-            // What is missing is said before anything is checked, with where to get it.
-            let parsed = snp::Report::parse(&raw).map_err(|r| anyhow::anyhow!("REJECTED: {r}"))?;
-            let vlek = parsed.signing_key == 1;
-            let vcek = match (&a.vcek, &bundle.vcek) {
-                (Some(path), _) => read(path)?,
-                (None, Some(_)) => base64_field(&bundle.vcek, "vcek")?,
-                (None, None) if vlek => bail!("the report is signed by a VLEK (a cloud provider's key) and the bundle has none: pass it as --vcek FILE"),
-                (None, None) => match snp::kds_vcek_url(&parsed) {
-                    Some(url) => bail!("the bundle has no VCEK (the host supplied no certificates with the report): fetch it from AMD KDS, {url}, and pass --vcek FILE"),
-                    None => bail!("the bundle has no VCEK (the host supplied no certificates with the report), and the report's CHIP_ID is masked, so AMD KDS cannot serve it by chip: pass it as --vcek FILE"),
-                },
-            };
-            let chain_pem = match &a.cert_chain {
-                Some(path) => Some(read(path)?),
-                None => bundle.cert_chain.as_ref().map(|p| p.as_bytes().to_vec()),
-            };
-            if vlek && chain_pem.is_none() {
-                bail!("the report is signed by a VLEK, which chains to AMD's root through the ASVK, not the pinned ASK: pass that chain (ASVK, ARK) as --cert-chain FILE ({})", snp::kds_chain_url(&parsed));
-            }
-            let chain = match &chain_pem {
-                Some(pem) => Some(snp::parse_cert_chain(pem).map_err(|r| anyhow::anyhow!("REJECTED: {r}"))?),
-                None => None,
-            };
-            if let Some(agent) = &a.agent {
-                let image = std::fs::read(agent).with_context(|| format!("reading {}", agent.display()))?;
-                let l = bundle.launch.as_ref().context("an sev-snp bundle must record its launch parameters")?;
-                let d = measure::snp::launch_digest(&image, l.vcpus, measure::snp::vcpu_signature(&l.vcpu_type)?, l.guest_features)?;
-                policy.expected_measurements = vec![hex::encode(d)];
-            }
-            let v = snp::verify(&raw, &vcek, chain.as_ref()).map_err(|r| anyhow::anyhow!("REJECTED: {r}"))?;
-            snp::check_policy(&v, &policy).map_err(|r| anyhow::anyhow!("REJECTED: {r}"))?;
-            measurement = Some(hex::encode(v.report.measurement));
-        }
-        "tdx" => {
-            let raw = bundle.report_bytes().context("no quote in a tdx bundle")?.context("quote is not base64")?;
-            let coll_bytes = match (&a.collateral, &bundle.collateral) {
-                (Some(path), _) => read(path)?,
-                (None, Some(c)) => c.to_string().into_bytes(),
-                (None, None) => bail!("the bundle has no TDX collateral (the loader has no network; it carries collateral only when given `loader build --tdx-collateral`): pass --collateral FILE (dcap-qvl JSON, e.g. from the host's PCCS or Intel PCS)"),
-            };
-            let coll = tdx::parse_collateral(&coll_bytes).map_err(|r| anyhow::anyhow!("REJECTED: {r}"))?;
-            if let Some(agent) = &a.agent {
-                let image = std::fs::read(agent).with_context(|| format!("reading {}", agent.display()))?;
-                policy.expected_measurements = vec![hex::encode(measure::tdx::mrtd(&image)?)];
-            }
-            let now = a.now.unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs());
-            let v = tdx::verify(&raw, &coll, now).map_err(|r| anyhow::anyhow!("REJECTED: {r}"))?;
-            tdx::check_policy(&v, &policy).map_err(|r| anyhow::anyhow!("REJECTED: {r}"))?;
-            measurement = Some(hex::encode(v.mr_td));
-        }
-        other => bail!("REJECTED: attestation: expected none, sev-snp or tdx, got {other}"),
+    }
+    let supplied = Supplied {
+        vcek: a.vcek.as_deref().map(read).transpose()?,
+        cert_chain: a.cert_chain.as_deref().map(read).transpose()?,
+        collateral: a.collateral.as_deref().map(read).transpose()?,
+        now: a.now.unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()),
+        allow_unattested: a.allow_unattested,
+    };
+    let c = check::check_bundle(&bundle, &policy, &supplied)?;
+    if !c.attested {
+        eprintln!("WARNING: {UNATTESTED_WARNING}");
+        eprintln!("WARNING: accepted only because --allow-unattested was given; NOT verified");
+    } else if !c.measurement_pinned {
+        eprintln!("WARNING: the launch measurement was not checked (--any-measurement): NOT verified");
     }
 
-    // The statement: what it says, and whether the outputs the user holds are what it says.
-    let st: serde_json::Value = serde_json::from_slice(&statement).context("the statement is not JSON")?;
-    // The statement names the platform the agent found at boot; the evidence must be that one.
-    let named = st["predicate"]["runDetails"]["metadata"]["attestation"].as_str().unwrap_or("(nothing)");
-    if named != bundle.attestation {
-        bail!("REJECTED: attestation: the statement says {named}, the bundle's evidence is {}", bundle.attestation);
-    }
-    let subjects: Vec<(String, String, String)> = st["subject"]
-        .as_array()
-        .context("statement without subjects")?
-        .iter()
-        .map(|s| {
-            (
-                s["name"].as_str().unwrap_or_default().to_string(),
-                s["annotations"]["output"].as_str().unwrap_or_default().to_string(),
-                s["digest"]["sha256"].as_str().unwrap_or_default().to_string(),
-            )
-        })
-        .collect();
+    // Whether the outputs the user holds are what the statement says.
     for nar in &a.nar {
-        let bytes = std::fs::read(nar).with_context(|| format!("reading {}", nar.display()))?;
+        let bytes = read(nar)?;
         let h = hex::encode(Sha256::digest(&bytes));
         let stem = nar.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
-        match subjects.iter().find(|(_, output, _)| output == stem).or_else(|| subjects.iter().find(|(_, _, d)| *d == h)) {
-            Some((path, _, d)) if *d == h => eprintln!("ok: {} matches {path}", nar.display()),
-            Some((path, _, d)) => bail!("REJECTED: output {path}: expected NAR sha256 {d}, got {h} ({})", nar.display()),
+        match c.subjects.iter().find(|s| s.output == stem).or_else(|| c.subjects.iter().find(|s| s.nar_sha256 == h)) {
+            Some(s) if s.nar_sha256 == h => eprintln!("ok: {} matches {}", nar.display(), s.path),
+            Some(s) => bail!("REJECTED: output {}: expected NAR sha256 {}, got {h} ({})", s.path, s.nar_sha256, nar.display()),
             None => bail!("REJECTED: output: expected one of the statement's subjects, got {} (sha256 {h})", nar.display()),
         }
     }
@@ -169,40 +131,40 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         measurement_tool::nixfs::dump(p, &mut |b| hasher.update(b)).with_context(|| format!("serialising {}", p.display()))?;
         let h = hex::encode(hasher.finalize());
         let name = p.to_string_lossy();
-        match subjects.iter().find(|(path, _, _)| *path == name) {
-            Some((_, _, d)) if *d == h => eprintln!("ok: {name} matches the statement"),
-            Some((_, _, d)) => bail!("REJECTED: output {name}: expected NAR sha256 {d}, got {h}"),
+        match c.subjects.iter().find(|s| s.path == name) {
+            Some(s) if s.nar_sha256 == h => eprintln!("ok: {name} matches the statement"),
+            Some(s) => bail!("REJECTED: output {name}: expected NAR sha256 {}, got {h}", s.nar_sha256),
             None => bail!("REJECTED: output: {name} is not a subject of the statement"),
         }
     }
-    let drv = st["predicate"]["buildDefinition"]["externalParameters"]["derivation"].as_str().unwrap_or_default();
-    if a.policy_json() {
+    let why = if !c.attested {
+        Some("made without a TEE (attestation none): nothing proves where or how the build ran; accepted because --allow-unattested was given")
+    } else if !c.measurement_pinned {
+        Some("the launch measurement was not checked (--any-measurement): nothing shows which code ran")
+    } else {
+        None
+    };
+    if a.policy.json() {
         println!("{}", serde_json::json!({
-            "verified": true, "attestation": bundle.attestation, "unattested": bundle.attestation == "none",
-            "measurement": measurement, "derivation": drv,
-            "outputs": subjects.iter().map(|(p, o, d)| serde_json::json!({"output": o, "path": p, "nar_sha256": d})).collect::<Vec<_>>(),
-            "report_data": hex::encode(report_data),
+            "verified": c.verified(), "attested": c.attested, "measurement_checked": c.measurement_pinned,
+            "why_not_verified": why,
+            "attestation": c.attestation, "unattested": !c.attested,
+            "measurement": c.measurement, "derivation": c.derivation,
+            "outputs": c.subjects.iter().map(|s| serde_json::json!({"output": s.output, "path": s.path, "nar_sha256": s.nar_sha256})).collect::<Vec<_>>(),
+            "outputs_checked": a.nar.len() + a.store_path.len(),
+            "report_data": hex::encode(c.report_data),
         }));
     } else {
-        println!("verified: {} ({} attestation{})", drv, bundle.attestation, if bundle.attestation == "none" { ", UNATTESTED" } else { "" });
-        if let Some(m) = measurement {
-            println!("  launch measurement {m}");
+        match why {
+            None => println!("verified: {} ({} attestation)", c.derivation, c.attestation),
+            Some(why) => println!("NOT verified: {} ({} attestation): {why}; the statement and outputs below are consistent, nothing more", c.derivation, c.attestation),
         }
-        for (p, o, d) in &subjects {
-            println!("  {o}: {p}  nar sha256 {d}");
+        if let Some(m) = &c.measurement {
+            println!("  launch measurement {m}{}", if c.measurement_pinned { " (pinned)" } else { " (NOT checked)" });
+        }
+        for s in &c.subjects {
+            println!("  {}: {}  nar sha256 {}", s.output, s.path, s.nar_sha256);
         }
     }
     Ok(())
-}
-
-fn base64_field(v: &Option<String>, name: &str) -> anyhow::Result<Vec<u8>> {
-    use base64::Engine;
-    let s = v.as_ref().with_context(|| format!("the bundle has no {name}"))?;
-    base64::engine::general_purpose::STANDARD.decode(s).with_context(|| format!("{name} is not base64"))
-}
-
-impl Args {
-    fn policy_json(&self) -> bool {
-        self.policy.json()
-    }
 }

@@ -3,11 +3,16 @@
 //! - [`snp`]: SEV-SNP attestation reports — signature by the VCEK/VLEK, the VCEK → ASK → ARK
 //!   chain up to AMD's pinned roots, the VCEK's TCB extensions.
 //! - [`tdx`]: TDX DCAP quotes — verified with `dcap-qvl` against collateral from files.
-//! - [`policy`]: what the verifier requires of a verified report (measurement, debug, VMPL, TCB…).
+//! - [`policy`]: what the verifier requires of a verified report (measurement, debug, VMPL, TCB…);
+//!   strict by default, relaxed only by an explicit file.
+//! - [`check`]: an evidence bundle against a policy (`verify` and `loader build --import`).
+//! - [`reference`]: the reference measurements `make agent` writes for an image.
 /// The `sev` crate, re-exported for callers handling certificates.
 pub use sev;
 pub mod bundle;
+pub mod check;
 pub mod policy;
+pub mod reference;
 pub mod snp;
 pub mod tdx;
 

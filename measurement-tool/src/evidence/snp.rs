@@ -9,7 +9,7 @@ use super::policy::Policy;
 use super::Rejection;
 use p384::ecdsa::signature::Verifier;
 use sev::certs::snp::{builtin, ca, Certificate, Chain, Verifiable};
-use x509_cert::der::{Decode, Encode};
+use x509_cert::der::Decode;
 
 pub const REPORT_LEN: usize = 0x4A0;
 const SIGNED_LEN: usize = 0x2A0;
@@ -75,6 +75,11 @@ pub struct Report {
     pub report_data: [u8; 64],
     pub measurement: [u8; 48],
     pub host_data: [u8; 32],
+    /// PLATFORM_INFO (0x40): SMT_EN, TSME_EN, ECC_EN, RAPL_DIS, CIPHERTEXT_HIDING_EN,
+    /// ALIAS_CHECK_COMPLETE…
+    pub platform_info: u64,
+    /// REPORT_ID_MA (0x160): the migration agent's report ID, all ones when there is none.
+    pub report_id_ma: [u8; 32],
     pub reported_tcb_raw: u64,
     pub chip_id: [u8; 64],
     /// CPUID family/model (reports v3 and later).
@@ -83,6 +88,12 @@ pub struct Report {
     pub signing_key: u32,
 }
 
+/// Guest policy bit 16: SMT allowed.
+pub const POLICY_SMT: u64 = 1 << 16;
+/// Guest policy bit 17: reserved, must be one.
+pub const POLICY_RESERVED_1: u64 = 1 << 17;
+/// Guest policy bit 18: a migration agent may be associated with the guest.
+pub const POLICY_MIGRATE_MA: u64 = 1 << 18;
 /// Guest policy bit 19: debugging allowed.
 pub const POLICY_DEBUG: u64 = 1 << 19;
 
@@ -113,6 +124,8 @@ impl Report {
             report_data: raw[0x50..0x90].try_into().unwrap(),
             measurement: raw[0x90..0xC0].try_into().unwrap(),
             host_data: raw[0xC0..0xE0].try_into().unwrap(),
+            platform_info: u64_at(0x40),
+            report_id_ma: raw[0x160..0x180].try_into().unwrap(),
             reported_tcb_raw: u64_at(0x180),
             chip_id: raw[0x1A0..0x1E0].try_into().unwrap(),
             cpuid: (version >= 3).then(|| (raw[0x188], raw[0x189])),
@@ -228,40 +241,79 @@ const OID_UCODE: &str = "1.3.6.1.4.1.3704.1.3.8";
 const OID_FMC: &str = "1.3.6.1.4.1.3704.1.3.9";
 const OID_HWID: &str = "1.3.6.1.4.1.3704.1.4";
 
-/// The TCB components and hardware ID a VCEK certifies.
-fn vcek_extensions(vcek: &Certificate) -> Result<(Tcb, Option<Vec<u8>>), Rejection> {
-    let der = vcek.to_der().map_err(|e| Rejection::new("VCEK", "DER", e.to_string()))?;
+/// What a VCEK or VLEK certifies: its TCB components (each `None` when the certificate lacks the
+/// extension) and, for a VCEK, the chip's hardware ID.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Certified {
+    pub fmc: Option<u8>,
+    pub bootloader: Option<u8>,
+    pub tee: Option<u8>,
+    pub snp: Option<u8>,
+    pub microcode: Option<u8>,
+    pub hwid: Option<Vec<u8>>,
+}
+
+/// The TCB components and hardware ID a VCEK (or VLEK) certifies.
+pub fn certified(vek: &Certificate) -> Result<Certified, Rejection> {
+    let der = vek.to_der().map_err(|e| Rejection::new("VCEK", "DER", e.to_string()))?;
     let cert = x509_cert::Certificate::from_der(&der).map_err(|e| Rejection::new("VCEK", "an X.509 certificate", e.to_string()))?;
-    let mut tcb = Tcb::default();
-    let mut hwid = None;
+    let mut c = Certified::default();
     for ext in cert.tbs_certificate.extensions.iter().flatten() {
         let oid = ext.extn_id.to_string();
         let value = ext.extn_value.as_bytes();
-        let int = || -> Result<u8, Rejection> {
+        let int = || -> Result<Option<u8>, Rejection> {
             let i = x509_cert::der::asn1::Int::from_der(value).map_err(|e| Rejection::new("VCEK extension", "an INTEGER", format!("{oid}: {e}")))?;
             let b = i.as_bytes();
             match b {
-                [] => Ok(0),
-                [x] => Ok(*x),
-                [0, x] => Ok(*x),
+                [] => Ok(Some(0)),
+                [x] => Ok(Some(*x)),
+                [0, x] => Ok(Some(*x)),
                 _ => Err(Rejection::new("VCEK extension", "a value below 256", format!("{oid}: {b:?}"))),
             }
         };
         match oid.as_str() {
-            OID_BL => tcb.bootloader = int()?,
-            OID_TEE => tcb.tee = int()?,
-            OID_SNP => tcb.snp = int()?,
-            OID_UCODE => tcb.microcode = int()?,
-            OID_FMC => tcb.fmc = int()?,
+            OID_BL => c.bootloader = int()?,
+            OID_TEE => c.tee = int()?,
+            OID_SNP => c.snp = int()?,
+            OID_UCODE => c.microcode = int()?,
+            OID_FMC => c.fmc = int()?,
             OID_HWID => {
                 let os = x509_cert::der::asn1::OctetString::from_der(value).map(|o| o.as_bytes().to_vec()).unwrap_or_else(|_| value.to_vec());
-                hwid = Some(os);
+                c.hwid = Some(os);
             }
             _ => {}
         }
     }
-    let _ = cert.to_der();
-    Ok((tcb, hwid))
+    Ok(c)
+}
+
+/// The key that signed the report certifies one TCB: it must be the one the report calls
+/// REPORTED_TCB, for a VCEK and for a VLEK alike (spec 57230: both carry the bootloader, TEE,
+/// SNP and microcode SPL extensions, Turin's also FMC). A VCEK also certifies one chip: when it
+/// names a hardware ID, it must be the report's CHIP_ID.
+pub fn check_certified(report: &Report, generation: Generation, c: &Certified) -> Result<(), Rejection> {
+    let key = if report.signing_key == 1 { "VLEK" } else { "VCEK" };
+    let tcb = report.reported_tcb(generation);
+    let need = |v: Option<u8>, name: &'static str| v.ok_or_else(|| Rejection::new("certified TCB", format!("the {key}'s {name} SPL extension"), "none"));
+    let cert_tcb = Tcb {
+        fmc: if generation == Generation::Turin { need(c.fmc, "FMC")? } else { 0 },
+        bootloader: need(c.bootloader, "bootloader")?,
+        tee: need(c.tee, "TEE")?,
+        snp: need(c.snp, "SNP")?,
+        microcode: need(c.microcode, "microcode")?,
+    };
+    if cert_tcb != tcb {
+        return Err(Rejection::new("reported TCB", format!("the {key}'s TCB {cert_tcb:?}"), format!("{tcb:?}")));
+    }
+    if report.signing_key == 0 {
+        if let Some(hwid) = &c.hwid {
+            let n = hwid.len().min(64);
+            if report.chip_id[..n] != hwid[..n] {
+                return Err(Rejection::new("chip id", hex::encode(hwid), hex::encode(report.chip_id)));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Verifies a report's signature and chain, and the VCEK's extensions against it.
@@ -270,6 +322,9 @@ fn vcek_extensions(vcek: &Certificate) -> Result<(Tcb, Option<Vec<u8>>), Rejecti
 /// pinned ARK of the generation: a supplied chain can only ever select, never replace, the root.
 pub fn verify(raw: &[u8], vek_der: &[u8], chain: Option<&ca::Chain>) -> Result<Verified, Rejection> {
     let report = Report::parse(raw)?;
+    if report.signing_key > 1 {
+        return Err(Rejection::new("signing key", "0 (VCEK) or 1 (VLEK)", report.signing_key.to_string()));
+    }
     let vek = if vek_der.starts_with(b"-----BEGIN") { Certificate::from_pem(vek_der) } else { Certificate::from_der(vek_der) }
         .map_err(|e| Rejection::new("VCEK", "a DER or PEM certificate", e.to_string()))?;
     // Which generations to try: the one the report names, else all.
@@ -309,52 +364,55 @@ pub fn verify(raw: &[u8], vek_der: &[u8], chain: Option<&ca::Chain>) -> Result<V
     let sig = report.signature()?;
     key.verify(&raw[..SIGNED_LEN], &sig)
         .map_err(|_| Rejection::new("signature", "the VCEK's signature over the report", "a signature that does not verify"))?;
-    // The VCEK certifies one TCB (and, for a VCEK, one chip): it must be the one reported.
+    // The key certifies one TCB (and a VCEK one chip): it must be the one reported.
+    check_certified(&report, generation, &certified(&vek)?)?;
     let tcb = report.reported_tcb(generation);
-    if report.signing_key == 0 {
-        let (cert_tcb, hwid) = vcek_extensions(&vek)?;
-        let cert_tcb = Tcb { fmc: if generation == Generation::Turin { cert_tcb.fmc } else { 0 }, ..cert_tcb };
-        if cert_tcb != tcb {
-            return Err(Rejection::new("reported TCB", format!("the VCEK's TCB {cert_tcb:?}"), format!("{tcb:?}")));
-        }
-        if let Some(hwid) = hwid {
-            let n = hwid.len().min(64);
-            if report.chip_id[..n] != hwid[..n] {
-                return Err(Rejection::new("chip id", hex::encode(&hwid), hex::encode(report.chip_id)));
-            }
-        }
-    }
     Ok(Verified { report, generation, tcb })
 }
 
-/// Applies the verifier's policy to a verified report.
+/// Applies the verifier's policy to a report: the policy stage alone, callable on any parsed
+/// report (the signature and chain are [`verify`]'s; tests edit a real report's fields and call
+/// this on the result). Order: measurement and report data, then the guest policy, VMPL,
+/// migration agent, platform info, and the TCB floor.
 pub fn check_policy(v: &Verified, p: &Policy) -> Result<(), Rejection> {
     let r = &v.report;
     p.check_measurement_and_report_data("measurement", &r.measurement, &r.report_data)?;
     if !p.allow_debug && r.policy & POLICY_DEBUG != 0 {
         return Err(Rejection::new("debug policy", "debugging disallowed (policy bit 19 clear)", format!("policy {:#x}", r.policy)));
     }
+    // Bits 0..15 are the minimum ABI version the guest owner asked the firmware for (enforced by
+    // the PSP at launch); from 16 up, only what the policy allows. Bit 17 must be one.
+    let allowed = p.allowed_policy_bits | if p.allow_debug { POLICY_DEBUG } else { 0 };
+    let extra = (r.policy >> 16 << 16) & !allowed;
+    if extra != 0 || r.policy & POLICY_RESERVED_1 == 0 {
+        return Err(Rejection::new("guest policy bits", format!("only {allowed:#x} above the ABI version (bit 17 set)"), format!("{:#x} (refused: {extra:#x})", r.policy)));
+    }
     if p.require_vmpl0 && r.vmpl != 0 {
         return Err(Rejection::new("VMPL", "0", r.vmpl.to_string()));
     }
-    if let Some(allowed) = p.allowed_policy_bits {
-        let extra = (r.policy >> 16 << 16) & !allowed & !POLICY_DEBUG & !(1 << 17);
-        if extra != 0 {
-            return Err(Rejection::new("guest policy bits", format!("only {allowed:#x}"), format!("{:#x}", r.policy)));
-        }
+    if p.require_no_migration_agent && r.report_id_ma != [0xFF; 32] {
+        return Err(Rejection::new("REPORT_ID_MA", "all ones (no migration agent)", hex::encode(r.report_id_ma)));
     }
-    if let Some(min) = &p.min_tcb {
-        let t = v.tcb;
-        for (name, have, want) in [
-            ("TCB fmc", t.fmc, min.fmc),
-            ("TCB bootloader", t.bootloader, min.bootloader),
-            ("TCB tee", t.tee, min.tee),
-            ("TCB snp", t.snp, min.snp),
-            ("TCB microcode", t.microcode, min.microcode),
-        ] {
-            if have < want {
-                return Err(Rejection::new(name, format!(">= {want}"), have.to_string()));
-            }
+    if r.platform_info & p.required_platform_info != p.required_platform_info {
+        return Err(Rejection::new("platform info", format!("bits {:#x} set", p.required_platform_info), format!("{:#x}", r.platform_info)));
+    }
+    let Some(min) = p.min_tcb_for(v.generation) else {
+        return Err(Rejection::new(
+            "TCB floor",
+            format!("a minimum TCB for {} (none is built in: no real {} evidence to take it from; give min_tcb in a --policy file or --min-tcb)", v.generation.name(), v.generation.name()),
+            format!("{:?}", v.tcb),
+        ));
+    };
+    let t = v.tcb;
+    for (name, have, want) in [
+        ("TCB fmc", t.fmc, min.fmc),
+        ("TCB bootloader", t.bootloader, min.bootloader),
+        ("TCB tee", t.tee, min.tee),
+        ("TCB snp", t.snp, min.snp),
+        ("TCB microcode", t.microcode, min.microcode),
+    ] {
+        if have < want {
+            return Err(Rejection::new(name, format!(">= {want}"), have.to_string()));
         }
     }
     Ok(())
