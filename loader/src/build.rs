@@ -207,10 +207,7 @@ pub fn build_inputs(
     let (outputs, statement, assembled) = receiver.finish(&inputs.drv_path, &config.tee, collateral)?;
     let crate::evidence::Assembled { bundle, notes: evidence_notes } = assembled;
     let attestation = bundle.attestation.clone();
-    let evidence = out_dir.join("evidence.json");
-    let partial = out_dir.join("evidence.json.partial");
-    create_fresh(&partial)?.write_all(bundle.to_json().as_bytes()).map_err(io(format!("writing {}", partial.display())))?;
-    rename_into_place(&partial, &evidence)?;
+    let evidence = write_evidence(out_dir, &bundle)?;
     Ok(BuildReport {
         drv_path: inputs.drv_path.clone(),
         outputs,
@@ -224,6 +221,23 @@ pub fn build_inputs(
         timings: run.timings,
         accel: run.accel,
     })
+}
+
+/// Writes `out_dir/evidence.json` whole (under a temporary name, then renamed), never through a
+/// symbolic link.
+pub fn write_evidence(out_dir: &Path, bundle: &measurement_tool::evidence::bundle::Bundle) -> Result<PathBuf, BuildError> {
+    let evidence = out_dir.join("evidence.json");
+    let partial = out_dir.join("evidence.json.partial");
+    if std::fs::symlink_metadata(&evidence).is_ok_and(|m| m.file_type().is_symlink()) {
+        return Err(BuildError::Symlink(evidence));
+    }
+    let written = create_fresh(&partial)?.write_all(bundle.to_json().as_bytes()).map_err(io(format!("writing {}", partial.display())));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&partial);
+        return Err(e);
+    }
+    rename_into_place(&partial, &evidence)?;
+    Ok(evidence)
 }
 
 /// Adds checked outputs to the local Nix store (see [`store::import`] for the mechanism), after
@@ -446,6 +460,14 @@ impl Receiver {
             let nar = self.dir.join(format!("{name}.nar"));
             built.push(BuiltOutput { name: name.clone(), path: path.clone(), nar: nar.clone(), nar_size: *size, nar_sha256: *sha, references: refs.clone() });
         }
+        // No final name may be a symbolic link: checked for all before any rename, so a refusal
+        // still leaves only partial files (removed by `finish`).
+        for (name, _, _, _, _) in &self.outputs {
+            let nar = self.dir.join(format!("{name}.nar"));
+            if std::fs::symlink_metadata(&nar).is_ok_and(|m| m.file_type().is_symlink()) {
+                return Err(BuildError::Symlink(nar));
+            }
+        }
         for (name, _, partial, _, _) in self.outputs.drain(..) {
             let nar = self.dir.join(format!("{name}.nar"));
             rename_into_place(&partial, &nar)?;
@@ -605,6 +627,51 @@ mod tests {
             assert_eq!(files(&d), Vec::<String>::new());
         }
         let _ = std::fs::remove_dir_all(dir("malformed"));
+    }
+
+    /// Symbolic links already in the output directory are never written through: not at a
+    /// partial file's name, not at an output's final name, not at evidence.json; the files they
+    /// point to are untouched and no output is left behind.
+    #[test]
+    fn the_output_directory_symlinks_are_not_followed() {
+        let st = statement(AttestationKind::None);
+        let ev = || proto::evidence_payload(AttestationKind::None, &agent::statement::report_data(&st), &[]);
+        for link in ["out.nar.partial", "out.nar"] {
+            let d = dir(&format!("symlink-{link}"));
+            let victim = d.join("victim");
+            std::fs::write(&victim, b"precious").unwrap();
+            std::os::unix::fs::symlink(&victim, d.join(link)).unwrap();
+            let mut r = Receiver::new(&d);
+            let f = |ty, payload: &[u8]| Frame { ty, payload: payload.to_vec() };
+            let mut names = Vec::new();
+            proto::encode_strings(&mut names, &["out", "/nix/store/11111111111111111111111111111111-x"]);
+            r.frame(&f(Type::BuildOutput, &names));
+            r.frame(&f(Type::BulkBegin, &(NAR.len() as u64).to_le_bytes()));
+            r.frame(&f(Type::BulkData, NAR));
+            r.frame(&f(Type::Statement, b""));
+            r.frame(&f(Type::BulkBegin, &(st.len() as u64).to_le_bytes()));
+            r.frame(&f(Type::BulkData, &st));
+            r.frame(&f(Type::Evidence, &ev()));
+            let e = r.finish(DRV, &TeeConfig::default(), None).unwrap_err();
+            assert!(e.to_string().contains("symbolic link"), "{link}: {e}");
+            assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+            assert_eq!(files(&d), vec![link.to_string(), "victim".to_string()], "{link}");
+            let _ = std::fs::remove_dir_all(&d);
+        }
+        let d = dir("symlink-evidence");
+        let victim = d.join("victim");
+        std::fs::write(&victim, b"precious").unwrap();
+        std::os::unix::fs::symlink(&victim, d.join("evidence.json")).unwrap();
+        let bundle = measurement_tool::evidence::bundle::Bundle::unattested(&st);
+        assert!(matches!(write_evidence(&d, &bundle), Err(BuildError::Symlink(_))));
+        std::os::unix::fs::symlink(&victim, d.join("evidence.json.partial")).unwrap();
+        std::fs::remove_file(d.join("evidence.json")).unwrap();
+        assert!(matches!(write_evidence(&d, &bundle), Err(BuildError::Symlink(_))));
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+        std::fs::remove_file(d.join("evidence.json.partial")).unwrap();
+        let written = write_evidence(&d, &bundle).unwrap();
+        assert_eq!(std::fs::read_to_string(written).unwrap(), bundle.to_json());
+        let _ = std::fs::remove_dir_all(&d);
     }
 
     #[test]

@@ -204,7 +204,17 @@ fn import_puts_the_outputs_in_the_local_store_at_their_paths() {
     for o in &report.outputs {
         assert!(!Path::new(&o.path).exists(), "{} already in the store", o.path);
     }
-    loader::build::import(&report).unwrap();
+    // Unattested evidence (no TEE here) is imported only when that is explicitly allowed; the
+    // refusal leaves the store untouched.
+    let policy = measurement_tool::evidence::policy::Policy::default();
+    match loader::build::import(&report, &policy, false) {
+        Err(loader::build::BuildError::NotVerified(why)) => assert!(why.contains("REJECTED: attestation: expected sev-snp or tdx, got none"), "{why}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    for o in &report.outputs {
+        assert!(!Path::new(&o.path).exists(), "{} imported without --allow-unattested", o.path);
+    }
+    loader::build::import(&report, &policy, true).unwrap();
     for o in &report.outputs {
         let q = |args: &[&str]| String::from_utf8(Command::new("nix-store").args(args).arg(&o.path).output().unwrap().stdout).unwrap();
         assert_eq!(q(&["-q", "--hash"]).trim(), nix32(&o.nar_sha256), "{}", o.name);
