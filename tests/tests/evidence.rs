@@ -159,6 +159,28 @@ fn the_default_snp_policy_refuses_each_field() {
     assert!(Policy::from_toml("unknown_key = 1").is_err());
 }
 
+/// The policy file docs/verification.md shows parses, and means what the text says: its raised
+/// floor (the GCP report's TCB) and required ALIAS_CHECK_COMPLETE refuse the older Milan report
+/// and accept the GCP one.
+#[test]
+fn the_documented_policy_file_parses_and_applies() {
+    let doc = std::fs::read_to_string(integration_tests::root().join("docs/verification.md")).unwrap();
+    let toml = doc.split("```toml\n").nth(1).unwrap().split("```").next().unwrap();
+    let v = snp::verify(&milan_report(), &vector("snp/vcek_milan.der"), None).unwrap();
+    let p = Policy::from_toml(&toml.replace("<96 hex digits>", &hex::encode(v.report.measurement))).unwrap();
+    assert_eq!((p.allowed_policy_bits, p.required_td_attributes, p.allowed_td_attributes), (0x30000, 1 << 28, 1 << 28));
+    assert_eq!(p.snp_launch, measurement_tool::evidence::policy::SnpLaunch::default());
+    // The Milan report lacks ALIAS_CHECK_COMPLETE (PLATFORM_INFO 0x1), and its TCB is below.
+    assert_eq!(snp::check_policy(&v, &p).unwrap_err().check, "platform info");
+    assert_eq!(snp::check_policy(&v, &Policy { required_platform_info: 0, ..p.clone() }).unwrap_err().check, "TCB bootloader");
+    let gcp_text: String = String::from_utf8(vector("snp/report_gcp_milan_v5.hex")).unwrap().split_whitespace().collect();
+    let gcp = snp::verify(&hex::decode(gcp_text).unwrap(), &vector("snp/vcek_gcp_milan.pem"), None).unwrap();
+    let p = Policy { expected_measurements: vec![hex::encode(gcp.report.measurement)], ..p };
+    // The GCP report meets the raised floor and reports ALIAS_CHECK_COMPLETE (PLATFORM_INFO 0x25).
+    assert_eq!(gcp.report.platform_info, 0x25);
+    snp::check_policy(&gcp, &p).unwrap();
+}
+
 /// The key that signed a report certifies its TCB: checked for a VLEK exactly as for a VCEK.
 #[test]
 fn the_signing_keys_tcb_extensions_must_be_the_reported_tcb() {
