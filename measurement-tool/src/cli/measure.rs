@@ -1,5 +1,6 @@
 //! `measurement-tool measure`: the launch measurement of an image, without hardware.
 use anyhow::Context;
+use measurement_tool::evidence::policy::{SNP_GUEST_FEATURES, SNP_VCPUS, SNP_VCPU_TYPES};
 use measurement_tool::measure::{snp, tdx};
 use sha2::{Digest, Sha256, Sha384};
 use std::path::PathBuf;
@@ -16,15 +17,17 @@ pub struct Args {
     /// Plain SHA-256 and SHA-384 of IMAGE.
     #[arg(long, value_name = "IMAGE")]
     image_only: Option<PathBuf>,
-    /// SNP: number of vCPUs (one VMSA each).
-    #[arg(long, default_value_t = 1)]
+    /// SNP: number of vCPUs (one VMSA each). Default: the verifier's pinned value (1).
+    #[arg(long, default_value_t = SNP_VCPUS)]
     vcpus: u32,
-    /// SNP: QEMU vCPU type (gives the CPUID signature in each VMSA).
-    #[arg(long, default_value = "EPYC-v4")]
+    /// SNP: QEMU vCPU type (gives the CPUID signature in each VMSA). Default: the verifier's
+    /// pinned one (EPYC-v4).
+    #[arg(long, default_value = SNP_VCPU_TYPES[0])]
     vcpu_type: String,
-    /// SNP: SEV features in each VMSA (hex; bit 0 = SNP active).
-    #[arg(long, default_value = "0x1", value_parser = parse_hex)]
-    guest_features: u64,
+    /// SNP: SEV features in each VMSA (hex; bit 0 = SNP active). Default: the verifier's pinned
+    /// value (`SNP_GUEST_FEATURES`, 0x1).
+    #[arg(long, value_parser = parse_hex)]
+    guest_features: Option<u64>,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -40,12 +43,13 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let ctx = || format!("measuring {}", path.display());
     let (kind, fields): (&str, Vec<(&str, String)>) = if a.snp.is_some() {
         let sig = snp::vcpu_signature(&a.vcpu_type).with_context(ctx)?;
-        let d = snp::launch_digest(&image, a.vcpus, sig, a.guest_features).with_context(ctx)?;
+        let guest_features = a.guest_features.unwrap_or(SNP_GUEST_FEATURES);
+        let d = snp::launch_digest(&image, a.vcpus, sig, guest_features).with_context(ctx)?;
         ("snp", vec![
             ("launch_digest", hex::encode(d)),
             ("vcpus", a.vcpus.to_string()),
             ("vcpu_type", a.vcpu_type.clone()),
-            ("guest_features", format!("{:#x}", a.guest_features)),
+            ("guest_features", format!("{guest_features:#x}")),
         ])
     } else if a.tdx.is_some() {
         ("tdx", vec![("mrtd", hex::encode(tdx::mrtd(&image).with_context(ctx)?))])
