@@ -82,6 +82,30 @@ fn the_cli_prints_the_same_digest() {
     assert_eq!(String::from_utf8(out.stdout).unwrap().trim(), reference_digest(&image, 2, "EPYC-Genoa", 1));
 }
 
+/// What `make agent` records as the reference (`measurement-tool reference`, what `verify` expects
+/// by default) is sev-snp-measure's digest of the image under the verifier's pinned launch
+/// parameters, and the image's MRTD.
+#[test]
+fn the_reference_measurements_are_sev_snp_measures_digest_with_the_pinned_parameters() {
+    use measurement_tool::evidence::policy::{SNP_GUEST_FEATURES, SNP_VCPUS, SNP_VCPU_TYPES};
+    use measurement_tool::evidence::reference::Reference;
+    let image = integration_tests::agent_bin();
+    let out_file = integration_tests::root().join(format!("target/reference-test-{}.json", std::process::id()));
+    let out = Command::new(integration_tests::bin("measurement-tool")).arg("reference").arg(&image).arg("--out").arg(&out_file).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: Reference = serde_json::from_slice(&std::fs::read(&out_file).unwrap()).unwrap();
+    let _ = std::fs::remove_file(&out_file);
+    assert_eq!((SNP_VCPUS, SNP_VCPU_TYPES, SNP_GUEST_FEATURES), (1, &["EPYC-v4"][..], 0x1));
+    assert_eq!(r.sev_snp.len(), 1);
+    assert_eq!(r.sev_snp[0].launch_digest, reference_digest(&image, 1, "EPYC-v4", 0x1));
+    let bytes = std::fs::read(&image).unwrap();
+    assert_eq!(r.tdx_mrtd, hex::encode(tdx::mrtd(&bytes).unwrap()));
+    use sha2::Digest;
+    assert_eq!(r.image_sha256, hex::encode(sha2::Sha256::digest(&bytes)));
+    let printed = String::from_utf8(out.stdout).unwrap();
+    assert!(printed.contains(&r.sev_snp[0].launch_digest) && printed.contains(&r.tdx_mrtd), "{printed}");
+}
+
 #[test]
 fn the_agent_image_declares_its_snp_and_tdx_layout() {
     let image = std::fs::read(integration_tests::agent_bin()).unwrap();
