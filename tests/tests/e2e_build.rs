@@ -248,3 +248,16 @@ fn the_cli_builds_a_nix_file_and_prints_json() {
     let v = verify(&[v["evidence"].as_str().unwrap(), "--nar", o["nar"].as_str().unwrap(), "--allow-unattested"]);
     assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stderr));
 }
+
+/// `loader build --import` without a TEE is refused before anything starts unless unattested
+/// outputs are explicitly allowed into the store.
+#[test]
+fn import_without_a_tee_needs_allow_unattested() {
+    let dir = out_dir("import-refused");
+    let example = integration_tests::root().join("examples/hello.nix");
+    let out = Command::new(integration_tests::bin("loader")).args(["build", s(&example), "--out", s(&dir), "--import"]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--import with --tee none") && err.contains("--allow-unattested"), "{err}");
+    assert!(!dir.join("evidence.json").exists());
+}
