@@ -345,7 +345,8 @@ pub fn vm_exception(f: &mut TrapFrame) -> bool {
     }
     let (b, n) = instruction(f, user);
     let mut g = gprs(f);
-    match ptdx::handle_ve(&mut hw, &ve, &b[..n], &mut g) {
+    let window = ptdx::MmioWindow { alias_base: layout::SHARED_MAP, alias_len: layout::DIRECT_MAP_END_PHYS, shared_mask: encryption().mask() };
+    match ptdx::handle_ve(&mut hw, &ve, &b[..n], &mut g, f.rip, &window) {
         Ok(len) => {
             set_gprs(f, &g);
             f.rip += u64::from(len);

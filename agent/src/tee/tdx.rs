@@ -332,11 +332,48 @@ pub fn decode_io_qualification(q: u64) -> IoExit {
     IoExit { port: (q >> 16) as u16, size: (q & 7) as u8 + 1, is_in: q & (1 << 3) != 0, string: q & (1 << 4) != 0 }
 }
 
+/// Where the agent does MMIO: only through its shared alias, which maps physical address `p` at
+/// virtual `alias_base + p` with the GPA's shared bit (`shared_mask`) set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MmioWindow {
+    pub alias_base: u64,
+    pub alias_len: u64,
+    pub shared_mask: u64,
+}
+
+impl MmioWindow {
+    /// Checks an EPT-violation #VE for the MMIO access `m` of the instruction at `rip`: the
+    /// address the instruction itself computes lies in the shared alias, names the GPA the #VE
+    /// reports (a shared one), and the access stays inside one page (a page-crossing access
+    /// would touch two GPAs; Linux's `handle_mmio` refuses it too).
+    fn check(&self, ve: &VeInfo, insn: &[u8], regs: &Gprs, rip: u64, size: u8) -> Result<(), ()> {
+        let va = insn::mmio_address(insn, regs, rip).map_err(|_| ())?;
+        let offset = va.checked_sub(self.alias_base).filter(|o| *o < self.alias_len).ok_or(())?;
+        let private_gpa = ve.gpa & !self.shared_mask;
+        if ve.gpa & self.shared_mask == 0 || offset != private_gpa {
+            return Err(());
+        }
+        if (ve.gpa & 0xFFF) + u64::from(size) > PAGE_4K {
+            return Err(());
+        }
+        Ok(())
+    }
+}
+
 /// Handles the #VEs the agent triggers: CPUID, port I/O (IN/OUT, not string I/O), RDMSR, WRMSR
-/// and MMIO to shared memory (an EPT violation on a shared GPA: the instruction at RIP, `insn`,
-/// is decoded to find the register and size). Updates `regs` and returns the instruction length
-/// to skip. Anything else is refused.
-pub fn handle_ve(hw: &mut impl Hardware, ve: &VeInfo, insn: &[u8], regs: &mut Gprs) -> Result<u32, TeeError> {
+/// and MMIO to shared memory (an EPT violation on a shared GPA: the instruction at `rip`,
+/// `insn`, is decoded to find the register, the size, its length and the address it touches,
+/// which must lie in `window`). Updates `regs` and returns the instruction length to skip.
+/// Anything else is refused.
+///
+/// The length to skip: VEINFO's INSTRUCTION_LENGTH is defined only for the #VEs the module
+/// raises for an instruction exit (CPUID, I/O, MSRs, HLT). For an EPT violation the module does
+/// not write it, and it holds whatever the last instruction exit left (the TDX module ABI spec,
+/// TDG.VP.VEINFO.GET: "INSTRUCTION_LENGTH/INFORMATION ... valid only for VM exits which report
+/// them"; Linux `arch/x86/coco/tdx/tdx.c` `ve_instr_len()`: "For EPT violations, instr_len is
+/// not defined. For those, the kernel must decode instructions manually"). So for MMIO only
+/// the decoder's length counts.
+pub fn handle_ve(hw: &mut impl Hardware, ve: &VeInfo, insn: &[u8], regs: &mut Gprs, rip: u64, window: &MmioWindow) -> Result<u32, TeeError> {
     const EXIT_CPUID: u32 = 10;
     const EXIT_HLT: u32 = 12;
     const EXIT_IO: u32 = 30;
@@ -379,9 +416,7 @@ pub fn handle_ve(hw: &mut impl Hardware, ve: &VeInfo, insn: &[u8], regs: &mut Gp
         }
         EXIT_EPT_VIOLATION => {
             let m = insn::decode_mmio(insn).map_err(|_| refuse(vmcall::MMIO))?;
-            if ve.instruction_len != 0 && ve.instruction_len as usize != m.len {
-                return Err(refuse(vmcall::MMIO));
-            }
+            window.check(ve, insn, regs, rip, m.size).map_err(|_| refuse(vmcall::MMIO))?;
             match m.write_value(regs) {
                 Some(v) => {
                     vmcall_ok(hw, vmcall_mmio(ve.gpa, m.size, true, v))?;
@@ -772,42 +807,73 @@ mod tests {
         // CPUID: EAX..EDX from R12..R15, upper halves dropped.
         let mut g: Gprs = [0; 16];
         g[0] = 0x21;
-        assert_eq!(handle_ve(&mut m, &ve(10, 0, 2), &[0x0F, 0xA2], &mut g), Ok(2));
+        assert_eq!(handle_ve(&mut m, &ve(10, 0, 2), &[0x0F, 0xA2], &mut g, RIP, &WINDOW), Ok(2));
         assert_eq!(&g[..4], &[0xA, 0xC, 0xD, 0xB], "RAX, RCX, RDX, RBX");
         // HLT (exit reason 12) with interrupts off: Instruction.HLT, interrupts blocked.
-        assert_eq!(handle_ve(&mut m, &ve(12, 0, 1), &[0xF4], &mut g), Ok(1));
+        assert_eq!(handle_ve(&mut m, &ve(12, 0, 1), &[0xF4], &mut g, RIP, &WINDOW), Ok(1));
         // OUT DX, AL to 0x3F8 (qualification: size 0, OUT, port << 16).
         g[0] = 0xFFFF_FF41;
-        handle_ve(&mut m, &ve(30, 0x03F8_0000, 1), &[0xEE], &mut g).unwrap();
+        handle_ve(&mut m, &ve(30, 0x03F8_0000, 1), &[0xEE], &mut g, RIP, &WINDOW).unwrap();
         assert_eq!(m.ports.last(), Some(&(0x3F8, 1, true, 0x41)));
         // IN AX, DX keeps RAX's upper bits; IN EAX zero-extends.
         g[0] = 0xAAAA_BBBB_CCCC_DDDD;
-        handle_ve(&mut m, &ve(30, 0x0071_0009, 2), &[0x66, 0xED], &mut g).unwrap();
+        handle_ve(&mut m, &ve(30, 0x0071_0009, 2), &[0x66, 0xED], &mut g, RIP, &WINDOW).unwrap();
         assert_eq!(g[0], 0xAAAA_BBBB_CCCC_5678);
-        handle_ve(&mut m, &ve(30, 0x0CFC_000B, 1), &[0xED], &mut g).unwrap();
+        handle_ve(&mut m, &ve(30, 0x0CFC_000B, 1), &[0xED], &mut g, RIP, &WINDOW).unwrap();
         assert_eq!(g[0], 0x1234_5678);
         // WRMSR EDX:EAX then RDMSR.
         (g[0], g[2], g[1]) = (0xC06, 0x1, 0x2FF);
-        handle_ve(&mut m, &ve(32, 0, 2), &[0x0F, 0x30], &mut g).unwrap();
+        handle_ve(&mut m, &ve(32, 0, 2), &[0x0F, 0x30], &mut g, RIP, &WINDOW).unwrap();
         (g[0], g[2]) = (0, 0);
-        handle_ve(&mut m, &ve(31, 0, 2), &[0x0F, 0x32], &mut g).unwrap();
+        handle_ve(&mut m, &ve(31, 0, 2), &[0x0F, 0x32], &mut g, RIP, &WINDOW).unwrap();
         assert_eq!((g[0], g[2]), (0xC06, 1));
-        // MMIO: mov [rsi], ecx to a shared GPA, then mov r8d, [rsp] (value from R11).
+        // MMIO: mov [rsi], ecx to a shared GPA, then mov r8d, [rsp] (value from R11). The
+        // addresses are the shared alias's: the instruction's own operand names the GPA.
         m.mmio.clear();
+        let shared = (1 << 51) | 0xC000_0010;
         g[1] = 0xFFFF_FFFF_0000_0007;
-        let shared = 0x0008_0000_C000_0010;
-        let v = VeInfo { exit_reason: 48, gpa: shared, instruction_len: 2, ..Default::default() };
-        assert_eq!(handle_ve(&mut m, &v, &[0x89, 0x0E], &mut g), Ok(2));
+        g[6] = WINDOW.alias_base + 0xC000_0010; // rsi
+        g[4] = WINDOW.alias_base + 0xC000_0010; // rsp
+        // The module leaves INSTRUCTION_LENGTH undefined for an EPT violation: here it still
+        // holds the last OUT's 1 (ve_instr_len() in Linux's tdx.c); the decoded length counts.
+        let v = VeInfo { exit_reason: 48, gpa: shared, instruction_len: 1, ..Default::default() };
+        assert_eq!(handle_ve(&mut m, &v, &[0x89, 0x0E], &mut g, RIP, &WINDOW), Ok(2));
         assert_eq!(m.mmio, vec![(shared, 4, true, 7)]);
-        let v = VeInfo { instruction_len: 4, ..v };
         g[8] = u64::MAX;
-        assert_eq!(handle_ve(&mut m, &v, &[0x44, 0x8B, 0x04, 0x24], &mut g), Ok(4));
+        assert_eq!(handle_ve(&mut m, &v, &[0x44, 0x8B, 0x04, 0x24], &mut g, RIP, &WINDOW), Ok(4));
         assert_eq!(g[8], 0x1234_5678);
-        // A decoded length that disagrees with the module's is refused, as are string I/O and
-        // instructions the decoder does not know.
-        assert!(handle_ve(&mut m, &VeInfo { instruction_len: 3, ..v }, &[0x44, 0x8B, 0x04, 0x24], &mut g).is_err());
-        assert!(handle_ve(&mut m, &v, &[0x01, 0x00], &mut g).is_err());
-        assert!(handle_ve(&mut m, &ve(30, 0x10, 1), &[0x6C], &mut g).is_err());
-        assert!(handle_ve(&mut m, &ve(9, 0, 1), &[0xF4], &mut g).is_err(), "exit reason 9 (task switch)");
+        // Whatever stale length the field holds, the decoder's is used.
+        assert_eq!(handle_ve(&mut m, &VeInfo { instruction_len: 7, ..v }, &[0x44, 0x8B, 0x04, 0x24], &mut g, RIP, &WINDOW), Ok(4));
+        // Instructions the decoder does not know are refused.
+        assert!(handle_ve(&mut m, &v, &[0x01, 0x00], &mut g, RIP, &WINDOW).is_err());
+        assert!(handle_ve(&mut m, &ve(30, 0x10, 1), &[0x6C], &mut g, RIP, &WINDOW).is_err());
+        assert!(handle_ve(&mut m, &ve(9, 0, 1), &[0xF4], &mut g, RIP, &WINDOW).is_err(), "exit reason 9 (task switch)");
+    }
+
+    const RIP: u64 = 0xFFFF_FFFF_8010_0000;
+    const WINDOW: MmioWindow = MmioWindow { alias_base: 0xFFFF_8080_0000_0000, alias_len: 1 << 32, shared_mask: 1 << 51 };
+
+    #[test]
+    fn mmio_ve_must_come_from_the_shared_alias_inside_one_page() {
+        let mut m = Module::default();
+        let mut g: Gprs = [0; 16];
+        let write = [0x89, 0x0E]; // mov [rsi], ecx: 4 bytes
+        let ve = |gpa: u64| VeInfo { exit_reason: 48, gpa, ..Default::default() };
+        // Through the alias, at the reported GPA: emulated.
+        g[6] = WINDOW.alias_base + 0xC000_0FFC;
+        assert_eq!(handle_ve(&mut m, &ve((1 << 51) | 0xC000_0FFC), &write, &mut g, RIP, &WINDOW), Ok(2));
+        // Four bytes from 0xFFE cross into the next page: two GPAs, refused.
+        g[6] = WINDOW.alias_base + 0xC000_0FFE;
+        assert!(handle_ve(&mut m, &ve((1 << 51) | 0xC000_0FFE), &write, &mut g, RIP, &WINDOW).is_err());
+        // The operand is not in the shared alias (the direct map, say): refused.
+        g[6] = 0xFFFF_8000_C000_0010;
+        assert!(handle_ve(&mut m, &ve((1 << 51) | 0xC000_0010), &write, &mut g, RIP, &WINDOW).is_err());
+        // The operand names another page than the GPA the #VE reports: refused.
+        g[6] = WINDOW.alias_base + 0xC000_1010;
+        assert!(handle_ve(&mut m, &ve((1 << 51) | 0xC000_0010), &write, &mut g, RIP, &WINDOW).is_err());
+        // A private GPA is never MMIO.
+        g[6] = WINDOW.alias_base + 0xC000_0010;
+        assert!(handle_ve(&mut m, &ve(0xC000_0010), &write, &mut g, RIP, &WINDOW).is_err());
+        assert_eq!(m.mmio.len(), 1, "only the first access reached the VMM");
     }
 }
