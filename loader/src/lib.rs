@@ -12,6 +12,8 @@ pub mod build;
 pub mod evidence;
 pub mod store;
 pub mod vm;
+/// Watching QEMU's run state over QMP (a VM QEMU stopped without exiting).
+pub mod qmp;
 /// SEV-SNP and TDX launches: QEMU arguments and host checks (`--tee`).
 pub mod tee;
 
