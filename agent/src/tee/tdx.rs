@@ -238,9 +238,26 @@ pub fn vmcall_get_quote(shared_gpa: u64, size: u64) -> Regs {
     vmcall_regs(vmcall::GET_QUOTE, [shared_gpa, size, 0, 0])
 }
 
-/// ReportFatalError: R12 = error code (bits 31:0 TD-specific, bit 63 "GPA valid").
-pub fn vmcall_report_fatal_error(code: u32) -> Regs {
-    vmcall_regs(vmcall::REPORT_FATAL_ERROR, [code.into(), 0, 0, 0])
+/// ReportFatalError: R12 = error code, R14/R15 = up to 16 bytes of ASCII message.
+///
+/// GHCI "TDG.VP.VMCALL<ReportFatalError>": R12 bits 31:0 are the TD-specific error code, of
+/// which bits 15:0 are reserved (0 means "panic"), bit 63 says R13 holds a GPA; the message is
+/// in R14, R15, RBX, RDI, RSI, R8, R9, RDX, as far as RCX exposes them. QEMU refuses a code with
+/// any of bits 15:0 set: `tdx_handle_report_fatal_error` (target/i386/kvm/tdx.c, QEMU 10.1)
+/// prints "REPORT_FATAL_ERROR: invalid error code" and returns -1 *without* the guest-panic
+/// path, which leaves the VM stopped in an internal-error state instead of ending it. So the
+/// agent's reason goes in bits 31:16.
+pub fn vmcall_report_fatal_error(reason: u16, message: &[u8; 16]) -> Regs {
+    let code = u64::from(reason) << 16;
+    let half = |i: usize| u64::from_le_bytes(message[i..i + 8].try_into().unwrap_or([0; 8]));
+    vmcall_regs(vmcall::REPORT_FATAL_ERROR, [code, 0, half(0), half(8)])
+}
+
+/// What QEMU 10.1's `tdx_handle_report_fatal_error` does with R12 (target/i386/kvm/tdx.c):
+/// `if (error_code & 0xffff) { error_report("... invalid error code ..."); return -1; }`, else
+/// the guest-panic path (GUEST_PANICKED, then the `-action panic=` choice). A model for tests.
+pub fn qemu_accepts_fatal_error_code(r12: u64) -> bool {
+    r12 & 0xFFFF == 0
 }
 
 fn vmcall_ok(hw: &mut impl Hardware, mut r: Regs) -> Result<Regs, TeeError> {
@@ -609,6 +626,17 @@ mod tests {
         // (Linux TDVMCALL_MAP_GPA 0x10001, TDVMCALL_GET_QUOTE 0x10002).
         assert_eq!((vmcall::CPUID, vmcall::HLT, vmcall::IO, vmcall::RDMSR, vmcall::WRMSR, vmcall::MMIO), (10, 12, 30, 31, 32, 48));
         assert_eq!((vmcall::MAP_GPA, vmcall::GET_QUOTE, vmcall::REPORT_FATAL_ERROR), (0x10001, 0x10002, 0x10003));
+        // ReportFatalError: every reason the agent sends is a code QEMU takes down the guest-
+        // panic path for (bits 15:0 clear), with the message in R14/R15 (exposed by RCX).
+        for reason in [0u16, 2, 3, 4, 5, 0xFFFF] {
+            let r = vmcall_report_fatal_error(reason, b"agent: handler\0\0");
+            assert!(qemu_accepts_fatal_error_code(r.r12), "reason {reason}: R12 {:#x}", r.r12);
+            assert_eq!(r.r12 >> 16, u64::from(reason));
+            assert_eq!(r.r12 >> 32, 0, "bits 62:32 reserved, no GPA");
+            assert_eq!((r.r14.to_le_bytes(), r.rcx & (3 << 14)), (*b"agent: h", 3 << 14));
+        }
+        // What the agent sent before: the reason in bits 15:0, which QEMU refuses.
+        assert!(!qemu_accepts_fatal_error_code(5));
     }
 
     #[test]
