@@ -146,10 +146,24 @@ pub fn accept_regs(gpa: u64, size: PageSize) -> Regs {
     Regs { rax: leaf::MEM_PAGE_ACCEPT, rcx: (gpa & 0x000F_FFFF_FFFF_F000) | level, ..Default::default() }
 }
 
+/// How often TDG.MEM.PAGE.ACCEPT is retried on TDX_OPERAND_BUSY before the accept fails.
+pub const ACCEPT_BUSY_RETRIES: usize = 1_000;
+
+/// One TDG.MEM.PAGE.ACCEPT, retried while the module answers TDX_OPERAND_BUSY: the ABI spec
+/// lists it among the leaf's completion statuses (the Secure EPT entry is locked by a
+/// concurrent host SEAMCALL on it — KVM's `tdx_operand_busy()` paths retry their side too); it
+/// is a transient state, not a refusal.
 fn accept_one(hw: &mut impl Hardware, gpa: u64, size: PageSize) -> u64 {
-    let mut r = accept_regs(gpa, size);
-    hw.tdcall(&mut r);
-    r.rax
+    let mut st = status::OPERAND_BUSY;
+    for _ in 0..=ACCEPT_BUSY_RETRIES {
+        let mut r = accept_regs(gpa, size);
+        hw.tdcall(&mut r);
+        st = r.rax;
+        if st & status::MASK != status::OPERAND_BUSY {
+            break;
+        }
+    }
+    st
 }
 
 /// Accepts a range: 2 MiB pages where aligned; a 2 MiB page the host mapped as 4 KiB pages
@@ -725,6 +739,8 @@ mod tests {
         mmio: Vec<(u64, u8, bool, u64)>,
         msrs: alloc::collections::BTreeMap<u32, u64>,
         resume_outside: bool,
+        /// ACCEPT answers TDX_OPERAND_BUSY (operand id in the low bits) this many times first.
+        busy: usize,
     }
 
     impl Hardware for Module {
@@ -732,6 +748,10 @@ mod tests {
             self.calls.push(*r);
             match r.rax {
                 leaf::VP_INFO => *r = Regs { rax: 0, rcx: 52, rdx: ATTR_SEPT_VE_DISABLE, r8: (4 << 32) | 1, r9: 0, ..*r },
+                leaf::MEM_PAGE_ACCEPT if self.busy > 0 => {
+                    self.busy -= 1;
+                    r.rax = status::OPERAND_BUSY | 0x90; // operand: the Secure EPT entry
+                }
                 leaf::MEM_PAGE_ACCEPT => {
                     let (gpa, level) = (r.rcx & !0xFFF, r.rcx & 7);
                     let len = if level == 1 { PAGE_2M } else { PAGE_4K };
@@ -810,6 +830,18 @@ mod tests {
         // Accepting again is an error (a double accept is never expected).
         let e = p.accept(Range::new(0x20_0000, 0x1000).unwrap()).unwrap_err();
         assert_eq!(e, TeeError::Accept { gpa: 0x20_0000, status: status::PAGE_ALREADY_ACCEPTED });
+    }
+
+    #[test]
+    fn accept_retries_while_the_module_is_busy() {
+        use crate::tee::Platform;
+        let mut p = TdxPlatform { hw: Module { busy: 5, ..Default::default() }, shared_bit: 51 };
+        p.accept(Range::new(0x20_0000, 0x20_0000).unwrap()).unwrap();
+        assert_eq!(p.hw.accepted.len(), 512);
+        // A module busy for longer than the retries is an error naming the status.
+        let mut p = TdxPlatform { hw: Module { busy: ACCEPT_BUSY_RETRIES + 1, ..Default::default() }, shared_bit: 51 };
+        let e = p.accept(Range::new(0x20_0000, 0x1000).unwrap()).unwrap_err();
+        assert_eq!(e, TeeError::Accept { gpa: 0x20_0000, status: status::OPERAND_BUSY | 0x90 });
     }
 
     #[test]
