@@ -176,7 +176,10 @@ pub fn build_inputs(
         return Err(BuildError::Refused { code, text, log: receiver.log });
     }
     let (outputs, statement, assembled) = receiver.finish(&inputs.drv_path, &config.tee, collateral)?;
-    let crate::evidence::Assembled { bundle, notes: evidence_notes } = assembled;
+    let crate::evidence::Assembled { mut bundle, notes: evidence_notes } = assembled;
+    // The host stack's versions, to explain a measurement that differs (unsigned, like the
+    // rest of what the loader adds).
+    bundle.host = Some(crate::tee::host_stack(&config.qemu));
     let attestation = bundle.attestation.clone();
     let evidence = out_dir.join("evidence.json");
     std::fs::write(&evidence, bundle.to_json()).map_err(io(format!("writing {}", evidence.display())))?;
