@@ -159,6 +159,12 @@ fn main() -> anyhow::Result<()> {
             for (code, text) in &r.errors {
                 eprintln!("loader: the agent refused the program (error {code}): {text}");
             }
+            // Killed by a signal (a fault, a limit): say what the agent saw, not just 128 + n.
+            if r.status >= 128 {
+                for note in r.notes.iter().filter(|n| !n.contains("unimplemented syscall")) {
+                    eprintln!("loader: {note}");
+                }
+            }
             std::io::stdout().flush()?;
             std::process::exit(if r.errors.is_empty() { r.status } else { 125 });
         }
