@@ -18,7 +18,7 @@ AGENT_RUSTFLAGS := --remap-path-prefix=$(ROOT)=/agent-src \
 	-C link-arg=-Tagent/linker.ld -C link-arg=--build-id=none \
 	-C relocation-model=static -C code-model=kernel
 
-.PHONY: help setup agent agent-fault-test test demo bench fuzz clean
+.PHONY: help setup agent agent-fault-test test demo bench fuzz audit clean
 
 help:
 	@echo "make demo   - attested build of an example derivation (boots the agent under KVM or TCG)"
@@ -26,6 +26,7 @@ help:
 	@echo "make bench  - benchmarks (figures go to docs/)"
 	@echo "make agent  - build the reproducible agent image $(AGENT_BIN)"
 	@echo "make fuzz   - run each fuzz target for a bounded time"
+	@echo "make audit  - the guest's TCB: own lines per layer, every unsafe site, image dependencies"
 
 # Idempotent, and quick when everything is already there.
 setup:
@@ -95,6 +96,11 @@ fuzz: setup
 	  echo "fuzz: $$t for $(FUZZ_SECONDS) s"; \
 	  (cd fuzz && cargo +nightly fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048) || exit 1; \
 	done
+
+# The guest's trusted computing base, counted from the source and the firmware build's dep-info
+# (docs/audit.md says how to read it).
+audit: agent
+	$(CARGO) run -q --locked -p integration-tests --bin audit | tee target/audit.md
 
 clean:
 	$(CARGO) clean

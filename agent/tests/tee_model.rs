@@ -96,11 +96,13 @@ struct Psp {
     last_response: Option<[u8; PAGE]>,
     /// (GUID, bytes) written as the extended request's certificate table.
     certificates: Vec<([u8; 16], Vec<u8>)>,
+    /// Milliseconds the guest waited between tries.
+    waited: Vec<u64>,
 }
 
 impl Psp {
     fn new(attack: Attack) -> Psp {
-        Psp { count: 0, key: test_key(), attack, seen: 0, accepted: 0, handed: Vec::new(), last_response: None, certificates: Vec::new() }
+        Psp { count: 0, key: test_key(), attack, seen: 0, accepted: 0, handed: Vec::new(), last_response: None, certificates: Vec::new(), waited: Vec::new() }
     }
 
     /// ATTESTATION_REPORT (SNP ABI table "ATTESTATION_REPORT Structure"), version 3, signed over
@@ -181,6 +183,10 @@ impl Psp {
 }
 
 impl GuestRequest for Psp {
+    fn wait_ms(&mut self, ms: u64) {
+        self.waited.push(ms);
+    }
+
     fn guest_request(&mut self, request: &[u8; PAGE], response: &mut [u8; PAGE], certs: Option<&mut [u8]>) -> RequestOutcome {
         self.handed.push(*request);
         let vmm = |e: u32| RequestOutcome { exit_info_2: u64::from(e) << 32, cert_pages_needed: 0 };
@@ -329,6 +335,18 @@ fn snp_busy_host_gets_the_same_bytes_again() {
     assert_eq!(a.transport.handed.len(), 4);
     assert!(a.transport.handed.windows(2).all(|w| w[0] == w[1]), "a retry must repeat the sealed message");
     assert_eq!(a.transport.accepted, 1);
+    // Each retry waits 2 s first, as Linux's __handle_guest_request (SNP_REQ_RETRY_DELAY).
+    assert_eq!(a.transport.waited, vec![2_000; 3]);
+}
+
+#[test]
+fn snp_busy_host_is_waited_for_a_minute_then_refused() {
+    // BUSY for longer than a minute of retries (Linux: SNP_REQ_MAX_RETRY_DURATION, 60 s).
+    let mut a = attester(Psp::new(Attack::Busy(1_000)));
+    assert!(a.report(&[5; 64]).is_err());
+    assert_eq!(a.transport.waited.iter().sum::<u64>(), 60_000);
+    assert_eq!(a.transport.handed.len(), 31, "the first try and 30 retries, 2 s apart");
+    assert_eq!(a.transport.accepted, 0);
 }
 
 #[test]

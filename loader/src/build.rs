@@ -205,7 +205,10 @@ pub fn build_inputs(
         return Err(BuildError::Refused { code, text, log: receiver.log });
     }
     let (outputs, statement, assembled) = receiver.finish(&inputs.drv_path, &config.tee, collateral)?;
-    let crate::evidence::Assembled { bundle, notes: evidence_notes } = assembled;
+    let crate::evidence::Assembled { mut bundle, notes: evidence_notes } = assembled;
+    // The host stack's versions, to explain a measurement that differs (unsigned, like the
+    // rest of what the loader adds).
+    bundle.host = Some(crate::tee::host_stack(&config.qemu));
     let attestation = bundle.attestation.clone();
     let evidence = write_evidence(out_dir, &bundle)?;
     Ok(BuildReport {

@@ -12,6 +12,8 @@ pub mod build;
 pub mod evidence;
 pub mod store;
 pub mod vm;
+/// Watching QEMU's run state over QMP (a VM QEMU stopped without exiting).
+pub mod qmp;
 /// SEV-SNP and TDX launches: QEMU arguments and host checks (`--tee`).
 pub mod tee;
 
@@ -67,6 +69,14 @@ pub struct ExecResult {
     /// The exit status; 128 + signal when a fault or a limit ended the program.
     pub status: i32,
     pub errors: Vec<(u32, String)>,
+    /// What the agent's sandbox noted in its log (`sandbox: …` lines: the signal, exception,
+    /// error code, address and rip that ended a process; limits reached; unimplemented calls).
+    pub notes: Vec<String>,
+}
+
+/// The sandbox's notes in a serial log, in order.
+pub fn sandbox_notes(serial: &str) -> Vec<String> {
+    serial.lines().filter_map(|l| l.find("sandbox: ").map(|i| l[i..].trim_end().to_string())).collect()
 }
 
 impl ExecResult {
@@ -173,5 +183,7 @@ pub fn exec_with(config: &VmConfig, program: &[u8], argv: &[&str], options: &Exe
             on_output(f.payload[0], &f.payload[1..]);
         }
     })?;
-    Ok(ExecResult::from_frames(&run.frames))
+    let mut result = ExecResult::from_frames(&run.frames);
+    result.notes = sandbox_notes(&run.serial);
+    Ok(result)
 }

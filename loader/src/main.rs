@@ -95,6 +95,26 @@ struct VmArgs {
     /// or tdx (KVM on a host with SEV-SNP or TDX; docs/running-on-snp.md, running-on-tdx.md).
     #[arg(long, default_value = "none")]
     tee: loader::tee::Tee,
+    /// With --tee tdx: where QEMU reaches the quote-generation service (probed before the VM
+    /// starts): vsock:CID:PORT (QGS's default, vsock:2:4050) or unix:PATH.
+    #[arg(long, value_name = "SOCKET", value_parser = loader::tee::QuoteSocket::parse)]
+    tdx_qgs: Option<loader::tee::QuoteSocket>,
+    /// With --tee snp: the vCPU model. Its CPUID signature is in the launch digest, so the
+    /// verifier's allow-list must name it (docs/running-on-snp.md).
+    #[arg(long, value_name = "MODEL")]
+    snp_cpu: Option<String>,
+    /// With --tee snp: the guest policy (hex). The verifier's default policy refuses anything
+    /// but SMT + the reserved-1 bit (0x30000).
+    #[arg(long, value_name = "HEX", value_parser = parse_hex)]
+    snp_policy: Option<u64>,
+    /// Launch a TEE on a QEMU or kernel older than the upstream versions the launch is measured
+    /// for (vendor builds with backports); the versions go into evidence.json either way.
+    #[arg(long)]
+    allow_downstream_host: bool,
+}
+
+fn parse_hex(s: &str) -> Result<u64, String> {
+    u64::from_str_radix(s.trim_start_matches("0x"), 16).map_err(|e| format!("{s}: {e}"))
 }
 
 impl VmArgs {
@@ -104,6 +124,16 @@ impl VmArgs {
         c.memory_mib = self.memory;
         c.work_dir = self.work_dir.clone();
         c.tee.tee = self.tee;
+        if let Some(q) = &self.tdx_qgs {
+            c.tee.tdx_quote_socket = q.clone();
+        }
+        if let Some(cpu) = &self.snp_cpu {
+            c.tee.snp_cpu = cpu.clone();
+        }
+        if let Some(p) = self.snp_policy {
+            c.tee.snp_policy = p;
+        }
+        c.tee.allow_downstream_host = self.allow_downstream_host;
         c
     }
 }
@@ -139,6 +169,12 @@ fn main() -> anyhow::Result<()> {
             .context("running the program in the agent")?;
             for (code, text) in &r.errors {
                 eprintln!("loader: the agent refused the program (error {code}): {text}");
+            }
+            // Killed by a signal (a fault, a limit): say what the agent saw, not just 128 + n.
+            if r.status >= 128 {
+                for note in r.notes.iter().filter(|n| !n.contains("unimplemented syscall")) {
+                    eprintln!("loader: {note}");
+                }
             }
             std::io::stdout().flush()?;
             std::process::exit(if r.errors.is_empty() { r.status } else { 125 });

@@ -87,6 +87,10 @@ pub struct TeeConfig {
     /// before the VM starts, and refuses it with any `tee` but `Tdx`. Without it the bundle has
     /// no collateral and `measurement-tool verify --collateral FILE` must be given it.
     pub tdx_collateral: Option<std::path::PathBuf>,
+    /// Launch on a host stack older than the upstream versions the launch measurement was
+    /// checked against (QEMU 9.1 / Linux 6.11 for SNP, QEMU 10.1 / Linux 6.16 for TDX), e.g. a
+    /// vendor kernel with backports: the versions are recorded in evidence.json either way.
+    pub allow_downstream_host: bool,
 }
 
 impl Default for TeeConfig {
@@ -99,7 +103,23 @@ impl Default for TeeConfig {
             snp_cpu: measurement_tool::evidence::policy::SNP_VCPU_TYPES[0].into(),
             tdx_quote_socket: QuoteSocket::default(),
             tdx_collateral: None,
+            allow_downstream_host: false,
         }
+    }
+}
+
+impl QuoteSocket {
+    /// `vsock:CID:PORT` or `unix:PATH` (what `loader --tdx-qgs` takes).
+    pub fn parse(s: &str) -> Result<QuoteSocket, String> {
+        if let Some(path) = s.strip_prefix("unix:") {
+            return Ok(QuoteSocket::Unix(PathBuf::from(path)));
+        }
+        if let Some(rest) = s.strip_prefix("vsock:") {
+            let (cid, port) = rest.split_once(':').ok_or_else(|| format!("{s}: expected vsock:CID:PORT"))?;
+            let num = |v: &str| v.parse::<u32>().map_err(|_| format!("{s}: {v} is not a number"));
+            return Ok(QuoteSocket::Vsock { cid: num(cid)?, port: num(port)? });
+        }
+        Err(format!("{s}: expected vsock:CID:PORT or unix:PATH"))
     }
 }
 
@@ -190,6 +210,39 @@ pub struct HostFacts {
     /// The object types `qemu-system-x86_64 -object help` lists.
     pub qemu_objects: Vec<String>,
     pub kernel: String,
+    /// TDX: why the quote-generation service could not be reached (None: it answered a
+    /// connection, or it was not probed).
+    pub quote_service: Option<String>,
+}
+
+/// The leading `MAJOR.MINOR` of a version string ("10.1.0 (Debian …)", "6.16.3-amd64").
+pub fn parse_version(s: &str) -> Option<(u32, u32)> {
+    let s = s.trim();
+    let mut parts = s.split(|c: char| !c.is_ascii_digit());
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
+}
+
+/// Connects to the quote-generation service as QEMU will: a UNIX socket, or AF_VSOCK (QGS's
+/// default is the host, CID 2, port 4050; reaching it from the host itself needs the
+/// `vsock_loopback` transport). Returns why it failed.
+pub fn probe_quote_service(socket: &QuoteSocket) -> Result<(), String> {
+    match socket {
+        QuoteSocket::Unix(path) => std::os::unix::net::UnixStream::connect(path).map(drop).map_err(|e| format!("{}: {e}", path.display())),
+        QuoteSocket::Vsock { cid, port } => vsock_connect(*cid, *port).map_err(|e| format!("vsock {cid}:{port}: {e}")),
+    }
+}
+
+/// An AF_VSOCK connect (the kernel gives up after its 2 s vsock connect timeout).
+fn vsock_connect(cid: u32, port: u32) -> std::io::Result<()> {
+    vsock::VsockStream::connect_with_cid_port(cid, port).map(drop)
+}
+
+/// The host stack's versions, for evidence.json.
+pub fn host_stack(qemu: &Path) -> measurement_tool::evidence::bundle::HostStack {
+    let f = HostFacts::read(Path::new("/"), qemu);
+    measurement_tool::evidence::bundle::HostStack { qemu: f.qemu_version, kernel: f.kernel }
 }
 
 impl HostFacts {
@@ -208,6 +261,7 @@ impl HostFacts {
             qemu_version: run(&["--version"]).lines().next().unwrap_or("").trim().to_string(),
             qemu_objects: parse_object_help(&run(&["-object", "help"])),
             kernel: read("proc/sys/kernel/osrelease").unwrap_or_default(),
+            quote_service: None,
         }
     }
 }
@@ -282,10 +336,28 @@ pub fn check(config: &TeeConfig, host: &HostFacts) -> Result<(), Unavailable> {
                 },
             );
             need(has_object("tdx-guest"), format!("{qemu} has no tdx-guest object: QEMU 10.1 or later is needed"));
-            if let QuoteSocket::Unix(path) = &config.tdx_quote_socket {
-                need(path.exists(), format!("the quote-generation service socket {} does not exist: start Intel's QGS (qgsd)", path.display()));
+            if let Some(why) = &host.quote_service {
+                need(false, format!("the quote-generation service is unreachable ({why}): without it the build runs to its end and is then refused for want of a quote; start Intel's QGS (qgsd) or pass --tdx-qgs"));
             }
         }
+    }
+    // The launch measurement was checked against upstream QEMU and KVM: older stacks (or
+    // downstream ones reporting older versions) may lay out the launch differently.
+    let (min_qemu, min_kernel) = match config.tee {
+        Tee::Snp => ((9, 1), (6, 11)),
+        _ => ((10, 1), (6, 16)),
+    };
+    let older = |found: Option<(u32, u32)>, min: (u32, u32)| found.is_some_and(|v| v < min);
+    if !config.allow_downstream_host {
+        let q = parse_version(host.qemu_version.strip_prefix("QEMU emulator version").unwrap_or(&host.qemu_version));
+        need(
+            !older(q, min_qemu),
+            format!("{qemu} is older than QEMU {}.{}, the upstream version this launch is measured for (pass --allow-downstream-host for a vendor build with backports; evidence.json records the version)", min_qemu.0, min_qemu.1),
+        );
+        need(
+            !older(parse_version(&host.kernel), min_kernel),
+            format!("the host kernel {} is older than Linux {}.{}, the upstream version with {} host support (pass --allow-downstream-host for a vendor kernel with backports; evidence.json records the version)", host.kernel, min_kernel.0, min_kernel.1, config.tee.name()),
+        );
     }
     if missing.is_empty() {
         Ok(())
@@ -299,7 +371,11 @@ pub fn check_host(config: &TeeConfig, qemu: &Path) -> Result<(), Unavailable> {
     if config.tee == Tee::None {
         return Ok(());
     }
-    check(config, &HostFacts::read(Path::new("/"), qemu))
+    let mut facts = HostFacts::read(Path::new("/"), qemu);
+    if config.tee == Tee::Tdx {
+        facts.quote_service = probe_quote_service(&config.tdx_quote_socket).err();
+    }
+    check(config, &facts)
 }
 
 #[cfg(test)]
@@ -373,6 +449,7 @@ mod tests {
             qemu_version: "QEMU emulator version 9.2.0".into(),
             qemu_objects: vec!["memory-backend-memfd".into(), "sev-guest".into(), "sev-snp-guest".into()],
             kernel: "6.12.0".into(),
+            quote_service: None,
         }
     }
 
@@ -387,12 +464,13 @@ mod tests {
             ..snp_host()
         };
         let e = check(&snp(), &old).unwrap_err();
-        assert_eq!(e.missing.len(), 3);
+        assert_eq!(e.missing.len(), 4);
         let text = e.to_string();
         assert!(text.starts_with("sev-snp is not available on this host:"), "{text}");
         assert!(text.contains("sev_snp = N"), "{text}");
         assert!(text.contains("/dev/sev is missing"), "{text}");
         assert!(text.contains("QEMU emulator version 7.2.22 has no sev-snp-guest object: QEMU 9.1 or later"), "{text}");
+        assert!(text.contains("QEMU emulator version 7.2.22 is older than QEMU 9.1"), "{text}");
         assert!(text.ends_with("see docs/running-on-snp.md"), "{text}");
         // None never needs anything.
         assert_eq!(check(&TeeConfig::default(), &HostFacts::default()), Ok(()));
@@ -406,14 +484,50 @@ mod tests {
             kvm_intel_tdx: Some("Y".into()),
             qemu_version: "QEMU emulator version 10.1.0".into(),
             qemu_objects: vec!["tdx-guest".into()],
+            kernel: "6.16.0-rc1".into(),
             ..Default::default()
         };
         assert_eq!(check(&tdx, &host), Ok(()));
         let e = check(&tdx, &HostFacts { kvm: false, kvm_intel_tdx: None, qemu_objects: vec![], ..host.clone() }).unwrap_err();
         assert_eq!(e.missing.len(), 3);
         assert!(e.to_string().contains("kvm_intel is not loaded"));
-        let unix = TeeConfig { tdx_quote_socket: QuoteSocket::Unix("/nonexistent/qgs.socket".into()), ..tdx };
-        assert!(check(&unix, &host).unwrap_err().to_string().contains("/nonexistent/qgs.socket does not exist"));
+        // The quote service is probed before anything starts.
+        let unreachable = HostFacts { quote_service: Some("vsock 2:4050: Connection refused".into()), ..host.clone() };
+        assert!(check(&tdx, &unreachable).unwrap_err().to_string().contains("quote-generation service is unreachable (vsock 2:4050: Connection refused)"));
+        // Older stacks than the measured upstream ones are refused unless allowed (vendor
+        // kernels with backports), and named.
+        let downstream = HostFacts { qemu_version: "QEMU emulator version 9.0.0 (tdx-qemu)".into(), kernel: "6.8.0-1004-intel".into(), ..host.clone() };
+        let e = check(&tdx, &downstream).unwrap_err().to_string();
+        assert!(e.contains("is older than QEMU 10.1") && e.contains("6.8.0-1004-intel is older than Linux 6.16"), "{e}");
+        assert_eq!(check(&TeeConfig { allow_downstream_host: true, ..tdx.clone() }, &downstream), Ok(()));
+        // An unparseable version is not guessed at.
+        assert_eq!(check(&tdx, &HostFacts { kernel: String::new(), ..host.clone() }), Ok(()));
+    }
+
+    #[test]
+    fn versions_and_quote_sockets_parse() {
+        assert_eq!(parse_version(" 10.1.0 (Debian 1:10.1+ds-1)"), Some((10, 1)));
+        assert_eq!(parse_version("6.16.3-amd64"), Some((6, 16)));
+        assert_eq!(parse_version("6"), None);
+        assert!((6, 8) < (6, 16) && (9, 2) > (9, 1));
+        assert_eq!(QuoteSocket::parse("vsock:2:4050"), Ok(QuoteSocket::Vsock { cid: 2, port: 4050 }));
+        assert_eq!(QuoteSocket::parse("unix:/run/qgs.sock"), Ok(QuoteSocket::Unix("/run/qgs.sock".into())));
+        assert!(QuoteSocket::parse("tcp:1").is_err() && QuoteSocket::parse("vsock:2").is_err());
+    }
+
+    /// The probe connects as QEMU would: a listening UNIX socket answers, a missing one and a
+    /// vsock port nobody listens on do not.
+    #[test]
+    fn quote_service_probe_connects() {
+        let path = std::env::temp_dir().join(format!("loader-qgs-{}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        assert_eq!(probe_quote_service(&QuoteSocket::Unix(path.clone())), Ok(()));
+        drop(listener);
+        std::fs::remove_file(&path).unwrap();
+        let e = probe_quote_service(&QuoteSocket::Unix(path.clone())).unwrap_err();
+        assert!(e.contains(&path.display().to_string()), "{e}");
+        assert!(probe_quote_service(&QuoteSocket::Vsock { cid: 2, port: 4050 }).is_err(), "no QGS listens here");
     }
 
     #[test]

@@ -135,8 +135,11 @@ pub enum VmError {
     Timeout(Duration, String),
     #[error("malformed response from the agent: {0}")]
     Response(String),
-    #[error("the agent stopped without saying Bye (QEMU status {status}); serial log:\n{serial}")]
+    #[error("the agent stopped without saying Bye (QEMU status {status}): a platform failure (under SEV-SNP a termination request ends QEMU this way); serial log:\n{serial}")]
     NoBye { status: i32, serial: String },
+    /// QEMU stopped the VM without exiting (see `qmp`): internal error, panic, I/O error.
+    #[error("QEMU stopped the VM ({state}) without exiting: a platform failure; QEMU said: {stderr}; serial log:\n{serial}")]
+    Stopped { state: String, stderr: String, serial: String },
     /// The TEE asked for cannot be launched on this host (what is missing is listed).
     #[error(transparent)]
     Tee(#[from] crate::tee::Unavailable),
@@ -289,8 +292,21 @@ fn describe_failure(code: i32) -> String {
     }
 }
 
-/// The QEMU command line: the fewest devices that do the job.
+/// Properties of every virtio device: modern-only, behind the platform's DMA translation. QEMU
+/// forces exactly these for a confidential guest (`disable-legacy=on,iommu_platform=on`:
+/// `virtio_pci_realize` for SEV-SNP and TDX machines), so the device offers
+/// VIRTIO_F_ACCESS_PLATFORM (bit 33) and refuses FEATURES_OK from a driver that does not accept
+/// it. Setting them on a plain VM too makes every test negotiate as a confidential guest must.
+pub const VIRTIO_PROPERTIES: &str = "disable-legacy=on,iommu_platform=on";
+
+/// The QEMU command line: the fewest devices that do the job. `qmp`, when given, is the UNIX
+/// socket QEMU's QMP server listens on (the loader watches the run state through it).
 pub fn qemu_command(config: &VmConfig, accel: Accel, request: &Path, response: &Path, serial: &Path) -> Command {
+    qemu_command_with_qmp(config, accel, request, response, serial, None)
+}
+
+/// [`qemu_command`] with a QMP socket.
+pub fn qemu_command_with_qmp(config: &VmConfig, accel: Accel, request: &Path, response: &Path, serial: &Path, qmp: Option<&Path>) -> Command {
     let mut cmd = Command::new(&config.qemu);
     let (accel_arg, cpu) = match accel {
         // `arch-capabilities` is masked: some (nested) KVM hosts refuse the MSR QEMU would set.
@@ -309,10 +325,18 @@ pub fn qemu_command(config: &VmConfig, accel: Accel, request: &Path, response: &
         .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=4"])
         .arg("-drive")
         .arg(format!("file={},format=raw,if=none,id=request,readonly=on", request.display()))
-        .args(["-device", "virtio-blk-pci,drive=request"])
+        .arg("-device")
+        .arg(format!("virtio-blk-pci,drive=request,{VIRTIO_PROPERTIES}"))
         .arg("-drive")
         .arg(format!("file={},format=raw,if=none,id=response", response.display()))
-        .args(["-device", "virtio-blk-pci,drive=response"]);
+        .arg("-device")
+        .arg(format!("virtio-blk-pci,drive=response,{VIRTIO_PROPERTIES}"))
+        // A guest panic (a TD's ReportFatalError, an SNP guest's termination request reported
+        // as a panic) ends QEMU with a failure status instead of pausing it.
+        .args(["-action", "panic=exit-failure"]);
+    if let Some(q) = qmp {
+        cmd.arg("-qmp").arg(format!("unix:{},server=on,wait=off", q.display()));
+    }
     cmd
 }
 
@@ -367,14 +391,22 @@ pub fn run(
     crate::tee::require_kvm(config.tee.tee, accel == Accel::Kvm)?;
     crate::tee::check_host(&config.tee, &config.qemu)?;
 
+    let qmp_path = dir.path.join("qmp.sock");
+    let stderr_path = dir.path.join("qemu.stderr");
+    let stderr_file = File::create(&stderr_path).map_err(io("creating QEMU's stderr log"))?;
     let start = Instant::now();
-    let child = qemu_command(config, accel, &request_path, &response_path, &serial_path)
+    let child = qemu_command_with_qmp(config, accel, &request_path, &response_path, &serial_path, Some(&qmp_path))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stderr(stderr_file)
         .spawn()
         .map_err(|source| VmError::Spawn { qemu: config.qemu.display().to_string(), source })?;
     let mut guard = QemuGuard(child);
+    let stderr = || std::fs::read_to_string(&stderr_path).unwrap_or_default();
+    // QMP is a watchdog, not a dependency: without it the timeout still ends the run.
+    let mut qmp = crate::qmp::Qmp::connect(&qmp_path, start + Duration::from_secs(5)).ok();
+    let mut stopped = crate::qmp::StopWatch::default();
+    let mut last_status = start;
     let mut reader = ResponseReader {
         file: File::open(&response_path).map_err(io("opening response disk"))?,
         pos: 0,
@@ -401,6 +433,21 @@ pub fn run(
         if start.elapsed() > config.timeout {
             return Err(VmError::Timeout(config.timeout, serial()));
         }
+        if last_status.elapsed() >= Duration::from_secs(1) {
+            last_status = Instant::now();
+            match qmp.as_mut().map(|q| q.status()) {
+                Some(Ok(state)) => {
+                    if let Some(state) = stopped.observe(&state, Instant::now()) {
+                        if guard.0.try_wait().map_err(io("waiting for QEMU"))?.is_none() {
+                            return Err(VmError::Stopped { state, stderr: stderr(), serial: serial() });
+                        }
+                    }
+                }
+                // QEMU closing the socket is QEMU exiting: the next try_wait sees it.
+                Some(Err(_)) => qmp = None,
+                None => {}
+            }
+        }
         std::thread::sleep(Duration::from_micros(if frames.is_empty() { 200 } else { 1000 }));
     };
     timings.total = start.elapsed();
@@ -411,11 +458,7 @@ pub fn run(
         if code & 1 == 1 && code > 1 {
             return Err(VmError::AgentFailure { failure: describe_failure(code >> 1), status: code, serial: serial() });
         }
-        let mut stderr = String::new();
-        if let Some(mut e) = guard.0.stderr.take() {
-            let _ = e.read_to_string(&mut stderr);
-        }
-        return Err(VmError::Qemu { status: format!("{status}"), stderr });
+        return Err(VmError::Qemu { status: format!("{status}"), stderr: stderr() });
     }
     if frames.last().map(|f| f.ty) != Some(Type::Bye) {
         return Err(VmError::NoBye { status: code, serial: serial() });

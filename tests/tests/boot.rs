@@ -153,3 +153,57 @@ fn a_tee_the_host_lacks_is_refused_with_what_is_missing() {
         }
     }
 }
+
+/// virtio 1.x §3.1.1 as a confidential guest needs it: the loader gives every disk the
+/// properties QEMU forces for SEV-SNP and TDX (`disable-legacy=on,iommu_platform=on`), so the
+/// device offers VIRTIO_F_ACCESS_PLATFORM and refuses FEATURES_OK unless the driver accepts it
+/// (QEMU `virtio_validate_features`). The agent logs what it read back: FEATURES_OK must have
+/// stuck, then DRIVER_OK. (virtio-drivers alone never accepts bit 33: QEMU refused FEATURES_OK
+/// and went on serving the queue, which is what hid it.)
+#[test]
+fn virtio_negotiates_access_platform_and_reads_the_status_back() {
+    let run = vm::run(&vm_config(Accel::Tcg), |r| r.frame(Type::Shutdown, b"").map(|_| ()), |_| {}).expect("boot");
+    let lines: Vec<&str> = run.serial.lines().filter(|l| l.contains("virtio-blk at") && l.contains("features offered")).collect();
+    assert_eq!(lines.len(), 2, "one line per disk:\n{}", run.serial);
+    for line in lines {
+        let field = |name: &str| {
+            let rest = &line[line.find(name).unwrap_or_else(|| panic!("{name} in {line}")) + name.len()..];
+            let hex = rest.trim_start().trim_start_matches("0x");
+            u64::from_str_radix(&hex[..hex.find(|c: char| !c.is_ascii_hexdigit()).unwrap_or(hex.len())], 16).unwrap()
+        };
+        let (offered, accepted) = (field("offered"), field("accepted"));
+        assert_ne!(offered & (1 << 33), 0, "the device offers ACCESS_PLATFORM: {line}");
+        assert_ne!(accepted & (1 << 33), 0, "the agent accepts ACCESS_PLATFORM: {line}");
+        assert_ne!(accepted & (1 << 32), 0, "and VERSION_1: {line}");
+        assert_eq!(field("after FEATURES_OK") & 0x8, 0x8, "FEATURES_OK read back: {line}");
+        assert_eq!(field("after DRIVER_OK") & 0xF, 0xF, "DRIVER_OK read back: {line}");
+    }
+}
+
+/// QEMU can stop a VM and keep running (a KVM internal error, a TD's ReportFatalError with a
+/// code QEMU refuses: both `vm_stop(RUN_STATE_INTERNAL_ERROR)`): the loader notices through QMP
+/// within seconds and says so, instead of waiting for the build's timeout. A QEMU started with
+/// `-S` stands in for it here (never running: `prelaunch`).
+#[test]
+fn a_vm_qemu_stopped_is_a_platform_failure_within_seconds() {
+    let dir = tempfile_dir("paused-qemu");
+    let wrapper = dir.join("qemu-paused");
+    std::fs::write(&wrapper, "#!/bin/sh\nexec qemu-system-x86_64 -S \"$@\"\n").unwrap();
+    std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut config = vm_config(Accel::Tcg);
+    config.qemu = wrapper;
+    config.timeout = std::time::Duration::from_secs(120);
+    let start = std::time::Instant::now();
+    match vm::run(&config, |r| r.frame(Type::Shutdown, b"").map(|_| ()), |_| {}) {
+        Err(VmError::Stopped { state, .. }) => assert_eq!(state, "prelaunch"),
+        other => panic!("expected VmError::Stopped, got {other:?}"),
+    }
+    assert!(start.elapsed() < std::time::Duration::from_secs(30), "noticed in {:?}", start.elapsed());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn tempfile_dir(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}

@@ -126,6 +126,11 @@ fn tampering_with_an_output_the_statement_or_the_evidence_is_detected() {
     let b64 = base64::engine::general_purpose::STANDARD;
     let bundle: serde_json::Value = serde_json::from_str(&good).unwrap();
     let statement = b64.decode(bundle["statement"].as_str().unwrap()).unwrap();
+    // The host stack is recorded (to explain a measurement that differs), as QEMU reports it.
+    let qemu = std::process::Command::new("qemu-system-x86_64").arg("--version").output().unwrap();
+    let qemu = String::from_utf8_lossy(&qemu.stdout).lines().next().unwrap().trim().to_string();
+    assert_eq!(bundle["host"]["qemu"].as_str(), Some(qemu.as_str()));
+    assert_eq!(bundle["host"]["kernel"].as_str().map(str::to_string), std::fs::read_to_string("/proc/sys/kernel/osrelease").ok().map(|k| k.trim().to_string()));
     for at in (0..statement.len()).step_by(statement.len() / 16 + 1) {
         let mut st = statement.clone();
         st[at] ^= 0x20;

@@ -225,3 +225,26 @@ fn refused_files_get_an_error_and_the_agent_goes_on() {
         assert!(run.frames.iter().any(|f| f.ty == Type::Pong && f.payload == b"next"), "{names:?}");
     }
 }
+
+/// `loader exec` of a program a fault kills: exit status 128 + signal, and on stderr what the
+/// agent saw (signal, exception vector, error code, address, rip) rather than nothing.
+#[test]
+fn loader_exec_says_why_a_program_was_killed() {
+    let dir = std::env::temp_dir().join(format!("sandbox-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let exe = dir.join("probe");
+    std::fs::write(&exe, probe()).unwrap();
+    let out = Command::new(integration_tests::bin("loader"))
+        .args(["exec", "--accel", "tcg", "--memory", "512", "--agent"])
+        .arg(integration_tests::agent_bin())
+        .arg("--")
+        .arg(&exe)
+        .arg("kernel-write")
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(139), "{stderr}");
+    assert!(stderr.contains("killed by signal 11: exception 14 (error 0x"), "{stderr}");
+    assert!(stderr.contains(") at rip 0x"), "{stderr}");
+}

@@ -112,9 +112,15 @@ pub fn init() {
     // RAM the launch did not pre-accept (the SEV metadata's / TDVF's sections, arch/footer.s).
     if end > layout::PREACCEPTED.end {
         let rest = Range { start: layout::PREACCEPTED.end, len: end - layout::PREACCEPTED.end };
+        let t0 = super::cpu::rdtsc();
         if let Err(e) = super::tee::accept(rest) {
             log::error!("memory: accepting {:#x}..{:#x}: {e:?}", rest.start, rest.end());
             power::fail(Failure::Platform);
+        }
+        // What acceptance cost (docs/running-on-snp.md, "Accepting memory"): seconds when the
+        // host backs the guest with 4 KiB pages.
+        if super::tee::kind() != agent::tee::Kind::None {
+            log::info!("memory: accepted {} MiB in {} Mcycles", rest.len >> 20, (super::cpu::rdtsc() - t0) >> 20);
         }
     }
     if let Err(e) = super::tee::set_shared(Range { start: pool.start, len: layout::DMA_POOL }, true) {

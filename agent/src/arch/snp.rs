@@ -144,6 +144,10 @@ impl GuestRequest for GuestRequestPages {
         }
         RequestOutcome { exit_info_2: g.get(ghcb::SW_EXIT_INFO_2), cert_pages_needed: g.get(ghcb::RBX) }
     }
+
+    fn wait_ms(&mut self, ms: u64) {
+        super::timer::spin_ms(ms)
+    }
 }
 
 impl Drop for GuestRequestPages {

@@ -110,7 +110,7 @@ fn terminate(reason: u8) -> ! {
             super::snp::msr_exit(psnp::msr_terminate_request(1, reason));
         }
         Kind::Tdx => {
-            let mut r = ptdx::vmcall_report_fatal_error(u32::from(reason));
+            let mut r = ptdx::vmcall_report_fatal_error(u16::from(reason), &reason::message(reason));
             // SAFETY: ReportFatalError takes no memory operand; the TD stops.
             unsafe { super::tdx::tdcall(&mut r) };
         }
@@ -125,6 +125,20 @@ mod reason {
     pub const GHCB_SETUP: u8 = 3;
     pub const TD_INFO: u8 = 4;
     pub const HANDLER: u8 = 5;
+
+    /// The 16-byte text a TD sends with ReportFatalError (QEMU prints it).
+    pub fn message(reason: u8) -> [u8; 16] {
+        let text: &[u8] = match reason {
+            PLATFORM_MISMATCH => b"agent: platform",
+            GHCB_SETUP => b"agent: setup",
+            TD_INFO => b"agent: td info",
+            HANDLER => b"agent: #VE",
+            _ => b"agent: fatal",
+        };
+        let mut m = [0u8; 16];
+        m[..text.len()].copy_from_slice(text);
+        m
+    }
 }
 
 /// Confirms the platform `rom32.s` found and sets it up. Runs before the serial port is usable
@@ -345,7 +359,8 @@ pub fn vm_exception(f: &mut TrapFrame) -> bool {
     }
     let (b, n) = instruction(f, user);
     let mut g = gprs(f);
-    match ptdx::handle_ve(&mut hw, &ve, &b[..n], &mut g) {
+    let window = ptdx::MmioWindow { alias_base: layout::SHARED_MAP, alias_len: layout::DIRECT_MAP_END_PHYS, shared_mask: encryption().mask() };
+    match ptdx::handle_ve(&mut hw, &ve, &b[..n], &mut g, f.rip, &window) {
         Ok(len) => {
             set_gprs(f, &g);
             f.rip += u64::from(len);

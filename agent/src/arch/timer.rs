@@ -12,14 +12,23 @@
 use super::cpu::outb;
 use super::layout;
 use super::cpu::{rdmsr, wrmsr};
+use core::sync::atomic::{AtomicU32, Ordering};
 
 /// The timer's interrupt vector.
 pub const VECTOR: u8 = 0x20;
 /// The APIC's spurious-interrupt vector.
 pub const SPURIOUS: u8 = 0xFF;
-/// APIC timer counts per tick. QEMU (TCG and KVM) clocks the APIC timer at 1 GHz, so with
-/// divide-by-1 this is 10 ms of guest time.
-pub const COUNT_PER_TICK: u32 = 10_000_000;
+/// Ticks per second: a 10 ms tick.
+const TICKS_PER_SECOND: u64 = 100;
+
+/// APIC timer counts per tick (divide-by-1): the timer's clock (`agent::tee::apic_timer_hz`:
+/// 1 GHz on QEMU/KVM and SEV-SNP, the 25 MHz crystal in a TD) / [`TICKS_PER_SECOND`]. Set
+/// once by `init`.
+static COUNT_PER_TICK: AtomicU32 = AtomicU32::new(10_000_000);
+
+fn count_per_tick() -> u32 {
+    COUNT_PER_TICK.load(Ordering::Relaxed)
+}
 
 const IA32_APIC_BASE: u32 = 0x1B;
 const REG_EOI: u64 = 0xB0;
@@ -50,6 +59,8 @@ fn write(reg: u64, v: u32) {
 }
 
 pub fn init() {
+    let hz = agent::tee::apic_timer_hz(super::tee::kind(), crystal_hz());
+    COUNT_PER_TICK.store((hz / TICKS_PER_SECOND).clamp(1, u64::from(u32::MAX)) as u32, Ordering::Relaxed);
     if x2apic() {
         // IA32_APIC_BASE: EN (bit 11) and EXTD (bit 10). A TD starts in x2APIC mode already.
         let base = rdmsr(IA32_APIC_BASE);
@@ -62,7 +73,17 @@ pub fn init() {
     write(REG_SVR, 0x100 | u32::from(SPURIOUS)); // software-enable the APIC
     write(REG_DIVIDE, 0b1011); // divide by 1
     write(REG_LVT_TIMER, (1 << 17) | u32::from(VECTOR)); // periodic
-    write(REG_INITIAL_COUNT, COUNT_PER_TICK);
+    write(REG_INITIAL_COUNT, count_per_tick());
+    log::info!("timer: APIC at {} Hz, {} counts per 10 ms tick", hz, count_per_tick());
+}
+
+/// CPUID.15H:ECX, the core crystal clock (0 when the leaf is absent or silent).
+fn crystal_hz() -> u32 {
+    use core::arch::x86_64::{__cpuid, __cpuid_count};
+    if __cpuid(0).eax < 0x15 {
+        return 0;
+    }
+    __cpuid_count(0x15, 0).ecx
 }
 
 fn read(reg: u64) -> u32 {
@@ -85,14 +106,15 @@ pub fn tsc_per_tick() -> u64 {
     if cached != 0 {
         return cached;
     }
-    const SPAN: u32 = COUNT_PER_TICK / 10; // 1 ms
+    let per = count_per_tick();
+    let span = per / 10; // 1 ms
     let c0 = read(REG_CURRENT_COUNT);
     let t0 = super::cpu::rdtsc();
     loop {
-        // Periodic mode: the count runs down from COUNT_PER_TICK and reloads.
+        // Periodic mode: the count runs down from count_per_tick() and reloads.
         let c = read(REG_CURRENT_COUNT);
-        let gone = if c <= c0 { c0 - c } else { c0 + COUNT_PER_TICK - c };
-        if gone >= SPAN {
+        let gone = if c <= c0 { c0 - c } else { c0 + per - c };
+        if gone >= span {
             break;
         }
     }
@@ -100,6 +122,17 @@ pub fn tsc_per_tick() -> u64 {
     // SAFETY: as above.
     unsafe { *core::ptr::addr_of_mut!(TSC_PER_TICK) = per_tick };
     per_tick
+}
+
+/// Busy-waits about `ms` milliseconds of guest time (measured with the TSC, calibrated against
+/// the APIC timer). For the rare waits the platform asks for (an SNP guest request the PSP is
+/// too busy for).
+pub fn spin_ms(ms: u64) {
+    let cycles = tsc_per_tick().saturating_mul(ms) / (1000 / TICKS_PER_SECOND);
+    let start = super::cpu::rdtsc();
+    while super::cpu::rdtsc().wrapping_sub(start) < cycles {
+        core::hint::spin_loop();
+    }
 }
 
 /// Acknowledges the interrupt being handled.

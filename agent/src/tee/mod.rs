@@ -33,6 +33,26 @@ pub mod tdx;
 pub const PAGE_4K: u64 = 0x1000;
 pub const PAGE_2M: u64 = 0x20_0000;
 
+/// The local APIC timer's input clock, in Hz, on `kind`; `crystal_hz` is CPUID.15H:ECX (the
+/// core crystal clock, 0 when the leaf does not say).
+///
+/// - A TD: the APIC timer runs at the crystal clock the TDX module reports in CPUID.15H:ECX
+///   (it virtualizes leaf 0x15; 25 MHz on current modules), and KVM's TDX vAPIC ticks at the
+///   same rate: QEMU sets `KVM_CAP_X86_APIC_BUS_CYCLES_NS` to 40 ns for a TD
+///   (target/i386/kvm/tdx.c, `TDX_APIC_BUS_CYCLES_NS`). 25 MHz when the leaf is silent.
+/// - Otherwise (a plain VM, SEV-SNP): QEMU's and KVM's APIC bus default, 1 GHz
+///   (`APIC_BUS_CYCLE_NS_DEFAULT` = 1 in KVM's lapic.h; QEMU's TCG APIC counts nanoseconds).
+///
+/// A timer that ticks 40 times slower than the agent assumes would make its 10 ms tick 400 ms
+/// and a one-hour CPU limit forty hours.
+pub fn apic_timer_hz(kind: Kind, crystal_hz: u32) -> u64 {
+    match (kind, crystal_hz) {
+        (Kind::Tdx, 0) => 25_000_000,
+        (Kind::Tdx, hz) => u64::from(hz),
+        _ => 1_000_000_000,
+    }
+}
+
 /// Which platform the agent runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -289,6 +309,19 @@ impl Attester for NoTee {
 mod tests {
     use super::*;
     use alloc::vec;
+
+    #[test]
+    fn apic_timer_runs_at_the_crystal_clock_in_a_td() {
+        // A TD: CPUID.15H:ECX as the TDX module reports it (25 MHz), or unreported.
+        assert_eq!(apic_timer_hz(Kind::Tdx, 25_000_000), 25_000_000);
+        assert_eq!(apic_timer_hz(Kind::Tdx, 0), 25_000_000);
+        // Plain QEMU/KVM and SEV-SNP guests: the 1 GHz APIC bus default, whatever 0x15 says.
+        assert_eq!(apic_timer_hz(Kind::None, 0), 1_000_000_000);
+        assert_eq!(apic_timer_hz(Kind::SevSnp, 25_000_000), 1_000_000_000);
+        // A 10 ms tick is then 250,000 counts in a TD, not the 10,000,000 a 1 GHz bus needs
+        // (which a 25 MHz timer takes 400 ms to count down).
+        assert_eq!(apic_timer_hz(Kind::Tdx, 0) / 100, 250_000);
+    }
 
     #[test]
     fn detects_td_by_cpuid_21_signature() {

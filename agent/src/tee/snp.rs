@@ -754,8 +754,13 @@ pub enum MsgType {
 /// (GHCB spec "SNP Guest Request"; Linux `SNP_GUEST_VMM_ERR_*`).
 pub const VMM_ERR_INVALID_LEN: u32 = 1;
 pub const VMM_ERR_BUSY: u32 = 2;
-/// How often a BUSY hypervisor is asked again before the channel gives up (and wipes its key).
-pub const BUSY_RETRIES: usize = 64;
+/// A BUSY hypervisor (the PSP is serving another guest) is asked again after
+/// [`BUSY_RETRY_DELAY_MS`], for at most [`BUSY_RETRY_MAX_MS`] in all, then the channel gives up
+/// (and wipes its key). Linux does the same (`__handle_guest_request`, arch/x86/coco/sev/core.c:
+/// `SNP_REQ_RETRY_DELAY` 2 s, `SNP_REQ_MAX_RETRY_DURATION` 60 s): asking again at once, as the
+/// agent did, burns the retries in microseconds against a PSP that is busy for milliseconds.
+pub const BUSY_RETRY_DELAY_MS: u64 = 2_000;
+pub const BUSY_RETRY_MAX_MS: u64 = 60_000;
 
 /// What the hypervisor did with a guest request.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -771,6 +776,8 @@ pub struct RequestOutcome {
 /// uses the extended request and copies the shared certificate buffer back into `certs`.
 pub trait GuestRequest {
     fn guest_request(&mut self, request: &[u8; PAGE], response: &mut [u8; PAGE], certs: Option<&mut [u8]>) -> RequestOutcome;
+    /// Waits about `ms` milliseconds (between BUSY retries).
+    fn wait_ms(&mut self, ms: u64);
 }
 
 /// The nonce of a message: the 64-bit sequence number, little-endian, padded to 96 bits.
@@ -895,7 +902,7 @@ impl GuestChannel {
             return self.fail(e);
         }
         let mut response = [0u8; PAGE];
-        let mut busy = 0;
+        let mut waited_ms = 0;
         loop {
             // The same sealed bytes each time: a retry repeats the message, it never reuses the
             // sequence number for another plaintext.
@@ -903,7 +910,10 @@ impl GuestChannel {
             let (vmm, firmware) = ((outcome.exit_info_2 >> 32) as u32, outcome.exit_info_2 as u32);
             match (vmm, firmware) {
                 (0, 0) => break,
-                (VMM_ERR_BUSY, 0) if busy < BUSY_RETRIES => busy += 1,
+                (VMM_ERR_BUSY, 0) if waited_ms < BUSY_RETRY_MAX_MS => {
+                    transport.wait_ms(BUSY_RETRY_DELAY_MS);
+                    waited_ms += BUSY_RETRY_DELAY_MS;
+                }
                 // The certificate buffer is too small: the firmware did not see the request;
                 // send the same message as a plain request so its sequence number is consumed.
                 (VMM_ERR_INVALID_LEN, 0) if certs.is_some() => certs = None,
@@ -970,6 +980,11 @@ pub fn report_request(report_data: &[u8; 64], vmpl: u32) -> [u8; REPORT_REQ_LEN]
 
 /// MSG_REPORT_RSP: STATUS (0x00, u32; 0 success), REPORT_SIZE (0x04, u32), reserved to 0x20,
 /// then the report. Checks that the report is for this REPORT_DATA and VMPL.
+///
+/// REPORT_SIZE must be 0x4A0 (the ATTESTATION_REPORT this code parses); the message may be
+/// longer than 0x20 + REPORT_SIZE (firmware is free to pad the payload; Linux's
+/// `get_report` reads REPORT_SIZE and copies only that much out of its 4000-byte buffer), and
+/// what follows the report is ignored.
 pub fn parse_report_response(rsp: &[u8], report_data: &[u8; 64], vmpl: u32) -> Result<Vec<u8>, TeeError> {
     if rsp.len() < REPORT_RSP_HEADER {
         return Err(TeeError::BadResponse("MSG_REPORT_RSP shorter than its header"));
@@ -979,10 +994,10 @@ pub fn parse_report_response(rsp: &[u8], report_data: &[u8; 64], vmpl: u32) -> R
         return Err(TeeError::FirmwareStatus(status));
     }
     let size = u32::from_le_bytes(rsp[4..8].try_into().unwrap()) as usize;
-    if size != REPORT_LEN || rsp.len() != REPORT_RSP_HEADER + REPORT_LEN {
+    if size != REPORT_LEN || rsp.len() < REPORT_RSP_HEADER + REPORT_LEN {
         return Err(TeeError::BadResponse("MSG_REPORT_RSP size"));
     }
-    let report = &rsp[REPORT_RSP_HEADER..];
+    let report = &rsp[REPORT_RSP_HEADER..REPORT_RSP_HEADER + REPORT_LEN];
     if report[report::REPORT_DATA..report::REPORT_DATA + 64] != report_data[..] {
         return Err(TeeError::ReportMismatch("REPORT_DATA"));
     }
@@ -1363,6 +1378,14 @@ mod tests {
         assert_eq!(parse_report_response(&rsp, &[3; 64], 0).unwrap().len(), 0x4A0);
         assert_eq!(parse_report_response(&rsp, &[4; 64], 0), Err(TeeError::ReportMismatch("REPORT_DATA")));
         assert_eq!(parse_report_response(&rsp, &[3; 64], 1), Err(TeeError::ReportMismatch("VMPL")));
+        // A response longer than header + report (padded by the firmware) is taken; the bytes
+        // after REPORT_SIZE are not part of the report. Shorter, or another REPORT_SIZE, is not.
+        let mut padded = rsp.clone();
+        padded.resize(0x20 + 0x4A0 + 0x40, 0xEE);
+        assert_eq!(parse_report_response(&padded, &[3; 64], 0).unwrap(), rsp[0x20..].to_vec());
+        assert_eq!(parse_report_response(&rsp[..0x20 + 0x49F], &[3; 64], 0), Err(TeeError::BadResponse("MSG_REPORT_RSP size")));
+        padded[4..8].copy_from_slice(&0x4E0u32.to_le_bytes());
+        assert_eq!(parse_report_response(&padded, &[3; 64], 0), Err(TeeError::BadResponse("MSG_REPORT_RSP size")));
         rsp[0..4].copy_from_slice(&0x16u32.to_le_bytes());
         assert_eq!(parse_report_response(&rsp, &[3; 64], 0), Err(TeeError::FirmwareStatus(0x16)));
     }
@@ -1476,6 +1499,9 @@ mod tests {
     struct NeverCalled;
     impl GuestRequest for NeverCalled {
         fn guest_request(&mut self, _: &[u8; PAGE], _: &mut [u8; PAGE], _: Option<&mut [u8]>) -> RequestOutcome {
+            panic!("no request may be sent")
+        }
+        fn wait_ms(&mut self, _: u64) {
             panic!("no request may be sent")
         }
     }

@@ -146,10 +146,24 @@ pub fn accept_regs(gpa: u64, size: PageSize) -> Regs {
     Regs { rax: leaf::MEM_PAGE_ACCEPT, rcx: (gpa & 0x000F_FFFF_FFFF_F000) | level, ..Default::default() }
 }
 
+/// How often TDG.MEM.PAGE.ACCEPT is retried on TDX_OPERAND_BUSY before the accept fails.
+pub const ACCEPT_BUSY_RETRIES: usize = 1_000;
+
+/// One TDG.MEM.PAGE.ACCEPT, retried while the module answers TDX_OPERAND_BUSY: the ABI spec
+/// lists it among the leaf's completion statuses (the Secure EPT entry is locked by a
+/// concurrent host SEAMCALL on it — KVM's `tdx_operand_busy()` paths retry their side too); it
+/// is a transient state, not a refusal.
 fn accept_one(hw: &mut impl Hardware, gpa: u64, size: PageSize) -> u64 {
-    let mut r = accept_regs(gpa, size);
-    hw.tdcall(&mut r);
-    r.rax
+    let mut st = status::OPERAND_BUSY;
+    for _ in 0..=ACCEPT_BUSY_RETRIES {
+        let mut r = accept_regs(gpa, size);
+        hw.tdcall(&mut r);
+        st = r.rax;
+        if st & status::MASK != status::OPERAND_BUSY {
+            break;
+        }
+    }
+    st
 }
 
 /// Accepts a range: 2 MiB pages where aligned; a 2 MiB page the host mapped as 4 KiB pages
@@ -238,9 +252,26 @@ pub fn vmcall_get_quote(shared_gpa: u64, size: u64) -> Regs {
     vmcall_regs(vmcall::GET_QUOTE, [shared_gpa, size, 0, 0])
 }
 
-/// ReportFatalError: R12 = error code (bits 31:0 TD-specific, bit 63 "GPA valid").
-pub fn vmcall_report_fatal_error(code: u32) -> Regs {
-    vmcall_regs(vmcall::REPORT_FATAL_ERROR, [code.into(), 0, 0, 0])
+/// ReportFatalError: R12 = error code, R14/R15 = up to 16 bytes of ASCII message.
+///
+/// GHCI "TDG.VP.VMCALL<ReportFatalError>": R12 bits 31:0 are the TD-specific error code, of
+/// which bits 15:0 are reserved (0 means "panic"), bit 63 says R13 holds a GPA; the message is
+/// in R14, R15, RBX, RDI, RSI, R8, R9, RDX, as far as RCX exposes them. QEMU refuses a code with
+/// any of bits 15:0 set: `tdx_handle_report_fatal_error` (target/i386/kvm/tdx.c, QEMU 10.1)
+/// prints "REPORT_FATAL_ERROR: invalid error code" and returns -1 *without* the guest-panic
+/// path, which leaves the VM stopped in an internal-error state instead of ending it. So the
+/// agent's reason goes in bits 31:16.
+pub fn vmcall_report_fatal_error(reason: u16, message: &[u8; 16]) -> Regs {
+    let code = u64::from(reason) << 16;
+    let half = |i: usize| u64::from_le_bytes(message[i..i + 8].try_into().unwrap_or([0; 8]));
+    vmcall_regs(vmcall::REPORT_FATAL_ERROR, [code, 0, half(0), half(8)])
+}
+
+/// What QEMU 10.1's `tdx_handle_report_fatal_error` does with R12 (target/i386/kvm/tdx.c):
+/// `if (error_code & 0xffff) { error_report("... invalid error code ..."); return -1; }`, else
+/// the guest-panic path (GUEST_PANICKED, then the `-action panic=` choice). A model for tests.
+pub fn qemu_accepts_fatal_error_code(r12: u64) -> bool {
+    r12 & 0xFFFF == 0
 }
 
 fn vmcall_ok(hw: &mut impl Hardware, mut r: Regs) -> Result<Regs, TeeError> {
@@ -332,11 +363,48 @@ pub fn decode_io_qualification(q: u64) -> IoExit {
     IoExit { port: (q >> 16) as u16, size: (q & 7) as u8 + 1, is_in: q & (1 << 3) != 0, string: q & (1 << 4) != 0 }
 }
 
+/// Where the agent does MMIO: only through its shared alias, which maps physical address `p` at
+/// virtual `alias_base + p` with the GPA's shared bit (`shared_mask`) set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MmioWindow {
+    pub alias_base: u64,
+    pub alias_len: u64,
+    pub shared_mask: u64,
+}
+
+impl MmioWindow {
+    /// Checks an EPT-violation #VE for the MMIO access `m` of the instruction at `rip`: the
+    /// address the instruction itself computes lies in the shared alias, names the GPA the #VE
+    /// reports (a shared one), and the access stays inside one page (a page-crossing access
+    /// would touch two GPAs; Linux's `handle_mmio` refuses it too).
+    fn check(&self, ve: &VeInfo, insn: &[u8], regs: &Gprs, rip: u64, size: u8) -> Result<(), ()> {
+        let va = insn::mmio_address(insn, regs, rip).map_err(|_| ())?;
+        let offset = va.checked_sub(self.alias_base).filter(|o| *o < self.alias_len).ok_or(())?;
+        let private_gpa = ve.gpa & !self.shared_mask;
+        if ve.gpa & self.shared_mask == 0 || offset != private_gpa {
+            return Err(());
+        }
+        if (ve.gpa & 0xFFF) + u64::from(size) > PAGE_4K {
+            return Err(());
+        }
+        Ok(())
+    }
+}
+
 /// Handles the #VEs the agent triggers: CPUID, port I/O (IN/OUT, not string I/O), RDMSR, WRMSR
-/// and MMIO to shared memory (an EPT violation on a shared GPA: the instruction at RIP, `insn`,
-/// is decoded to find the register and size). Updates `regs` and returns the instruction length
-/// to skip. Anything else is refused.
-pub fn handle_ve(hw: &mut impl Hardware, ve: &VeInfo, insn: &[u8], regs: &mut Gprs) -> Result<u32, TeeError> {
+/// and MMIO to shared memory (an EPT violation on a shared GPA: the instruction at `rip`,
+/// `insn`, is decoded to find the register, the size, its length and the address it touches,
+/// which must lie in `window`). Updates `regs` and returns the instruction length to skip.
+/// Anything else is refused.
+///
+/// The length to skip: VEINFO's INSTRUCTION_LENGTH is defined only for the #VEs the module
+/// raises for an instruction exit (CPUID, I/O, MSRs, HLT). For an EPT violation the module does
+/// not write it, and it holds whatever the last instruction exit left (the TDX module ABI spec,
+/// TDG.VP.VEINFO.GET: "INSTRUCTION_LENGTH/INFORMATION ... valid only for VM exits which report
+/// them"; Linux `arch/x86/coco/tdx/tdx.c` `ve_instr_len()`: "For EPT violations, instr_len is
+/// not defined. For those, the kernel must decode instructions manually"). So for MMIO only
+/// the decoder's length counts.
+pub fn handle_ve(hw: &mut impl Hardware, ve: &VeInfo, insn: &[u8], regs: &mut Gprs, rip: u64, window: &MmioWindow) -> Result<u32, TeeError> {
     const EXIT_CPUID: u32 = 10;
     const EXIT_HLT: u32 = 12;
     const EXIT_IO: u32 = 30;
@@ -379,9 +447,7 @@ pub fn handle_ve(hw: &mut impl Hardware, ve: &VeInfo, insn: &[u8], regs: &mut Gp
         }
         EXIT_EPT_VIOLATION => {
             let m = insn::decode_mmio(insn).map_err(|_| refuse(vmcall::MMIO))?;
-            if ve.instruction_len != 0 && ve.instruction_len as usize != m.len {
-                return Err(refuse(vmcall::MMIO));
-            }
+            window.check(ve, insn, regs, rip, m.size).map_err(|_| refuse(vmcall::MMIO))?;
             match m.write_value(regs) {
                 Some(v) => {
                     vmcall_ok(hw, vmcall_mmio(ve.gpa, m.size, true, v))?;
@@ -574,6 +640,17 @@ mod tests {
         // (Linux TDVMCALL_MAP_GPA 0x10001, TDVMCALL_GET_QUOTE 0x10002).
         assert_eq!((vmcall::CPUID, vmcall::HLT, vmcall::IO, vmcall::RDMSR, vmcall::WRMSR, vmcall::MMIO), (10, 12, 30, 31, 32, 48));
         assert_eq!((vmcall::MAP_GPA, vmcall::GET_QUOTE, vmcall::REPORT_FATAL_ERROR), (0x10001, 0x10002, 0x10003));
+        // ReportFatalError: every reason the agent sends is a code QEMU takes down the guest-
+        // panic path for (bits 15:0 clear), with the message in R14/R15 (exposed by RCX).
+        for reason in [0u16, 2, 3, 4, 5, 0xFFFF] {
+            let r = vmcall_report_fatal_error(reason, b"agent: handler\0\0");
+            assert!(qemu_accepts_fatal_error_code(r.r12), "reason {reason}: R12 {:#x}", r.r12);
+            assert_eq!(r.r12 >> 16, u64::from(reason));
+            assert_eq!(r.r12 >> 32, 0, "bits 62:32 reserved, no GPA");
+            assert_eq!((r.r14.to_le_bytes(), r.rcx & (3 << 14)), (*b"agent: h", 3 << 14));
+        }
+        // What the agent sent before: the reason in bits 15:0, which QEMU refuses.
+        assert!(!qemu_accepts_fatal_error_code(5));
     }
 
     #[test]
@@ -662,6 +739,8 @@ mod tests {
         mmio: Vec<(u64, u8, bool, u64)>,
         msrs: alloc::collections::BTreeMap<u32, u64>,
         resume_outside: bool,
+        /// ACCEPT answers TDX_OPERAND_BUSY (operand id in the low bits) this many times first.
+        busy: usize,
     }
 
     impl Hardware for Module {
@@ -669,6 +748,10 @@ mod tests {
             self.calls.push(*r);
             match r.rax {
                 leaf::VP_INFO => *r = Regs { rax: 0, rcx: 52, rdx: ATTR_SEPT_VE_DISABLE, r8: (4 << 32) | 1, r9: 0, ..*r },
+                leaf::MEM_PAGE_ACCEPT if self.busy > 0 => {
+                    self.busy -= 1;
+                    r.rax = status::OPERAND_BUSY | 0x90; // operand: the Secure EPT entry
+                }
                 leaf::MEM_PAGE_ACCEPT => {
                     let (gpa, level) = (r.rcx & !0xFFF, r.rcx & 7);
                     let len = if level == 1 { PAGE_2M } else { PAGE_4K };
@@ -750,6 +833,18 @@ mod tests {
     }
 
     #[test]
+    fn accept_retries_while_the_module_is_busy() {
+        use crate::tee::Platform;
+        let mut p = TdxPlatform { hw: Module { busy: 5, ..Default::default() }, shared_bit: 51 };
+        p.accept(Range::new(0x20_0000, 0x20_0000).unwrap()).unwrap();
+        assert_eq!(p.hw.accepted.len(), 512);
+        // A module busy for longer than the retries is an error naming the status.
+        let mut p = TdxPlatform { hw: Module { busy: ACCEPT_BUSY_RETRIES + 1, ..Default::default() }, shared_bit: 51 };
+        let e = p.accept(Range::new(0x20_0000, 0x1000).unwrap()).unwrap_err();
+        assert_eq!(e, TeeError::Accept { gpa: 0x20_0000, status: status::OPERAND_BUSY | 0x90 });
+    }
+
+    #[test]
     fn map_gpa_resumes_where_the_vmm_says_and_private_means_accept() {
         use crate::tee::Platform;
         let mut p = TdxPlatform { hw: Module { map_step: 0x2000, ..Default::default() }, shared_bit: 51 };
@@ -772,42 +867,73 @@ mod tests {
         // CPUID: EAX..EDX from R12..R15, upper halves dropped.
         let mut g: Gprs = [0; 16];
         g[0] = 0x21;
-        assert_eq!(handle_ve(&mut m, &ve(10, 0, 2), &[0x0F, 0xA2], &mut g), Ok(2));
+        assert_eq!(handle_ve(&mut m, &ve(10, 0, 2), &[0x0F, 0xA2], &mut g, RIP, &WINDOW), Ok(2));
         assert_eq!(&g[..4], &[0xA, 0xC, 0xD, 0xB], "RAX, RCX, RDX, RBX");
         // HLT (exit reason 12) with interrupts off: Instruction.HLT, interrupts blocked.
-        assert_eq!(handle_ve(&mut m, &ve(12, 0, 1), &[0xF4], &mut g), Ok(1));
+        assert_eq!(handle_ve(&mut m, &ve(12, 0, 1), &[0xF4], &mut g, RIP, &WINDOW), Ok(1));
         // OUT DX, AL to 0x3F8 (qualification: size 0, OUT, port << 16).
         g[0] = 0xFFFF_FF41;
-        handle_ve(&mut m, &ve(30, 0x03F8_0000, 1), &[0xEE], &mut g).unwrap();
+        handle_ve(&mut m, &ve(30, 0x03F8_0000, 1), &[0xEE], &mut g, RIP, &WINDOW).unwrap();
         assert_eq!(m.ports.last(), Some(&(0x3F8, 1, true, 0x41)));
         // IN AX, DX keeps RAX's upper bits; IN EAX zero-extends.
         g[0] = 0xAAAA_BBBB_CCCC_DDDD;
-        handle_ve(&mut m, &ve(30, 0x0071_0009, 2), &[0x66, 0xED], &mut g).unwrap();
+        handle_ve(&mut m, &ve(30, 0x0071_0009, 2), &[0x66, 0xED], &mut g, RIP, &WINDOW).unwrap();
         assert_eq!(g[0], 0xAAAA_BBBB_CCCC_5678);
-        handle_ve(&mut m, &ve(30, 0x0CFC_000B, 1), &[0xED], &mut g).unwrap();
+        handle_ve(&mut m, &ve(30, 0x0CFC_000B, 1), &[0xED], &mut g, RIP, &WINDOW).unwrap();
         assert_eq!(g[0], 0x1234_5678);
         // WRMSR EDX:EAX then RDMSR.
         (g[0], g[2], g[1]) = (0xC06, 0x1, 0x2FF);
-        handle_ve(&mut m, &ve(32, 0, 2), &[0x0F, 0x30], &mut g).unwrap();
+        handle_ve(&mut m, &ve(32, 0, 2), &[0x0F, 0x30], &mut g, RIP, &WINDOW).unwrap();
         (g[0], g[2]) = (0, 0);
-        handle_ve(&mut m, &ve(31, 0, 2), &[0x0F, 0x32], &mut g).unwrap();
+        handle_ve(&mut m, &ve(31, 0, 2), &[0x0F, 0x32], &mut g, RIP, &WINDOW).unwrap();
         assert_eq!((g[0], g[2]), (0xC06, 1));
-        // MMIO: mov [rsi], ecx to a shared GPA, then mov r8d, [rsp] (value from R11).
+        // MMIO: mov [rsi], ecx to a shared GPA, then mov r8d, [rsp] (value from R11). The
+        // addresses are the shared alias's: the instruction's own operand names the GPA.
         m.mmio.clear();
+        let shared = (1 << 51) | 0xC000_0010;
         g[1] = 0xFFFF_FFFF_0000_0007;
-        let shared = 0x0008_0000_C000_0010;
-        let v = VeInfo { exit_reason: 48, gpa: shared, instruction_len: 2, ..Default::default() };
-        assert_eq!(handle_ve(&mut m, &v, &[0x89, 0x0E], &mut g), Ok(2));
+        g[6] = WINDOW.alias_base + 0xC000_0010; // rsi
+        g[4] = WINDOW.alias_base + 0xC000_0010; // rsp
+        // The module leaves INSTRUCTION_LENGTH undefined for an EPT violation: here it still
+        // holds the last OUT's 1 (ve_instr_len() in Linux's tdx.c); the decoded length counts.
+        let v = VeInfo { exit_reason: 48, gpa: shared, instruction_len: 1, ..Default::default() };
+        assert_eq!(handle_ve(&mut m, &v, &[0x89, 0x0E], &mut g, RIP, &WINDOW), Ok(2));
         assert_eq!(m.mmio, vec![(shared, 4, true, 7)]);
-        let v = VeInfo { instruction_len: 4, ..v };
         g[8] = u64::MAX;
-        assert_eq!(handle_ve(&mut m, &v, &[0x44, 0x8B, 0x04, 0x24], &mut g), Ok(4));
+        assert_eq!(handle_ve(&mut m, &v, &[0x44, 0x8B, 0x04, 0x24], &mut g, RIP, &WINDOW), Ok(4));
         assert_eq!(g[8], 0x1234_5678);
-        // A decoded length that disagrees with the module's is refused, as are string I/O and
-        // instructions the decoder does not know.
-        assert!(handle_ve(&mut m, &VeInfo { instruction_len: 3, ..v }, &[0x44, 0x8B, 0x04, 0x24], &mut g).is_err());
-        assert!(handle_ve(&mut m, &v, &[0x01, 0x00], &mut g).is_err());
-        assert!(handle_ve(&mut m, &ve(30, 0x10, 1), &[0x6C], &mut g).is_err());
-        assert!(handle_ve(&mut m, &ve(9, 0, 1), &[0xF4], &mut g).is_err(), "exit reason 9 (task switch)");
+        // Whatever stale length the field holds, the decoder's is used.
+        assert_eq!(handle_ve(&mut m, &VeInfo { instruction_len: 7, ..v }, &[0x44, 0x8B, 0x04, 0x24], &mut g, RIP, &WINDOW), Ok(4));
+        // Instructions the decoder does not know are refused.
+        assert!(handle_ve(&mut m, &v, &[0x01, 0x00], &mut g, RIP, &WINDOW).is_err());
+        assert!(handle_ve(&mut m, &ve(30, 0x10, 1), &[0x6C], &mut g, RIP, &WINDOW).is_err());
+        assert!(handle_ve(&mut m, &ve(9, 0, 1), &[0xF4], &mut g, RIP, &WINDOW).is_err(), "exit reason 9 (task switch)");
+    }
+
+    const RIP: u64 = 0xFFFF_FFFF_8010_0000;
+    const WINDOW: MmioWindow = MmioWindow { alias_base: 0xFFFF_8080_0000_0000, alias_len: 1 << 32, shared_mask: 1 << 51 };
+
+    #[test]
+    fn mmio_ve_must_come_from_the_shared_alias_inside_one_page() {
+        let mut m = Module::default();
+        let mut g: Gprs = [0; 16];
+        let write = [0x89, 0x0E]; // mov [rsi], ecx: 4 bytes
+        let ve = |gpa: u64| VeInfo { exit_reason: 48, gpa, ..Default::default() };
+        // Through the alias, at the reported GPA: emulated.
+        g[6] = WINDOW.alias_base + 0xC000_0FFC;
+        assert_eq!(handle_ve(&mut m, &ve((1 << 51) | 0xC000_0FFC), &write, &mut g, RIP, &WINDOW), Ok(2));
+        // Four bytes from 0xFFE cross into the next page: two GPAs, refused.
+        g[6] = WINDOW.alias_base + 0xC000_0FFE;
+        assert!(handle_ve(&mut m, &ve((1 << 51) | 0xC000_0FFE), &write, &mut g, RIP, &WINDOW).is_err());
+        // The operand is not in the shared alias (the direct map, say): refused.
+        g[6] = 0xFFFF_8000_C000_0010;
+        assert!(handle_ve(&mut m, &ve((1 << 51) | 0xC000_0010), &write, &mut g, RIP, &WINDOW).is_err());
+        // The operand names another page than the GPA the #VE reports: refused.
+        g[6] = WINDOW.alias_base + 0xC000_1010;
+        assert!(handle_ve(&mut m, &ve((1 << 51) | 0xC000_0010), &write, &mut g, RIP, &WINDOW).is_err());
+        // A private GPA is never MMIO.
+        g[6] = WINDOW.alias_base + 0xC000_0010;
+        assert!(handle_ve(&mut m, &ve(0xC000_0010), &write, &mut g, RIP, &WINDOW).is_err());
+        assert_eq!(m.mmio.len(), 1, "only the first access reached the VMM");
     }
 }

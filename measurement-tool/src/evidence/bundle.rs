@@ -40,6 +40,20 @@ pub struct Bundle {
     /// SNP launch parameters the measurement depends on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub launch: Option<Launch>,
+    /// The host stack the loader ran on (QEMU and kernel versions), as the loader saw it:
+    /// unsigned and untrusted, it only helps explain a measurement that differs (a downstream
+    /// QEMU or KVM can lay out the launch differently).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<HostStack>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct HostStack {
+    /// The first line of `qemu-system-x86_64 --version`.
+    pub qemu: String,
+    /// The host kernel's release (/proc/sys/kernel/osrelease).
+    pub kernel: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -68,6 +82,7 @@ impl Bundle {
             collateral: None,
             unsigned_report_data: Some(hex::encode(<sha2::Sha512 as sha2::Digest>::digest(statement))),
             launch: None,
+            host: None,
         }
     }
 
@@ -85,6 +100,7 @@ impl Bundle {
             collateral: None,
             unsigned_report_data: None,
             launch: Some(launch),
+            host: None,
         }
     }
 
@@ -101,6 +117,7 @@ impl Bundle {
             collateral,
             unsigned_report_data: None,
             launch: None,
+            host: None,
         }
     }
 
