@@ -346,7 +346,7 @@ impl Derivation {
         if let Some(n) = self.env.get("name") {
             return Some(n.clone());
         }
-        match crate::build::json::parse(self.env.get("__json")?) {
+        match &crate::build::json::parse(self.env.get("__json")?) {
             Ok(crate::build::json::Json::Object(m)) => match m.get("name") {
                 Some(crate::build::json::Json::String(n)) => Some(n.clone()),
                 _ => None,
