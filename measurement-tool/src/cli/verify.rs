@@ -6,7 +6,8 @@
 //!    TDX collateral) is named with where to get it, and can be given as `--vcek`,
 //!    `--cert-chain`, `--collateral`; the statement must name the bundle's attestation kind;
 //! 2. the launch measurement, when `--expected-measurement` or `--agent IMAGE` is given;
-//! 3. the outputs: each `--nar FILE` / `--store-path PATH` must hash to a subject of the statement.
+//! 3. the statement's inputs and outputs are closed under the references it records;
+//! 4. the outputs: each `--nar FILE` / `--store-path PATH` must hash to a subject of the statement.
 use super::verify_report::PolicyArgs;
 use anyhow::{bail, Context};
 use measurement_tool::evidence::bundle::{Bundle, FORMAT, UNATTESTED_WARNING};
@@ -141,6 +142,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let named = st["predicate"]["runDetails"]["metadata"]["attestation"].as_str().unwrap_or("(nothing)");
     if named != bundle.attestation {
         bail!("REJECTED: attestation: the statement says {named}, the bundle's evidence is {}", bundle.attestation);
+    }
+    // The inputs and outputs are a closed set under the references the agent recorded.
+    if let Err(gap) = measurement_tool::evidence::bundle::check_statement_closure(&st) {
+        bail!("REJECTED: statement: {gap}");
     }
     let subjects: Vec<(String, String, String)> = st["subject"]
         .as_array()
