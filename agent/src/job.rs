@@ -11,12 +11,13 @@
 //! 7. **publish** — only now, with every check passed, the outputs, statement and evidence go
 //!    out. Any failure before step 7 sends one Error frame and nothing else: no partial result.
 use crate::{arch, error, run_sandbox, Reader, Writer};
-use agent::build::plan::{self, InputInfo, Plan};
+use agent::build::plan::{self, FixedContent, InputInfo, Plan};
 use agent::build::{checks, env};
 use agent::channel::{Incoming, StreamError};
 use agent::nix::nar::{self, NarSource};
 use agent::nix::refs::RefScanner;
-use agent::nix::store_path::StorePath;
+use agent::nix::hash::{Algo, Hash, Hasher};
+use agent::nix::store_path::Method;
 use agent::proto::{self, AttestationKind, ErrorCode, Type};
 use agent::sandbox::fs::{self, Fs, Kind};
 use agent::sandbox::process::{Kernel, Limits, Status};
@@ -105,33 +106,27 @@ fn run(input: &mut Reader, out: &mut Writer, request: &[u8]) -> Result<(), Stop>
         Ok(fs) => fs,
         Err(e) => return refuse(ErrorCode::Sandbox, format!("sandbox file system: {}", e.name())),
     };
-    let mut by_hash = BTreeMap::new();
-    for p in &input_paths {
-        let sp = match StorePath::parse(p) {
-            Ok(sp) => sp,
-            Err(e) => return refuse(ErrorCode::BadInput, format!("'{p}' is not a store path: {e:?}")),
-        };
-        if by_hash.insert(sp.hash_part().to_string(), p.clone()).is_some() {
-            return refuse(ErrorCode::BadInput, format!("input '{p}' sent twice"));
-        }
-    }
+    let by_hash = match plan::check_input_paths(&plan, &input_paths) {
+        Ok(m) => m,
+        Err(e) => return refuse(ErrorCode::BadInput, e.to_string()),
+    };
     let mut inputs = BTreeMap::new();
+    let mut fixed_nar_hashes = BTreeMap::new();
     for p in &input_paths {
-        let info = unpack_input(input, &mut fs, p, &by_hash)?;
+        // A recursive fixed-output input's NAR is also hashed with its declared algorithm.
+        let algo = plan.fixed_inputs.get(p).filter(|f| f.method == Method::Recursive).map(|f| f.hash.algo);
+        let (info, fixed_hash) = unpack_input(input, &mut fs, p, &by_hash, algo)?;
         inputs.insert(p.clone(), info);
+        if let Some(h) = fixed_hash {
+            fixed_nar_hashes.insert(p.clone(), h);
+        }
     }
     if let Err(e) = plan::check_inputs(&plan, &inputs) {
         return refuse(ErrorCode::BadInput, e.to_string());
     }
     for (p, fixed) in &plan.fixed_inputs {
-        let contents = match fs.resolve(fs::ROOT, p.as_bytes(), false).and_then(|i| fs.get(i)) {
-            Ok(node) => match &node.kind {
-                Kind::File(bytes) => Some(bytes.as_slice()),
-                _ => None,
-            },
-            Err(_) => None,
-        };
-        if let Err(e) = plan::check_fixed(p, fixed, &inputs[p].nar_sha256, contents) {
+        let content = FixedContent { nar_hash: fixed_nar_hashes.get(p), file: single_file(&fs, p) };
+        if let Err(e) = plan::check_fixed(p, fixed, content) {
             return refuse(ErrorCode::BadInput, e.to_string());
         }
     }
@@ -164,11 +159,15 @@ fn run(input: &mut Reader, out: &mut Writer, request: &[u8]) -> Result<(), Stop>
         };
         let mut hasher = Sha256::new();
         let mut scanner = RefScanner::new(candidates.keys().map(String::as_str));
+        let mut fixed_hasher = plan.fixed.as_ref().filter(|f| f.method == Method::Recursive).map(|f| Hasher::new(f.hash.algo));
         let mut size = 0u64;
         let tree = fs.tree(ino);
         if let Err(e) = nar::serialize(&tree, &mut |b| {
             hasher.update(b);
             scanner.update(b);
+            if let Some(h) = &mut fixed_hasher {
+                h.update(b);
+            }
             size += b.len() as u64;
         }) {
             return refuse(ErrorCode::BadOutput, format!("output '{name}' cannot be serialised: {}", e.name()));
@@ -176,12 +175,12 @@ fn run(input: &mut Reader, out: &mut Writer, request: &[u8]) -> Result<(), Stop>
         let references: BTreeSet<String> = scanner.found().filter_map(|h| candidates.get(&h).cloned()).collect();
         let sha: [u8; 32] = hasher.finalize().into();
         if let Some(fixed) = &plan.fixed {
-            let file = match &fs.get(ino).map(|n| &n.kind) {
-                Ok(Kind::File(bytes)) => Some(bytes.as_slice()),
-                _ => None,
-            };
-            if let Err(e) = plan::check_fixed(&path, fixed, &sha, file) {
-                return refuse(ErrorCode::BadOutput, format!("hash mismatch in fixed-output derivation '{drv_path}': {e}"));
+            let nar_hash = fixed_hasher.map(Hasher::finish);
+            let content = FixedContent { nar_hash: nar_hash.as_ref(), file: single_file(fs, &path) };
+            match plan::check_fixed(&path, fixed, content) {
+                Ok(()) => {}
+                Err(e @ plan::PlanError::FlatNotRegular(_)) => return refuse(ErrorCode::BadOutput, e.to_string()),
+                Err(e) => return refuse(ErrorCode::BadOutput, format!("hash mismatch in fixed-output derivation '{drv_path}': {e}")),
             }
         }
         digests.insert(name.clone(), sha);
@@ -209,7 +208,10 @@ fn run(input: &mut Reader, out: &mut Writer, request: &[u8]) -> Result<(), Stop>
                 references: info.references.iter().cloned().collect(),
             })
             .collect(),
-        inputs: inputs.iter().map(|(p, i)| statement::Input { path: p.clone(), nar_sha256: i.nar_sha256 }).collect(),
+        inputs: inputs
+            .iter()
+            .map(|(p, i)| statement::Input { path: p.clone(), nar_sha256: i.nar_sha256, references: i.references.iter().cloned().collect() })
+            .collect(),
         agent_version: agent::VERSION.to_string(),
         attestation: arch::tee::kind().attestation(),
     };
@@ -303,6 +305,7 @@ struct BulkStream<'a> {
     chunk: Vec<u8>,
     pos: usize,
     hasher: Sha256,
+    fixed_hasher: Option<Hasher>,
     scanner: RefScanner,
     size: u64,
 }
@@ -323,6 +326,9 @@ impl nar::Read for BulkStream<'_> {
                 Incoming::Frame(Type::BulkData, d) if !d.is_empty() && d.len() as u64 <= self.left => {
                     self.left -= d.len() as u64;
                     self.hasher.update(&d);
+                    if let Some(h) = &mut self.fixed_hasher {
+                        h.update(&d);
+                    }
                     self.scanner.update(&d);
                     self.size += d.len() as u64;
                     self.chunk = d;
@@ -338,9 +344,26 @@ impl nar::Read for BulkStream<'_> {
     }
 }
 
+/// The contents of a store path that is one regular file, and whether it is executable.
+fn single_file<'f>(fs: &'f Fs, path: &str) -> Option<(&'f [u8], bool)> {
+    let node = fs.resolve(fs::ROOT, path.as_bytes(), false).and_then(|i| fs.get(i)).ok()?;
+    match &node.kind {
+        Kind::File(bytes) => Some((bytes.as_slice(), node.perm & 0o100 != 0)),
+        _ => None,
+    }
+}
+
 /// Receives one input's NAR and unpacks it at its store path (read-only), hashing it and
-/// scanning it for the hash parts of every input on the way.
-fn unpack_input(input: &mut Reader, fs: &mut Fs, path: &str, by_hash: &BTreeMap<String, String>) -> Result<InputInfo, Stop> {
+/// scanning it on the way: for the hash parts of every input (its references), and strictly,
+/// for any `/nix/store/<hash>-` that is not an input (an incomplete closure: refused). With
+/// `fixed_algo`, the NAR is also hashed with that algorithm (a recursive fixed-output input).
+fn unpack_input(
+    input: &mut Reader,
+    fs: &mut Fs,
+    path: &str,
+    by_hash: &BTreeMap<String, String>,
+    fixed_algo: Option<Algo>,
+) -> Result<(InputInfo, Option<Hash>), Stop> {
     let total = bulk_begin(input, proto::MAX_TRANSFER)?;
     let base = &path["/nix/store/".len()..];
     let Ok(store) = fs.resolve(fs::ROOT, b"/nix/store", true) else { return refuse(ErrorCode::Sandbox, "no /nix/store") };
@@ -350,13 +373,14 @@ fn unpack_input(input: &mut Reader, fs: &mut Fs, path: &str, by_hash: &BTreeMap<
         chunk: Vec::new(),
         pos: 0,
         hasher: Sha256::new(),
-        scanner: RefScanner::new(by_hash.keys().map(String::as_str)),
+        fixed_hasher: fixed_algo.map(Hasher::new),
+        scanner: RefScanner::strict(by_hash.keys().map(String::as_str)),
         size: 0,
     };
     let limits = nar::Limits { max_contents: fs.limit_bytes, ..nar::Limits::default() };
     let result = nar::parse(&mut stream, &mut fs.unpacker(store, base.as_bytes()), limits);
     let finished = stream.left == 0 && stream.pos == stream.chunk.len();
-    let (hasher, scanner, size) = (stream.hasher, stream.scanner, stream.size);
+    let (hasher, fixed_hasher, scanner, size) = (stream.hasher, stream.fixed_hasher, stream.scanner, stream.size);
     match result {
         Ok(()) if finished => {}
         Ok(()) => return refuse(ErrorCode::BadInput, format!("input '{path}': bytes after the end of its NAR")),
@@ -367,11 +391,14 @@ fn unpack_input(input: &mut Reader, fs: &mut Fs, path: &str, by_hash: &BTreeMap<
         Err(nar::NarError::Sink(e)) => return refuse(ErrorCode::BadInput, format!("input '{path}': cannot unpack: {}", e.name())),
         Err(e) => return refuse(ErrorCode::BadInput, format!("input '{path}': not a valid NAR: {}", nar_error(&e))),
     }
+    if let Some(reference) = scanner.unknown() {
+        return refuse(ErrorCode::BadInput, plan::PlanError::IncompleteClosure { path: path.into(), reference }.to_string());
+    }
     if let Ok(ino) = fs.resolve(fs::ROOT, path.as_bytes(), false) {
         fs.set_readonly(ino);
     }
     let references = scanner.found().filter_map(|h| by_hash.get(&h).cloned()).collect();
-    Ok(InputInfo { nar_sha256: hasher.finalize().into(), nar_size: size, references })
+    Ok((InputInfo { nar_sha256: hasher.finalize().into(), nar_size: size, references }, fixed_hasher.map(Hasher::finish)))
 }
 
 fn nar_error<R, S>(e: &nar::NarError<R, S>) -> &'static str {

@@ -5,7 +5,8 @@
 //! ```text
 //! subject                 one per output: store path, NAR SHA-256, output name, references
 //! buildDefinition         the .drv path and the SHA-256 of its ATerm; every input store path
-//!                         with the NAR SHA-256 the agent computed while unpacking it
+//!                         with the NAR SHA-256 the agent computed while unpacking it and the
+//!                         inputs it refers to
 //! runDetails              the agent's version and the attestation kind
 //! ```
 use crate::nix::hash::hex;
@@ -33,6 +34,10 @@ pub struct Output {
 pub struct Input {
     pub path: String,
     pub nar_sha256: [u8; 32],
+    /// The inputs it refers to (found by scanning its NAR; every store path it mentions was
+    /// sent, or the build was refused), sorted: with them a verifier can check that the inputs
+    /// are a closed set.
+    pub references: Vec<String>,
 }
 
 /// Everything the statement says.
@@ -108,7 +113,14 @@ impl Statement {
             string(&mut s, &d.path);
             s.push_str(",\"digest\":");
             digest(&mut s, &d.nar_sha256);
-            s.push('}');
+            s.push_str(",\"annotations\":{\"references\":[");
+            for (j, r) in d.references.iter().enumerate() {
+                if j > 0 {
+                    s.push(',');
+                }
+                string(&mut s, r);
+            }
+            s.push_str("]}}");
         }
         s.push_str("]},\"runDetails\":{\"builder\":{\"id\":");
         string(&mut s, BUILD_TYPE);
@@ -138,7 +150,7 @@ mod tests {
             drv_path: "/nix/store/aaaa-x.drv".into(),
             drv_sha256: [1; 32],
             outputs: vec![Output { name: "out".into(), path: "/nix/store/bbbb-x".into(), nar_sha256: [2; 32], references: vec!["/nix/store/cccc-\"y\"".into()] }],
-            inputs: vec![Input { path: "/nix/store/dddd-z".into(), nar_sha256: [3; 32] }],
+            inputs: vec![Input { path: "/nix/store/dddd-z".into(), nar_sha256: [3; 32], references: vec!["/nix/store/dddd-z".into()] }],
             agent_version: "0.1.0".into(),
             attestation: AttestationKind::None,
         };
@@ -146,6 +158,8 @@ mod tests {
         assert!(j.starts_with("{\"_type\":\"https://in-toto.io/Statement/v1\",\"subject\":[{\"name\":\"/nix/store/bbbb-x\""));
         assert!(j.contains("\"references\":[\"/nix/store/cccc-\\\"y\\\"\"]"));
         assert!(j.contains(&"02".repeat(32)));
+        assert!(j.contains("\"resolvedDependencies\":[{\"name\":\"/nix/store/dddd-z\",\"digest\":{\"sha256\":\"0303"));
+        assert!(j.contains("},\"annotations\":{\"references\":[\"/nix/store/dddd-z\"]}}]},\"runDetails\""));
         assert!(j.ends_with("\"metadata\":{\"attestation\":\"none\"}}}}"));
         assert_eq!(j, st.clone().to_json());
         assert_eq!(report_data(j.as_bytes()).len(), 64);

@@ -17,6 +17,42 @@ let
     outputHashAlgo = "sha256";
     outputHash = "sha256-rc95GuKAPAwQ8Nq5xDDDmsWAv5XWqDSiSPTe3XLGlmU=";
   };
+  # Fixed outputs with the weak hashes Nix 2.8 still builds (hashes from md5sum, sha1sum and
+  # nix-hash --type md5|sha1 over the same bytes).
+  md5Flat = mk {
+    name = "md5-flat";
+    script = "printf 'md5 flat\\n' > $out";
+    outputHashMode = "flat";
+    outputHashAlgo = "md5";
+    outputHash = "e138d7243ab77a77dc9505e0830367c8";
+  };
+  sha1Flat = mk {
+    name = "sha1-flat";
+    script = "printf 'sha1 flat\\n' > $out";
+    outputHashMode = "flat";
+    outputHashAlgo = "sha1";
+    outputHash = "9a9cffd6f0bdfbe478c7b6e60e582ee0b039da9d";
+  };
+  md5Recursive = mk {
+    name = "md5-recursive";
+    script = "mkdir $out; printf 'md5 tree\\n' > $out/f";
+    outputHashMode = "recursive";
+    outputHashAlgo = "md5";
+    outputHash = "fe82279e95a9540c4d197b2b72401918";
+  };
+  sha1Recursive = mk {
+    name = "sha1-recursive";
+    script = "printf '#!/bin/sh\\necho sha1\\n' > $out; chmod +x $out";
+    outputHashMode = "recursive";
+    outputHashAlgo = "sha1";
+    outputHash = "92698299f5403af9c7098ac91f5c76edee3ff296";
+  };
+  # An input whose output refers to another path: consumers need both (the closure).
+  references = mk { name = "references"; script = ''
+    mkdir -p $out
+    echo ${dep} > $out/ref-to-dep
+    echo $out > $out/self-ref
+  ''; };
 in {
   ok = {
     single-file = mk { name = "single-file"; script = "echo hello > $out"; };
@@ -73,11 +109,16 @@ in {
       script = ''cat "$bigPath" > $out; echo "$bigPath" >> $out'';
     };
 
-    references = mk { name = "references"; script = ''
-      mkdir -p $out
-      echo ${dep} > $out/ref-to-dep
-      echo $out > $out/self-ref
-    ''; };
+    inherit references;
+
+    # The input closure: `references` and, through it, `dep`'s out.
+    consumes-closure = mk { name = "consumes-closure"; script = "cat ${references}/ref-to-dep > $out"; };
+
+    md5-flat = md5Flat;
+    sha1-flat = sha1Flat;
+    md5-recursive = md5Recursive;
+    sha1-recursive = sha1Recursive;
+    consumes-weak-fixed = mk { name = "consumes-weak-fixed"; script = "cat ${md5Flat} ${sha1Flat} ${md5Recursive}/f ${sha1Recursive} > $out"; };
 
     allowed-references = mk {
       name = "allowed-refs";
@@ -130,6 +171,14 @@ in {
   };
 
   fail = {
+    # Nix 2.8 refuses a flat fixed output that is executable.
+    executable-flat-output = mk {
+      name = "executable-flat";
+      script = "printf 'x\\n' > $out; chmod +x $out";
+      outputHashMode = "flat";
+      outputHashAlgo = "sha256";
+      outputHash = "73cb3858a687a8494ca3323053016282f3dad39d42cf62ca4e79dda2aac7d9ac";
+    };
     builder-fails = mk { name = "fails"; script = "echo failing >&2; exit 3"; };
     missing-output = mk { name = "missing"; outputs = [ "out" "dev" ]; script = "echo only-out > $out"; };
     disallowed-reference = mk {

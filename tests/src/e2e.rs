@@ -43,6 +43,27 @@ pub fn instantiate(attr: &str) -> PathBuf {
     )
 }
 
+/// `nix-instantiate` the deep chain (`tests/e2e/deep.nix`): `depth` derivations, each an input
+/// of the next; returns the top one's `.drv` path.
+pub fn instantiate_chain(depth: usize) -> PathBuf {
+    let file = crate::root().join("tests/e2e/deep.nix");
+    PathBuf::from(
+        run(Command::new("nix-instantiate")
+            .arg(&file)
+            .args(["--argstr", "busyboxDir"])
+            .arg(busybox_dir())
+            .args(["--arg", "depth", &depth.to_string()]))
+        .unwrap(),
+    )
+}
+
+/// The references Nix registered for a store path (`nix-store -q --references`), sorted.
+pub fn nix_references(path: &str) -> Vec<String> {
+    let mut refs: Vec<String> = run(Command::new("nix-store").args(["-q", "--references", path])).unwrap().lines().map(String::from).collect();
+    refs.sort();
+    refs
+}
+
 /// Names of the corpus cases under `ok` or `fail`.
 pub fn cases(group: &str) -> Vec<String> {
     let corpus = crate::root().join("tests/e2e/corpus.nix");

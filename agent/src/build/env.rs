@@ -140,8 +140,9 @@ pub fn builder_setup(drv: &DrvEnv<'_>, build_cores: u32) -> Result<BuilderSetup,
     env.insert("TERM".into(), "xterm-256color".into());
 
     // writeStructuredAttrs
-    if let Some(value) = structured {
-        let Json::Object(mut attrs) = value else { return Err(EnvError::StructuredAttrsNotObject) };
+    if let Some(mut value) = structured {
+        let Json::Object(attrs) = &mut value else { return Err(EnvError::StructuredAttrsNotObject) };
+        let mut attrs = core::mem::take(attrs);
         if matches!(attrs.get("exportReferencesGraph"), Some(Json::Object(_))) {
             return Err(EnvError::Unsupported("exportReferencesGraph"));
         }

@@ -5,6 +5,10 @@
 //! Floating-point numbers are refused: nlohmann prints them with its own shortest-round-trip
 //! algorithm, and a value we cannot reproduce exactly must fail the build loudly rather than
 //! produce a `.attrs.json` that differs from Nix's.
+//!
+//! The text comes from the host (inside a `.drv`), so nothing here recurses on its nesting:
+//! the parser, the printer and `Drop` keep their own stacks on the heap. [`MAX_DEPTH`] only
+//! bounds that memory.
 use alloc::collections::BTreeMap;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -33,18 +37,102 @@ pub enum JsonError {
     TooDeep,
 }
 
-/// Nesting limit: the input comes from the host, and recursion must stay bounded.
-pub const MAX_DEPTH: usize = 128;
+/// Nesting limit (the parser's stack is on the heap; this bounds it).
+pub const MAX_DEPTH: usize = 4096;
+
+/// `Drop` without recursion: a deeply nested value is taken apart with a work list.
+impl Drop for Json {
+    fn drop(&mut self) {
+        let mut work: Vec<Json> = Vec::new();
+        let take = |j: &mut Json, work: &mut Vec<Json>| match j {
+            Json::Array(items) if !items.is_empty() => work.append(items),
+            Json::Object(map) if !map.is_empty() => work.extend(core::mem::take(map).into_values()),
+            _ => {}
+        };
+        take(self, &mut work);
+        while let Some(mut j) = work.pop() {
+            take(&mut j, &mut work);
+            // `j` drops here with no children left.
+        }
+    }
+}
+
+/// A container being parsed.
+enum Open {
+    Array(Vec<Json>),
+    /// The object so far and the key whose value is being parsed.
+    Object(BTreeMap<String, Json>, String),
+}
 
 /// Parses one JSON document (surrounding whitespace allowed).
 pub fn parse(text: &str) -> Result<Json, JsonError> {
     let mut p = Parser { s: text.as_bytes(), i: 0 };
-    let v = p.value(0)?;
-    p.ws();
-    if p.i != p.s.len() {
-        return Err(JsonError::Syntax(p.i));
+    let mut stack: Vec<Open> = Vec::new();
+    'value: loop {
+        // One value: a scalar or an empty container completes; otherwise a container opens.
+        let mut v = match p.value_start()? {
+            Start::Value(v) => v,
+            Start::Array => {
+                stack.push(Open::Array(Vec::new()));
+                if stack.len() > MAX_DEPTH {
+                    return Err(JsonError::TooDeep);
+                }
+                continue 'value;
+            }
+            Start::Object(key) => {
+                stack.push(Open::Object(BTreeMap::new(), key));
+                if stack.len() > MAX_DEPTH {
+                    return Err(JsonError::TooDeep);
+                }
+                continue 'value;
+            }
+        };
+        // A complete value: into its container, closing containers as they end.
+        loop {
+            p.ws();
+            match stack.last_mut() {
+                None => {
+                    if p.i != p.s.len() {
+                        return Err(JsonError::Syntax(p.i));
+                    }
+                    return Ok(v);
+                }
+                Some(Open::Array(items)) => {
+                    items.push(v);
+                    if p.eat(b",") {
+                        continue 'value;
+                    }
+                    if !p.eat(b"]") {
+                        return Err(JsonError::Syntax(p.i));
+                    }
+                    let Some(Open::Array(items)) = stack.pop() else { unreachable!() };
+                    v = Json::Array(items);
+                }
+                Some(Open::Object(map, key)) => {
+                    map.insert(core::mem::take(key), v);
+                    if p.eat(b",") {
+                        *key = p.key()?;
+                        continue 'value;
+                    }
+                    if !p.eat(b"}") {
+                        return Err(JsonError::Syntax(p.i));
+                    }
+                    let Some(Open::Object(map, _)) = stack.pop() else { unreachable!() };
+                    v = Json::Object(map);
+                }
+            }
+        }
     }
-    Ok(v)
+}
+
+/// How a value starts.
+enum Start {
+    /// A scalar or an empty container: complete.
+    Value(Json),
+    /// `[` and a first element follows.
+    Array,
+    /// `{` and the first key (its `:` read); its value follows.
+    Object(String),
 }
 
 struct Parser<'a> {
@@ -68,66 +156,47 @@ impl Parser<'_> {
         }
     }
 
-    fn value(&mut self, depth: usize) -> Result<Json, JsonError> {
-        if depth > MAX_DEPTH {
-            return Err(JsonError::TooDeep);
+    /// `ws "key" ws :` — an object key and its colon.
+    fn key(&mut self) -> Result<String, JsonError> {
+        self.ws();
+        if self.s.get(self.i) != Some(&b'"') {
+            return Err(JsonError::Syntax(self.i));
         }
+        let k = self.string()?;
+        self.ws();
+        if !self.eat(b":") {
+            return Err(JsonError::Syntax(self.i));
+        }
+        Ok(k)
+    }
+
+    fn value_start(&mut self) -> Result<Start, JsonError> {
         self.ws();
         let start = self.i;
-        match self.s.get(self.i) {
+        Ok(Start::Value(match self.s.get(self.i) {
             Some(b'{') => {
                 self.i += 1;
-                let mut map = BTreeMap::new();
                 self.ws();
-                if self.eat(b"}") {
-                    return Ok(Json::Object(map));
+                if !self.eat(b"}") {
+                    return Ok(Start::Object(self.key()?));
                 }
-                loop {
-                    self.ws();
-                    if self.s.get(self.i) != Some(&b'"') {
-                        return Err(JsonError::Syntax(self.i));
-                    }
-                    let k = self.string()?;
-                    self.ws();
-                    if !self.eat(b":") {
-                        return Err(JsonError::Syntax(self.i));
-                    }
-                    let v = self.value(depth + 1)?;
-                    map.insert(k, v);
-                    self.ws();
-                    if self.eat(b"}") {
-                        return Ok(Json::Object(map));
-                    }
-                    if !self.eat(b",") {
-                        return Err(JsonError::Syntax(self.i));
-                    }
-                }
+                Json::Object(BTreeMap::new())
             }
             Some(b'[') => {
                 self.i += 1;
-                let mut items = Vec::new();
                 self.ws();
-                if self.eat(b"]") {
-                    return Ok(Json::Array(items));
+                if !self.eat(b"]") {
+                    return Ok(Start::Array);
                 }
-                loop {
-                    items.push(self.value(depth + 1)?);
-                    self.ws();
-                    if self.eat(b"]") {
-                        return Ok(Json::Array(items));
-                    }
-                    if !self.eat(b",") {
-                        return Err(JsonError::Syntax(self.i));
-                    }
-                }
+                Json::Array(Vec::new())
             }
-            Some(b'"') => Ok(Json::String(self.string()?)),
-            Some(b't') if self.eat(b"true") => Ok(Json::Bool(true)),
-            Some(b'f') if self.eat(b"false") => Ok(Json::Bool(false)),
-            Some(b'n') if self.eat(b"null") => Ok(Json::Null),
-            Some(b'-' | b'0'..=b'9') => self.number(start),
-            _ => Err(JsonError::Syntax(start)),
-        }
+            Some(b'"') => Json::String(self.string()?),
+            Some(b't') if self.eat(b"true") => Json::Bool(true),
+            Some(b'f') if self.eat(b"false") => Json::Bool(false),
+            Some(b'n') if self.eat(b"null") => Json::Null,
+            Some(b'-' | b'0'..=b'9') => self.number(start)?,
+            _ => return Err(JsonError::Syntax(start)),
+        }))
     }
 
     fn number(&mut self, start: usize) -> Result<Json, JsonError> {
@@ -226,37 +295,57 @@ impl Parser<'_> {
     }
 }
 
-/// Prints `v` as nlohmann::json's `dump()` (no indent, `ensure_ascii = false`) does.
+/// Prints `v` as nlohmann::json's `dump()` (no indent, `ensure_ascii = false`) does, with a
+/// work list rather than recursion.
 pub fn dump(v: &Json, out: &mut String) {
-    match v {
-        Json::Null => out.push_str("null"),
-        Json::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-        Json::Int(n) => {
-            use core::fmt::Write;
-            let _ = write!(out, "{n}");
-        }
-        Json::String(s) => dump_string(s, out),
-        Json::Array(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                dump(item, out);
+    enum Step<'a> {
+        Value(&'a Json),
+        Key(&'a str),
+        Text(&'static str),
+    }
+    let mut work = alloc::vec![Step::Value(v)];
+    while let Some(step) = work.pop() {
+        let v = match step {
+            Step::Text(t) => {
+                out.push_str(t);
+                continue;
             }
-            out.push(']');
-        }
-        Json::Object(map) => {
-            out.push('{');
-            for (i, (k, item)) in map.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
+            Step::Key(k) => {
                 dump_string(k, out);
                 out.push(':');
-                dump(item, out);
+                continue;
             }
-            out.push('}');
+            Step::Value(v) => v,
+        };
+        match v {
+            Json::Null => out.push_str("null"),
+            Json::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+            Json::Int(n) => {
+                use core::fmt::Write;
+                let _ = write!(out, "{n}");
+            }
+            Json::String(s) => dump_string(s, out),
+            Json::Array(items) => {
+                out.push('[');
+                work.push(Step::Text("]"));
+                for (i, item) in items.iter().enumerate().rev() {
+                    work.push(Step::Value(item));
+                    if i > 0 {
+                        work.push(Step::Text(","));
+                    }
+                }
+            }
+            Json::Object(map) => {
+                out.push('{');
+                work.push(Step::Text("}"));
+                for (i, (k, item)) in map.iter().enumerate().rev() {
+                    work.push(Step::Value(item));
+                    work.push(Step::Key(k));
+                    if i > 0 {
+                        work.push(Step::Text(","));
+                    }
+                }
+            }
         }
     }
 }
@@ -286,6 +375,7 @@ pub fn dump_string(s: &str, out: &mut String) {
 
 #[cfg(test)]
 mod tests {
+    extern crate std;
     use super::*;
     use alloc::string::ToString;
 
@@ -299,6 +389,25 @@ mod tests {
     fn prints_compact_with_sorted_keys() {
         assert_eq!(round(r#" { "b" : [1, -2, true, null], "a": {"z":"x", "y": {}} } "#),
                    r#"{"a":{"y":{},"z":"x"},"b":[1,-2,true,null]}"#);
+    }
+
+    #[test]
+    fn nesting_to_the_limit_parses_prints_and_drops_on_a_small_stack() {
+        // The text is the host's: nesting must not cost stack (the agent's is 64 KiB). The
+        // recursive parser allowed 128 levels at ~224 bytes each (29 KiB) in the agent.
+        let text = alloc::format!("{}{}{}", "[{\"k\":".repeat(MAX_DEPTH / 2), "[]", "}]".repeat(MAX_DEPTH / 2));
+        let t = std::thread::Builder::new()
+            .stack_size(32 << 10)
+            .spawn(move || {
+                let v = parse(&text).unwrap();
+                let mut out = String::new();
+                dump(&v, &mut out);
+                out == text
+            })
+            .unwrap();
+        assert!(t.join().unwrap());
+        // Whitespace everywhere, nested objects and arrays mixed.
+        assert_eq!(round(" [ { \"a\" : [ [ ] , { } , 1 ] } , [ [ \"x\" ] ] ] "), r#"[{"a":[[],{},1]},[["x"]]]"#);
     }
 
     #[test]
@@ -328,6 +437,9 @@ mod tests {
         }
         let deep = "[".repeat(MAX_DEPTH + 2);
         assert_eq!(parse(&deep), Err(JsonError::TooDeep));
+        for bad in ["[1 2]", "{\"a\":1 \"b\":2}", "{\"a\" 1}", "{,}", "[,1]", "{\"a\":1,}", "]", "[}", "{]"] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
         assert_eq!(parse("[]").unwrap().to_string_lossy(), "[]");
     }
 

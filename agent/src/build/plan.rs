@@ -10,13 +10,13 @@
 //! declared content.
 use super::json::{self, Json};
 use crate::nix::derivation::{self, Derivation, DrvError, FixedOutput, Resolver};
-use crate::nix::hash::{hex, Algo};
-use crate::nix::store_path::{Method, StorePath};
+use crate::nix::hash::{hex, Hash, Hasher};
+use crate::nix::store_path::{Method, PathError, StorePath};
 use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
-use sha2::{Digest, Sha256, Sha512};
+use sha2::{Digest, Sha256};
 
 /// The only platform the agent builds for.
 pub const SYSTEM: &str = "x86_64-linux";
@@ -58,6 +58,14 @@ pub enum PlanError {
     FixedInputMismatch { path: String, expected: String, got: String },
     /// A fixed-output input the agent cannot check (hash algorithm or shape).
     FixedInputUnchecked { path: String, why: &'static str },
+    /// A flat fixed output that is not a non-executable regular file.
+    FlatNotRegular(String),
+    /// A requested input path that is not a store path.
+    BadInputPath(String, PathError),
+    /// Two input paths with the same hash part.
+    DuplicateInput(String),
+    /// An input at (the hash part of) one of the derivation's own output paths.
+    InputAtOutputPath(String),
     /// `__json` that does not parse.
     StructuredAttrs,
 }
@@ -79,6 +87,14 @@ impl core::fmt::Display for PlanError {
                 write!(f, "fixed-output input '{path}' has hash {got}, but its derivation declares {expected}")
             }
             Self::FixedInputUnchecked { path, why } => write!(f, "fixed-output input '{path}' cannot be checked: {why}"),
+            // Nix 2.8's words (`LocalDerivationGoal::registerOutputs`).
+            Self::FlatNotRegular(p) => write!(
+                f,
+                "output path '{p}' should be a non-executable regular file since recursive hashing is not enabled (outputHashMode=flat)"
+            ),
+            Self::BadInputPath(p, e) => write!(f, "'{p}' is not a store path: {e:?}"),
+            Self::DuplicateInput(p) => write!(f, "input '{p}' sent twice"),
+            Self::InputAtOutputPath(p) => write!(f, "input '{p}' has the hash part of one of the derivation's own outputs"),
             Self::StructuredAttrs => write!(f, "__json is not valid JSON"),
         }
     }
@@ -105,15 +121,15 @@ pub fn plan(drv_path: &str, aterm: &[u8], input_drvs: &BTreeMap<String, Vec<u8>>
     }
     let lookup = |p: &str| input_drvs.get(p).cloned();
     let mut resolver = Resolver::new(&lookup);
+    // Every input derivation, transitively, checked against its path and its declared output
+    // paths — for a fixed-output derivation too, whose own hash does not need them.
+    resolver.resolve_inputs(&drv)?;
     let outputs = resolver.check_output_paths(&drv)?;
     let fixed = drv.fixed_output()?;
     let mut roots: BTreeSet<String> = drv.input_srcs.clone();
     let mut fixed_inputs = BTreeMap::new();
     for (dep_path, used) in &drv.input_drvs {
-        // check_output_paths resolved every input derivation, so each was checked against its
-        // path already; parse it again for its outputs.
-        let bytes = input_drvs.get(dep_path).ok_or_else(|| DrvError::MissingInput(dep_path.clone()))?;
-        let dep = derivation::parse(bytes)?;
+        let (_, dep) = resolver.input(dep_path)?;
         let dep_fixed = dep.fixed_output()?;
         for o in used {
             let out = dep.outputs.get(o).ok_or_else(|| DrvError::MissingOutput { drv: dep_path.clone(), output: o.clone() })?;
@@ -166,40 +182,65 @@ pub fn check_inputs(plan: &Plan, inputs: &BTreeMap<String, InputInfo>) -> Result
     Ok(())
 }
 
-/// Checks a fixed-output path's contents against its declared hash: for `r:` the NAR's hash,
-/// for flat the bytes of the single regular file (`file` is `None` when the NAR is not one).
-pub fn check_fixed(path: &str, fixed: &FixedOutput, nar_sha256: &[u8; 32], file: Option<&[u8]>) -> Result<(), PlanError> {
-    let got: Vec<u8> = match (fixed.method, fixed.hash.algo) {
-        (Method::Recursive, Algo::Sha256) => nar_sha256.to_vec(),
-        (Method::Recursive, _) => {
-            return Err(PlanError::FixedInputUnchecked { path: path.into(), why: "only SHA-256 recursive hashes are checked" })
-        }
-        (Method::Flat, algo) => {
-            let Some(bytes) = file else {
-                return Err(PlanError::FixedInputUnchecked { path: path.into(), why: "a flat fixed output must be one regular file" });
-            };
-            match algo {
-                Algo::Sha256 => Sha256::digest(bytes).to_vec(),
-                Algo::Sha512 => Sha512::digest(bytes).to_vec(),
-                Algo::Sha1 => return Err(PlanError::FixedInputUnchecked { path: path.into(), why: "SHA-1 is not checked" }),
-            }
-        }
+/// A fixed output's contents, as the agent holds them.
+#[derive(Clone, Copy, Debug)]
+pub struct FixedContent<'a> {
+    /// The hash of the path's NAR with the declared algorithm (needed for `r:`).
+    pub nar_hash: Option<&'a Hash>,
+    /// When the path is one regular file: its bytes and whether it is executable.
+    pub file: Option<(&'a [u8], bool)>,
+}
+
+/// Checks a fixed-output path's contents against its declared hash, as Nix 2.8 does: for `r:`
+/// the NAR's hash, for flat the bytes of the path, which must be a non-executable regular file
+/// (`registerOutputs`). Every algorithm Nix accepts is checked (md5, sha1, sha256, sha512); what
+/// attests the contents is the statement's own SHA-256 of the NAR, the declared hash is only
+/// what Nix would compare.
+pub fn check_fixed(path: &str, fixed: &FixedOutput, content: FixedContent<'_>) -> Result<(), PlanError> {
+    let algo = fixed.hash.algo;
+    let got: Hash = match fixed.method {
+        Method::Recursive => match content.nar_hash {
+            Some(h) if h.algo == algo => h.clone(),
+            _ => return Err(PlanError::FixedInputUnchecked { path: path.into(), why: "no NAR hash with the declared algorithm" }),
+        },
+        Method::Flat => match content.file {
+            Some((bytes, false)) => Hasher::digest(algo, bytes),
+            _ => return Err(PlanError::FlatNotRegular(path.into())),
+        },
     };
-    if got != fixed.hash.bytes {
+    if got != fixed.hash {
         return Err(PlanError::FixedInputMismatch {
             path: path.into(),
-            expected: format!("{}:{}", fixed.hash.algo.name(), hex(&fixed.hash.bytes)),
-            got: format!("{}:{}", fixed.hash.algo.name(), hex(&got)),
+            expected: format!("{}:{}", algo.name(), hex(&fixed.hash.bytes)),
+            got: format!("{}:{}", algo.name(), hex(&got.bytes)),
         });
     }
     Ok(())
 }
 
+/// Checks the list of input paths a request names, before any of their bytes are read: each is
+/// a store path, no two share a hash part, and none has the hash part of one of the
+/// derivation's own outputs (an "input" there would pre-create the output the builder is to
+/// make, and stand for it in the reference scan). Returns hash part → path.
+pub fn check_input_paths(plan: &Plan, paths: &[String]) -> Result<BTreeMap<String, String>, PlanError> {
+    let outputs: BTreeSet<&str> = plan.outputs.values().map(|p| p.hash_part()).collect();
+    let mut by_hash = BTreeMap::new();
+    for p in paths {
+        let sp = StorePath::parse(p).map_err(|e| PlanError::BadInputPath(p.clone(), e))?;
+        if outputs.contains(sp.hash_part()) {
+            return Err(PlanError::InputAtOutputPath(p.clone()));
+        }
+        if by_hash.insert(sp.hash_part().to_string(), p.clone()).is_some() {
+            return Err(PlanError::DuplicateInput(p.clone()));
+        }
+    }
+    Ok(by_hash)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nix::hash::Hash;
-    use alloc::vec;
+    use crate::nix::hash::Algo;
 
     fn info(refs: &[&str]) -> InputInfo {
         InputInfo { nar_sha256: [0; 32], nar_size: 8, references: refs.iter().map(|s| s.to_string()).collect() }
@@ -232,14 +273,77 @@ mod tests {
     }
 
     #[test]
-    fn fixed_inputs_are_checked_by_method() {
+    fn fixed_inputs_are_checked_by_method_and_algorithm() {
         let content = b"fixed content\n";
-        let flat = FixedOutput { method: Method::Flat, hash: Hash { algo: Algo::Sha256, bytes: Sha256::digest(content).to_vec() } };
-        assert_eq!(check_fixed("/p", &flat, &[0; 32], Some(content)), Ok(()));
-        assert!(matches!(check_fixed("/p", &flat, &[0; 32], Some(b"other")), Err(PlanError::FixedInputMismatch { .. })));
-        assert!(matches!(check_fixed("/p", &flat, &[0; 32], None), Err(PlanError::FixedInputUnchecked { .. })));
-        let rec = FixedOutput { method: Method::Recursive, hash: Hash { algo: Algo::Sha256, bytes: vec![7; 32] } };
-        assert_eq!(check_fixed("/p", &rec, &[7; 32], None), Ok(()));
-        assert!(check_fixed("/p", &rec, &[8; 32], None).is_err());
+        let file = |bytes: &'static [u8], x: bool| FixedContent { nar_hash: None, file: Some((bytes, x)) };
+        for algo in [Algo::Md5, Algo::Sha1, Algo::Sha256, Algo::Sha512] {
+            let flat = FixedOutput { method: Method::Flat, hash: Hasher::digest(algo, content) };
+            assert_eq!(check_fixed("/p", &flat, file(content, false)), Ok(()), "{algo:?}");
+            assert!(matches!(check_fixed("/p", &flat, file(b"other", false)), Err(PlanError::FixedInputMismatch { .. })));
+            // Nix 2.8 refuses an executable flat output, and one that is not a regular file.
+            assert_eq!(check_fixed("/p", &flat, file(content, true)), Err(PlanError::FlatNotRegular("/p".into())));
+            assert_eq!(check_fixed("/p", &flat, FixedContent { nar_hash: None, file: None }), Err(PlanError::FlatNotRegular("/p".into())));
+            let nar = Hasher::digest(algo, b"a NAR");
+            let rec = FixedOutput { method: Method::Recursive, hash: nar.clone() };
+            assert_eq!(check_fixed("/p", &rec, FixedContent { nar_hash: Some(&nar), file: None }), Ok(()), "{algo:?}");
+            let other = Hasher::digest(algo, b"another NAR");
+            assert!(matches!(check_fixed("/p", &rec, FixedContent { nar_hash: Some(&other), file: None }), Err(PlanError::FixedInputMismatch { .. })));
+        }
+        // A NAR hash of another algorithm is never compared with the declared one.
+        let rec = FixedOutput { method: Method::Recursive, hash: Hasher::digest(Algo::Md5, b"x") };
+        let sha = Hash::sha256(b"x");
+        assert!(matches!(check_fixed("/p", &rec, FixedContent { nar_hash: Some(&sha), file: None }), Err(PlanError::FixedInputUnchecked { .. })));
+    }
+
+    #[test]
+    fn input_paths_are_store_paths_unique_and_never_an_output() {
+        let mut p = plan_with_roots(&[]);
+        let out = StorePath::parse("/nix/store/m8rz9ssncy10n52kh11fdd71jwrpiwhj-x").unwrap();
+        p.outputs.insert("out".into(), out);
+        let dep = "/nix/store/i7xam6944gbbbcxcgxpsmk5y54i71mfz-dep".to_string();
+        let m = check_input_paths(&p, core::slice::from_ref(&dep)).unwrap();
+        assert_eq!(m.get("i7xam6944gbbbcxcgxpsmk5y54i71mfz"), Some(&dep));
+        for at_output in ["/nix/store/m8rz9ssncy10n52kh11fdd71jwrpiwhj-x", "/nix/store/m8rz9ssncy10n52kh11fdd71jwrpiwhj-other"] {
+            assert_eq!(check_input_paths(&p, &[dep.clone(), at_output.into()]), Err(PlanError::InputAtOutputPath(at_output.into())));
+        }
+        let twin = "/nix/store/i7xam6944gbbbcxcgxpsmk5y54i71mfz-twin".to_string();
+        assert_eq!(check_input_paths(&p, &[dep.clone(), twin.clone()]), Err(PlanError::DuplicateInput(twin)));
+        assert!(matches!(check_input_paths(&p, &["/tmp/x".into()]), Err(PlanError::BadInputPath(..))));
+    }
+
+    /// A derivation with no inputs whose output path is the one Nix computes; its `.drv` path
+    /// and bytes.
+    fn leaf(name: &str) -> (String, Vec<u8>) {
+        let mut d = Derivation { platform: SYSTEM.into(), builder: "/bin/sh".into(), ..Derivation::default() };
+        d.outputs.insert("out".into(), derivation::Output { path: String::new(), hash_algo: String::new(), hash: String::new() });
+        d.env.insert("name".into(), name.into());
+        d.env.insert("out".into(), String::new());
+        let none = |_: &str| None;
+        let out = Resolver::new(&none).output_paths(&d).unwrap()["out"].to_path();
+        d.outputs.get_mut("out").unwrap().path = out.clone();
+        d.env.insert("out".into(), out);
+        let bytes = derivation::print(&d).into_bytes();
+        (derivation::drv_path(name, &bytes, &d).unwrap().to_path(), bytes)
+    }
+
+    #[test]
+    fn a_fixed_output_derivations_own_inputs_are_checked_against_their_paths() {
+        let (dep_path, dep) = leaf("dep");
+        let (_, other) = leaf("other");
+        let hash = Hash::sha256(b"content");
+        let out = crate::nix::store_path::make_fixed_output_path(Method::Flat, &hash, "fod").unwrap().to_path();
+        let mut d = Derivation { platform: SYSTEM.into(), builder: "/bin/sh".into(), ..Derivation::default() };
+        d.outputs.insert("out".into(), derivation::Output { path: out.clone(), hash_algo: "sha256".into(), hash: hash.to_hex() });
+        d.input_drvs.insert(dep_path.clone(), BTreeSet::from([String::from("out")]));
+        d.env.insert("name".into(), "fod".into());
+        d.env.insert("out".into(), out);
+        let aterm = derivation::print(&d).into_bytes();
+        let path = derivation::drv_path("fod", &aterm, &d).unwrap().to_path();
+        let honest = BTreeMap::from([(dep_path.clone(), dep)]);
+        let p = plan(&path, &aterm, &honest).unwrap();
+        assert!(p.fixed.is_some() && p.roots.len() == 1);
+        // Another derivation's bytes sent for the input: its outputs would become the roots.
+        let forged = BTreeMap::from([(dep_path.clone(), other)]);
+        assert_eq!(plan(&path, &aterm, &forged).unwrap_err(), PlanError::Derivation(DrvError::InputMismatch(dep_path)));
     }
 }

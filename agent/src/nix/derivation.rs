@@ -63,8 +63,10 @@ pub enum DrvError {
     MissingOutput { drv: String, output: String },
     /// A declared output path that differs from the one Nix computes.
     WrongOutputPath { output: String, declared: String, computed: String },
-    /// Inputs nested deeper than [`MAX_DEPTH`].
-    TooDeep,
+    /// An input derivation whose declared output path differs from the one Nix computes.
+    WrongInputOutputPath { drv: String, output: String, declared: String, computed: String },
+    /// An input derivation that is (transitively) its own input.
+    Cycle(String),
     /// A computed path that is invalid (e.g. an invalid derivation name).
     Path(PathError),
 }
@@ -77,8 +79,6 @@ impl From<PathError> for DrvError {
 
 /// The largest `.drv` the agent parses.
 pub const MAX_DRV_SIZE: usize = 64 << 20;
-/// The deepest chain of input derivations the agent follows.
-pub const MAX_DEPTH: usize = 4096;
 
 struct Parser<'a> {
     s: &'a [u8],
@@ -346,7 +346,7 @@ impl Derivation {
         if let Some(n) = self.env.get("name") {
             return Some(n.clone());
         }
-        match crate::build::json::parse(self.env.get("__json")?) {
+        match &crate::build::json::parse(self.env.get("__json")?) {
             Ok(crate::build::json::Json::Object(m)) => match m.get("name") {
                 Some(crate::build::json::Json::String(n)) => Some(n.clone()),
                 _ => None,
@@ -396,15 +396,50 @@ pub fn drv_path(name: &str, aterm: &[u8], drv: &Derivation) -> Result<StorePath,
     Ok(store_path::make_text_path(&file, &Hash::sha256(aterm), &drv.references()?)?)
 }
 
-/// Computes `hashDerivationModulo` for a derivation and (recursively) its inputs, given a way to
-/// look up the ATerm bytes of input derivations by path. Results are memoised per input path.
+/// Computes `hashDerivationModulo` for a derivation and its inputs, given a way to look up the
+/// ATerm bytes of input derivations by path. Results are memoised per input path.
 ///
 /// The bytes come from the host, so each input is checked before it is used: it must parse
-/// (strictly) and its own `.drv` path, recomputed from those bytes, must be the path it was
-/// looked up by ([`DrvError::InputMismatch`] otherwise).
+/// (strictly), its own `.drv` path, recomputed from those bytes, must be the path it was looked
+/// up by ([`DrvError::InputMismatch`] otherwise), and every output path it declares must be the
+/// one Nix computes for it ([`DrvError::WrongInputOutputPath`]) — what Nix checks when it
+/// writes a `.drv` (`Derivation::checkInvariants`), so the input paths the builder is given are
+/// the ones the derivation really names.
+///
+/// The walk over the input graph is iterative (an explicit stack on the heap): the depth of the
+/// graph is chosen by the host, and recursion would spend the agent's fixed boot stack on it.
 pub struct Resolver<'a> {
     lookup: &'a dyn Fn(&str) -> Option<Vec<u8>>,
+    /// Input `.drv` path → `hashDerivationModulo(input, false)` (output name → hash).
     cache: BTreeMap<String, BTreeMap<String, Hash>>,
+}
+
+/// One input derivation on the resolver's stack: its inputs still to visit.
+struct Frame {
+    path: String,
+    name: String,
+    drv: Derivation,
+    pending: Vec<String>,
+}
+
+/// The name part of a `.drv` path (`Derivation::nameFromPath`): what Nix names the outputs of
+/// a derivation it read from the store after.
+fn name_from_drv_path(path: &str) -> Result<String, DrvError> {
+    let sp = StorePath::parse(path)?;
+    sp.name().strip_suffix(".drv").map(String::from).ok_or_else(|| DrvError::InputMismatch(path.into()))
+}
+
+/// `"fixed:out:<method algo>:<hex>:<output path>"`, hashed: a fixed-output derivation's
+/// `hashDerivationModulo`, which depends only on its declared content and name.
+fn fixed_hash_modulo(fixed: &FixedOutput, name: &str) -> Result<(StorePath, Hash), DrvError> {
+    let path = store_path::make_fixed_output_path(fixed.method, &fixed.hash, &store_path::output_path_name(name, "out"))?;
+    let mut s = String::from("fixed:out:");
+    s.push_str(&fixed.method_algo());
+    s.push(':');
+    s.push_str(&fixed.hash.to_hex());
+    s.push(':');
+    s.push_str(&path.to_path());
+    Ok((path, Hash::sha256(s.as_bytes())))
 }
 
 impl<'a> Resolver<'a> {
@@ -412,56 +447,107 @@ impl<'a> Resolver<'a> {
         Self { lookup, cache: BTreeMap::new() }
     }
 
-    /// An input derivation: its bytes, parsed and checked against its path.
-    fn input(&self, path: &str) -> Result<Derivation, DrvError> {
+    /// An input derivation: its name (from its path) and its bytes, parsed and checked against
+    /// its path.
+    pub fn input(&self, path: &str) -> Result<(String, Derivation), DrvError> {
         let bytes = (self.lookup)(path).ok_or_else(|| DrvError::MissingInput(path.into()))?;
         let d = parse(&bytes)?;
-        let sp = StorePath::parse(path)?;
-        let name = sp.name().strip_suffix(".drv").ok_or_else(|| DrvError::InputMismatch(path.into()))?;
-        if drv_path(name, &bytes, &d)? != sp {
+        let name = name_from_drv_path(path)?;
+        if drv_path(&name, &bytes, &d)? != StorePath::parse(path)? {
             return Err(DrvError::InputMismatch(path.into()));
         }
-        Ok(d)
+        Ok((name, d))
     }
 
-    /// `hashDerivationModulo(store, drv, maskOutputs)`: output name → hash.
-    pub fn hash_modulo(&mut self, d: &Derivation, mask_outputs: bool) -> Result<BTreeMap<String, Hash>, DrvError> {
-        self.hash_modulo_at(d, mask_outputs, 0)
+    /// Checks every input derivation of `d`, transitively, and records its
+    /// `hashDerivationModulo`: a post-order walk with an explicit stack. Inputs of a
+    /// fixed-output input are not visited (its hash does not depend on them, as in Nix).
+    pub fn resolve_inputs(&mut self, d: &Derivation) -> Result<(), DrvError> {
+        let mut roots: Vec<String> = d.input_drvs.keys().rev().cloned().collect();
+        let mut stack: Vec<Frame> = Vec::new();
+        let mut on_stack: BTreeSet<String> = BTreeSet::new();
+        loop {
+            let next = match stack.last_mut() {
+                Some(top) => match top.pending.pop() {
+                    Some(p) => p,
+                    None => {
+                        // Every input of the top frame is resolved: resolve it.
+                        let f = stack.pop().expect("a top frame");
+                        on_stack.remove(&f.path);
+                        let h = self.finish_input(&f)?;
+                        self.cache.insert(f.path, h);
+                        continue;
+                    }
+                },
+                None => match roots.pop() {
+                    Some(p) => p,
+                    None => return Ok(()),
+                },
+            };
+            if self.cache.contains_key(&next) {
+                continue;
+            }
+            if on_stack.contains(&next) {
+                // Cannot happen with honest paths (a .drv's path hashes its inputs' paths).
+                return Err(DrvError::Cycle(next));
+            }
+            let (name, drv) = self.input(&next)?;
+            let pending = if drv.fixed_output()?.is_some() { Vec::new() } else { drv.input_drvs.keys().rev().cloned().collect() };
+            on_stack.insert(next.clone());
+            stack.push(Frame { path: next, name, drv, pending });
+        }
     }
 
-    fn hash_modulo_at(&mut self, d: &Derivation, mask_outputs: bool, depth: usize) -> Result<BTreeMap<String, Hash>, DrvError> {
-        if depth > MAX_DEPTH {
-            return Err(DrvError::TooDeep);
+    /// An input whose own inputs are all resolved: its `hashDerivationModulo(…, false)`, after
+    /// checking the output paths it declares.
+    fn finish_input(&self, f: &Frame) -> Result<BTreeMap<String, Hash>, DrvError> {
+        let wrong = |output: &str, computed: &StorePath| DrvError::WrongInputOutputPath {
+            drv: f.path.clone(),
+            output: output.into(),
+            declared: f.drv.outputs.get(output).map(|o| o.path.clone()).unwrap_or_default(),
+            computed: computed.to_path(),
+        };
+        if let Some(fixed) = f.drv.fixed_output()? {
+            let (path, h) = fixed_hash_modulo(&fixed, &f.name)?;
+            if f.drv.outputs["out"].path != path.to_path() {
+                return Err(wrong("out", &path));
+            }
+            return Ok(BTreeMap::from([(String::from("out"), h)]));
         }
-        if let Some(fixed) = d.fixed_output()? {
-            // "fixed:out:<method algo>:<hex>:<output path>"
-            let name = d.name().ok_or(DrvError::Unsupported("derivation without a name"))?;
-            let path = store_path::make_fixed_output_path(fixed.method, &fixed.hash, &store_path::output_path_name(&name, "out"))?;
-            let mut s = String::from("fixed:out:");
-            s.push_str(&fixed.method_algo());
-            s.push(':');
-            s.push_str(&fixed.hash.to_hex());
-            s.push(':');
-            s.push_str(&path.to_path());
-            return Ok(BTreeMap::from([(String::from("out"), Hash::sha256(s.as_bytes()))]));
+        let masked = self.hash_of(&f.drv, true)?;
+        for o in f.drv.outputs.keys() {
+            let computed = store_path::make_output_path(o, &masked, &f.name)?;
+            if f.drv.outputs[o].path != computed.to_path() {
+                return Err(wrong(o, &computed));
+            }
         }
+        let h = self.hash_of(&f.drv, false)?;
+        Ok(f.drv.outputs.keys().map(|o| (o.clone(), h.clone())).collect())
+    }
+
+    /// The hash of an input-addressed derivation whose inputs are all resolved: its ATerm with
+    /// each input `.drv` path replaced by the hex of that input's hash modulo.
+    fn hash_of(&self, d: &Derivation, mask_outputs: bool) -> Result<Hash, DrvError> {
         let mut inputs2: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         for (path, outputs) in &d.input_drvs {
-            let hashes = match self.cache.get(path) {
-                Some(h) => h.clone(),
-                None => {
-                    let input = self.input(path)?;
-                    let h = self.hash_modulo_at(&input, false, depth + 1)?;
-                    self.cache.insert(path.clone(), h.clone());
-                    h
-                }
-            };
+            let hashes = self.cache.get(path).ok_or_else(|| DrvError::MissingInput(path.clone()))?;
             for o in outputs {
                 let h = hashes.get(o).ok_or_else(|| DrvError::MissingOutput { drv: path.clone(), output: o.clone() })?;
                 inputs2.entry(h.to_hex()).or_default().insert(o.clone());
             }
         }
-        let h = Hash::sha256(unparse(d, mask_outputs, Some(&inputs2)).as_bytes());
+        Ok(Hash::sha256(unparse(d, mask_outputs, Some(&inputs2)).as_bytes()))
+    }
+
+    /// `hashDerivationModulo(store, drv, maskOutputs)`: output name → hash.
+    pub fn hash_modulo(&mut self, d: &Derivation, mask_outputs: bool) -> Result<BTreeMap<String, Hash>, DrvError> {
+        if let Some(fixed) = d.fixed_output()? {
+            let name = d.name().ok_or(DrvError::Unsupported("derivation without a name"))?;
+            let (_, h) = fixed_hash_modulo(&fixed, &name)?;
+            return Ok(BTreeMap::from([(String::from("out"), h)]));
+        }
+        self.resolve_inputs(d)?;
+        let h = self.hash_of(d, mask_outputs)?;
         Ok(d.outputs.keys().map(|o| (o.clone(), h.clone())).collect())
     }
 
@@ -497,6 +583,7 @@ impl<'a> Resolver<'a> {
 
 #[cfg(test)]
 mod tests {
+    extern crate std;
     use super::*;
 
     const SIMPLE: &str = r#"Derive([("out","/nix/store/bf1p72kl9f4i804w2slzxj1gjfxfzl5n-single-file","","")],[],["/nix/store/71fc7s32zl20dc955bhghy5dvalm7ndz-busybox"],"x86_64-linux","/nix/store/71fc7s32zl20dc955bhghy5dvalm7ndz-busybox/bin/busybox",["sh","-c","echo \"hi\"\n\\ \t"],[("name","single-file"),("out","/nix/store/bf1p72kl9f4i804w2slzxj1gjfxfzl5n-single-file")])"#;
@@ -523,5 +610,72 @@ mod tests {
         let bad_list = SIMPLE.replace(r#"["sh","-c""#, r#"["sh";"-c""#);
         assert!(matches!(parse(bad_list.as_bytes()), Err(DrvError::Expected(",", _))));
         assert_eq!(parse(&[b'D'; 10][..]), Err(DrvError::Expected("Derive([", 0)));
+    }
+
+    use core::cell::RefCell;
+
+    /// A chain of `n` input-addressed derivations, each using the previous one's `out` (the
+    /// shape of `tests/nix-corpus` `chain-N`, whose paths are checked against Nix there). Each
+    /// output path is the one the resolver computes, so the chain is valid by construction;
+    /// `corrupt` is the link whose declared output path is then replaced (its `.drv` path is
+    /// still computed from the corrupted bytes). Returns the `.drv` files and the top one.
+    fn chain(n: usize, corrupt: Option<usize>) -> (BTreeMap<String, Vec<u8>>, Derivation) {
+        let drvs: RefCell<BTreeMap<String, Vec<u8>>> = RefCell::new(BTreeMap::new());
+        let lookup = |p: &str| drvs.borrow().get(p).cloned();
+        let mut r = Resolver::new(&lookup);
+        let mut prev: Option<String> = None;
+        let mut top = Derivation::default();
+        for i in 0..n {
+            let name = alloc::format!("link-{i}");
+            let mut d = Derivation { platform: "x86_64-linux".into(), builder: "/bin/sh".into(), ..Derivation::default() };
+            d.outputs.insert("out".into(), Output { path: String::new(), hash_algo: String::new(), hash: String::new() });
+            d.env.insert("name".into(), name.clone());
+            d.env.insert("out".into(), String::new());
+            if let Some(p) = &prev {
+                d.input_drvs.insert(p.clone(), BTreeSet::from([String::from("out")]));
+            }
+            // Past a corrupted link nothing resolves: those links get a dummy path.
+            let mut out = match r.output_paths(&d) {
+                Ok(o) => o["out"].to_path(),
+                Err(_) => alloc::format!("/nix/store/{}-{name}", "0".repeat(32)),
+            };
+            if corrupt == Some(i) {
+                out = out.replace(&out[11..15], "0000");
+            }
+            d.outputs.get_mut("out").unwrap().path = out.clone();
+            d.env.insert("out".into(), out);
+            let bytes = print(&d);
+            let path = drv_path(&name, bytes.as_bytes(), &d).unwrap().to_path();
+            drvs.borrow_mut().insert(path.clone(), bytes.into_bytes());
+            prev = Some(path);
+            top = d;
+        }
+        (drvs.into_inner(), top)
+    }
+
+    #[test]
+    fn a_chain_deeper_than_any_stack_resolves_in_a_small_one() {
+        // 5,000 links: past the old recursion's limit of 4,096, and resolved on a 64 KiB stack
+        // (the agent's boot stack), which the recursive walk overflowed at ~60 links.
+        let (drvs, top) = chain(5000, None);
+        let declared = top.outputs["out"].path.clone();
+        let t = std::thread::Builder::new()
+            .stack_size(64 << 10)
+            .spawn(move || {
+                let lookup = |p: &str| drvs.get(p).cloned();
+                Resolver::new(&lookup).check_output_paths(&top).map(|o| o["out"].to_path())
+            })
+            .unwrap();
+        assert_eq!(t.join().unwrap(), Ok(declared));
+    }
+
+    #[test]
+    fn an_input_whose_declared_output_path_is_wrong_is_refused() {
+        // Link 1 declares an output path Nix would not compute; its .drv path is honest for its
+        // bytes. Nix refuses to write such a .drv; the agent refuses to use it as an input.
+        let (drvs, top) = chain(3, Some(1));
+        let lookup = |p: &str| drvs.get(p).cloned();
+        let e = Resolver::new(&lookup).output_paths(&top).unwrap_err();
+        assert!(matches!(&e, DrvError::WrongInputOutputPath { output, declared, .. } if output == "out" && declared.contains("/0000")), "{e:?}");
     }
 }

@@ -2,11 +2,13 @@
 use super::base32;
 use alloc::string::String;
 use alloc::vec::Vec;
+use md5::Md5;
 use sha1::Sha1;
 use sha2::{Digest, Sha256, Sha512};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Algo {
+    Md5,
     Sha1,
     Sha256,
     Sha512,
@@ -15,6 +17,7 @@ pub enum Algo {
 impl Algo {
     pub fn name(self) -> &'static str {
         match self {
+            Algo::Md5 => "md5",
             Algo::Sha1 => "sha1",
             Algo::Sha256 => "sha256",
             Algo::Sha512 => "sha512",
@@ -22,6 +25,7 @@ impl Algo {
     }
     pub fn from_name(s: &str) -> Option<Self> {
         Some(match s {
+            "md5" => Algo::Md5,
             "sha1" => Algo::Sha1,
             "sha256" => Algo::Sha256,
             "sha512" => Algo::Sha512,
@@ -30,6 +34,7 @@ impl Algo {
     }
     pub fn size(self) -> usize {
         match self {
+            Algo::Md5 => 16,
             Algo::Sha1 => 20,
             Algo::Sha256 => 32,
             Algo::Sha512 => 64,
@@ -137,14 +142,22 @@ fn base64_decode(s: &str) -> Option<Vec<u8>> {
 /// A streaming hasher for any of the algorithms.
 #[derive(Clone)]
 pub enum Hasher {
+    Md5(Md5),
     Sha1(Sha1),
     Sha256(Sha256),
     Sha512(Sha512),
 }
 
 impl Hasher {
+    /// The digest of `data` in one call.
+    pub fn digest(algo: Algo, data: &[u8]) -> Hash {
+        let mut h = Hasher::new(algo);
+        h.update(data);
+        h.finish()
+    }
     pub fn new(algo: Algo) -> Self {
         match algo {
+            Algo::Md5 => Hasher::Md5(Md5::new()),
             Algo::Sha1 => Hasher::Sha1(Sha1::new()),
             Algo::Sha256 => Hasher::Sha256(Sha256::new()),
             Algo::Sha512 => Hasher::Sha512(Sha512::new()),
@@ -152,6 +165,7 @@ impl Hasher {
     }
     pub fn update(&mut self, data: &[u8]) {
         match self {
+            Hasher::Md5(h) => h.update(data),
             Hasher::Sha1(h) => h.update(data),
             Hasher::Sha256(h) => h.update(data),
             Hasher::Sha512(h) => h.update(data),
@@ -159,6 +173,7 @@ impl Hasher {
     }
     pub fn finish(self) -> Hash {
         match self {
+            Hasher::Md5(h) => Hash { algo: Algo::Md5, bytes: h.finalize().to_vec() },
             Hasher::Sha1(h) => Hash { algo: Algo::Sha1, bytes: h.finalize().to_vec() },
             Hasher::Sha256(h) => Hash { algo: Algo::Sha256, bytes: h.finalize().to_vec() },
             Hasher::Sha512(h) => Hash { algo: Algo::Sha512, bytes: h.finalize().to_vec() },
@@ -181,5 +196,20 @@ mod tests {
             Some(h)
         );
         assert_eq!(Hash::parse_unprefixed("xyz", Algo::Sha256), None);
+    }
+
+    #[test]
+    fn md5_and_sha1_as_nix_prints_them() {
+        // RFC 1321 A.5 and FIPS 180 test vectors ("abc"); the nix32 forms are what
+        // `nix-hash --type md5|sha1 --to-base32` prints for those hex digests.
+        let md5 = Hasher::digest(Algo::Md5, b"abc");
+        assert_eq!(md5.to_hex(), "900150983cd24fb0d6963f7d28e17f72");
+        let sha1 = Hasher::digest(Algo::Sha1, b"abc");
+        assert_eq!(sha1.to_hex(), "a9993e364706816aba3e25717850c26c9cd0d89d");
+        assert_eq!(md5.to_nix32(), "3jgzhjhz9zjvbb0kyj7jc500ch");
+        assert_eq!(sha1.to_nix32(), "kpcd173cq987hw957sx6m0868wv3x6d9");
+        assert_eq!(Algo::from_name("md5"), Some(Algo::Md5));
+        assert_eq!(Hash::parse_unprefixed(&md5.to_nix32(), Algo::Md5), Some(md5.clone()));
+        assert_eq!(Hash::parse_unprefixed(&md5.to_hex(), Algo::Md5), Some(md5));
     }
 }

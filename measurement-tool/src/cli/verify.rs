@@ -11,6 +11,7 @@
 //!    host recorded must be in the allow-list, REPORT_DATA must be SHA-512 of the statement's
 //!    exact bytes, the statement must name the bundle's kind; what the bundle lacks is named
 //!    with where to get it (`--vcek`, `--cert-chain`, `--collateral`);
+//!    the statement's inputs and outputs must be closed under the references it records;
 //! 3. the outputs: each `--nar FILE` / `--store-path PATH` must hash to a subject of the statement.
 use super::verify_report::PolicyArgs;
 use anyhow::{bail, Context};

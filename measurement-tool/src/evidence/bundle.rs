@@ -145,3 +145,55 @@ impl Bundle {
         serde_json::to_string_pretty(self).expect("serialisable")
     }
 }
+
+/// Checks that a statement's inputs and outputs form a closed set: every reference the agent
+/// recorded — of each output (`subject[].annotations.references`) and of each input
+/// (`resolvedDependencies[].annotations.references`) — is one of them. Fails closed: a
+/// statement without input references (made before the agent recorded them) is refused too.
+/// The agent refuses a build whose inputs are not closed; this catches a statement that claims
+/// otherwise. Returns the first gap as the error.
+pub fn check_statement_closure(st: &serde_json::Value) -> Result<(), String> {
+    let subjects = st["subject"].as_array().ok_or("statement without subjects")?;
+    let inputs = st["predicate"]["buildDefinition"]["resolvedDependencies"].as_array().ok_or("statement without resolvedDependencies")?;
+    let mut known = std::collections::BTreeSet::new();
+    for e in subjects.iter().chain(inputs) {
+        known.insert(e["name"].as_str().ok_or("an entry without a name")?);
+    }
+    for e in subjects.iter().chain(inputs) {
+        let name = e["name"].as_str().unwrap_or_default();
+        let refs = e["annotations"]["references"].as_array().ok_or_else(|| format!("{name}: no references recorded"))?;
+        for r in refs {
+            let r = r.as_str().ok_or_else(|| format!("{name}: a reference that is not a string"))?;
+            if !known.contains(r) {
+                return Err(format!("{name} refers to {r}, which is neither an input nor an output of the build"));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn statement(input_refs: Option<&[&str]>, output_refs: &[&str]) -> serde_json::Value {
+        let mut input = serde_json::json!({ "name": "/nix/store/a-in", "digest": { "sha256": "00" } });
+        if let Some(r) = input_refs {
+            input["annotations"] = serde_json::json!({ "references": r });
+        }
+        serde_json::json!({
+            "subject": [{ "name": "/nix/store/b-out", "digest": { "sha256": "00" }, "annotations": { "output": "out", "references": output_refs } }],
+            "predicate": { "buildDefinition": { "resolvedDependencies": [input] } }
+        })
+    }
+
+    #[test]
+    fn references_must_stay_inside_the_inputs_and_outputs() {
+        assert_eq!(check_statement_closure(&statement(Some(&["/nix/store/a-in"]), &["/nix/store/a-in", "/nix/store/b-out"])), Ok(()));
+        let e = check_statement_closure(&statement(Some(&["/nix/store/c-missing"]), &[])).unwrap_err();
+        assert_eq!(e, "/nix/store/a-in refers to /nix/store/c-missing, which is neither an input nor an output of the build");
+        assert!(check_statement_closure(&statement(Some(&[]), &["/nix/store/c-missing"])).is_err());
+        // Fails closed: no input references recorded.
+        assert_eq!(check_statement_closure(&statement(None, &[])), Err("/nix/store/a-in: no references recorded".into()));
+    }
+}

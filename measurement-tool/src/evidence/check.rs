@@ -173,6 +173,10 @@ pub fn check_bundle(bundle: &Bundle, policy: &Policy, s: &Supplied) -> Result<Ch
     if named != bundle.attestation {
         return Err(reject("attestation", format!("{named} (the kind the statement names)"), bundle.attestation.clone()));
     }
+    // The inputs and outputs are a closed set under the references the agent recorded.
+    if let Err(gap) = super::bundle::check_statement_closure(&st) {
+        return Err(reject("statement", "inputs and outputs closed under their recorded references", gap));
+    }
     let subjects = st["subject"]
         .as_array()
         .ok_or_else(|| reject("statement", "subjects", "none"))?
