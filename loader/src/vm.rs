@@ -103,6 +103,9 @@ pub struct VmConfig {
     /// The TEE to launch the agent in (`none` by default; SNP and TDX need KVM on a host that
     /// supports them: docs/running-on-snp.md, docs/running-on-tdx.md).
     pub tee: crate::tee::TeeConfig,
+    /// More QEMU arguments, appended last (tests: a gdbstub and a QMP socket, to deliver
+    /// events at chosen instants).
+    pub extra_qemu_args: Vec<String>,
 }
 
 impl VmConfig {
@@ -116,6 +119,7 @@ impl VmConfig {
             qemu: PathBuf::from("qemu-system-x86_64"),
             work_dir: None,
             tee: crate::tee::TeeConfig::default(),
+            extra_qemu_args: Vec::new(),
         }
     }
 }
@@ -312,7 +316,8 @@ pub fn qemu_command(config: &VmConfig, accel: Accel, request: &Path, response: &
         .args(["-device", "virtio-blk-pci,drive=request"])
         .arg("-drive")
         .arg(format!("file={},format=raw,if=none,id=response", response.display()))
-        .args(["-device", "virtio-blk-pci,drive=response"]);
+        .args(["-device", "virtio-blk-pci,drive=response"])
+        .args(&config.extra_qemu_args);
     cmd
 }
 

@@ -25,6 +25,13 @@ pub fn fault_test_bin() -> PathBuf {
     p
 }
 
+/// The test image that overflows its boot stack, built by `make agent-overflow-test`.
+pub fn overflow_test_bin() -> PathBuf {
+    let p = root().join("target/agent-overflow-test.bin");
+    assert!(p.exists(), "{} is missing: run `make test` (it builds agent-overflow-test)", p.display());
+    p
+}
+
 /// A VM configuration for tests: the release image, small memory, a short timeout.
 pub fn vm_config(accel: loader::vm::Accel) -> loader::vm::VmConfig {
     let mut c = loader::vm::VmConfig::new(agent_bin());

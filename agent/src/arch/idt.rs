@@ -1,8 +1,17 @@
-//! Traps. Every CPU exception lands in `exception` with the full register state. `#VC` (SEV-SNP)
-//! and `#VE` (TDX) go to `arch::tee` first, which emulates what the hypervisor must do for the
-//! guest and resumes after the instruction. Any other exception in the agent itself is fatal: it prints vector, error code, RIP (and CR2 for a page fault)
-//! and exits QEMU with status `Failure::Exception + vector`. Exceptions from ring 3 will be
-//! routed to the sandbox instead (they end only the builder).
+//! Traps. Every CPU exception lands in `exception` with the full register state, always on a
+//! stack of the agent's: a trap from ring 3 on TSS.RSP0 (switched by the CPU as it delivers the
+//! event), a trap in ring 0 on the agent's current stack, and #DB, NMI, #DF, #MC, #VE and #VC on
+//! their IST stacks (gdt.rs), whatever the interrupted code was doing. In order:
+//!
+//! - an NMI is counted and ignored (a stray or host-sent NMI does not end a build);
+//! - a system call: the #UD of `syscall` from ring 3 (EFER.SCE is clear, user.rs) is completed
+//!   as the instruction would, and goes to the sandbox like the TD's SYSCALL entry;
+//! - the timer; `#VC` (SEV-SNP) and `#VE` (TDX) go to `arch::tee`, which emulates what the
+//!   hypervisor must do for the guest and resumes after the instruction;
+//! - any other exception from ring 3 ends only the process (the sandbox decides);
+//! - any other exception in the agent itself is fatal: it prints vector, error code, RIP, CR2
+//!   (and "stack overflow" when CR2 is a stack's guard page) and exits QEMU with status
+//!   `Failure::Exception + vector`.
 use super::gdt::Ist;
 use super::power;
 use core::arch::{asm, global_asm};
@@ -187,6 +196,8 @@ pub const SYSCALL_VECTOR: u64 = 256;
 static mut SYSCALL_USER_RSP: u64 = 0;
 /// NMIs received (each is counted and ignored; `user::run` logs them).
 pub static NMIS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+/// Where the last NMI interrupted the vCPU.
+pub static NMI_RIP: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
 /// The IST vector of each gate (the rest run on the interrupted kernel stack or on RSP0).
 fn ist_of(vector: usize) -> Option<Ist> {
@@ -237,6 +248,7 @@ extern "C" fn exception(frame: &mut TrapFrame) {
     }
     if frame.vector == 2 {
         // An NMI (from the host, or a stray one): nothing to do; the build goes on.
+        NMI_RIP.store(frame.rip, core::sync::atomic::Ordering::Relaxed);
         NMIS.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
         return;
     }
@@ -324,4 +336,24 @@ pub fn init() {
 pub fn deliberate_fault() -> ! {
     // SAFETY: `ud2` raises #UD, which the handler above turns into a failure exit.
     unsafe { asm!("ud2", options(noreturn)) }
+}
+
+/// Deliberately overflows the boot stack (test images only), as a deep recursion over host data
+/// would: the guard page below the stack must turn it into a #DF report, not a write into
+/// whatever lies below.
+#[cfg(feature = "stack-overflow-test")]
+pub fn deliberate_stack_overflow() -> ! {
+    #[inline(never)]
+    fn deeper(depth: u64) -> u64 {
+        let mut frame = [0u8; 256];
+        frame[depth as usize % 256] = depth as u8;
+        core::hint::black_box(&mut frame);
+        if depth == u64::MAX {
+            return 0;
+        }
+        deeper(depth + 1) + u64::from(frame[0])
+    }
+    log::info!("stack-overflow-test: recursing on the boot stack");
+    let depth = deeper(0);
+    panic!("the recursion ended at {depth}")
 }

@@ -497,7 +497,8 @@ fn log_nmis() {
     static LOGGED: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
     let n = super::idt::NMIS.load(core::sync::atomic::Ordering::Relaxed);
     if n != LOGGED.swap(n, core::sync::atomic::Ordering::Relaxed) {
-        log::warn!("nmi: {n} NMI(s) received so far, ignored");
+        let rip = super::idt::NMI_RIP.load(core::sync::atomic::Ordering::Relaxed);
+        log::warn!("nmi: {n} NMI(s) received so far, ignored (the last at RIP {rip:#x})");
     }
 }
 

@@ -1062,7 +1062,15 @@ impl<M: Memory> Kernel<M> {
         };
         let fixed = flags & (MAP_FIXED | MAP_FIXED_NOREPLACE) != 0;
         let va = if fixed {
-            if !addr.is_multiple_of(PAGE) || !user_range(addr, len) {
+            if !addr.is_multiple_of(PAGE) {
+                return Err(Errno::EINVAL);
+            }
+            // Past the end of user memory (its last page included: elf::USER_END), Linux's
+            // __get_unmapped_area says ENOMEM.
+            if addr.checked_add(len).is_none_or(|end| end > USER_END) {
+                return Err(Errno::ENOMEM);
+            }
+            if !user_range(addr, len) {
                 return Err(Errno::EINVAL);
             }
             if flags & MAP_FIXED_NOREPLACE != 0 && self.p(pid).regions.any_in(addr, addr + len) {
