@@ -64,7 +64,8 @@ page_tables:
     #   PML4[256] -> PDPT_LOW   direct map: phys 0..4 GiB at 0xFFFF800000000000
     #   PML4[511] -> PDPT_HIGH  PDPT_HIGH[510] -> PD[0]: kernel at 0xFFFFFFFF80000000
     #   PDPT_LOW[i] -> PD[i], i < 4; PD[i][j] = 2 MiB page (i GiB + j * 2 MiB)
-    # (PML4[257], the shared alias of the direct map, is added in Rust: arch/memory.rs.)
+    # All writable and executable: arch/memory.rs (init_paging) replaces them with W^X tables
+    # without the identity map as soon as Rust runs.
     mov $(BOOT_PD - KERNEL_BASE), %edi
     xor %ecx, %ecx              # entry index 0..2047
 1:  mov %ecx, %eax

@@ -302,6 +302,15 @@ pub fn vc(f: &mut TrapFrame) -> bool {
     if user && !matches!(f.error_code, psnp::exit::CPUID | psnp::exit::RDTSC) {
         return false;
     }
+    // The only MSRs whose accesses reach the host are the local APIC's (IA32_APIC_BASE and the
+    // x2APIC range, arch/timer.rs); every other MSR the agent touches (EFER, FS_BASE, STAR,
+    // LSTAR, SFMASK, the GHCB MSR) is the guest's own under SEV-SNP and never raises #VC. A #VC
+    // naming another MSR was injected by the host, which could otherwise answer a RDMSR the
+    // agent then trusts (EFER, rewritten by user::init): not emulated.
+    let ecx = f.rcx & 0xFFFF_FFFF;
+    if f.error_code == psnp::exit::MSR && !(ecx == 0x1B || (0x800..=0x8FF).contains(&ecx)) {
+        handler_failed("#VC (an MSR the host does not answer)", TeeError::BadResponse("injected #VC"), f);
+    }
     let (b, n) = instruction(f, user);
     let mut g = gprs(f);
     // MMIO (a nested page fault on a page the host marked as MMIO) is only expected through
