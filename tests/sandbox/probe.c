@@ -269,6 +269,19 @@ static void top_page(void) {
     exit_(0);
 }
 
+/* A `syscall` whose two bytes straddle two pages (0f at the end of one, 05 at the start of the
+ * next), then `ret`: the agent reads the instruction through the page tables, page by page. With
+ * `nx` the second page is not executable: the fetch faults (SIGSEGV), as natively. */
+static void syscall_straddle(int nx) {
+    unsigned char *p = (unsigned char *)sys6(MMAP, 0, 8192, 7, 0x22, -1, 0);
+    p[4095] = 0x0f; p[4096] = 0x05; p[4097] = 0xc3;
+    if (nx) sys3(MPROTECT, (long)p + 4096, 4096, 3);
+    long r;
+    __asm__ volatile("call *%1" : "=a"(r) : "r"(p + 4095), "a"(GETPID) : "rcx", "r11", "memory");
+    report("straddling syscall positive", r > 0);
+    exit_(0);
+}
+
 /* N system calls in a loop (the system-call path's cost; the NMI test's target). */
 static void syscall_loop(const char *n) {
     long count = 0;
@@ -329,6 +342,8 @@ __attribute__((used)) static void start_c(long *sp) {
     else if (eq(mode, "bad-pointers")) { bad_pointers(); exit_(0); }
     else if (eq(mode, "flags-syscall")) flags_syscalls();
     else if (eq(mode, "top-page")) top_page();
+    else if (eq(mode, "syscall-straddle")) syscall_straddle(0);
+    else if (eq(mode, "syscall-straddle-nx")) syscall_straddle(1);
     else if (eq(mode, "syscall-loop")) syscall_loop(argc > 2 ? argv[2] : "1000");
     /* Resources: the limits end these. */
     else if (eq(mode, "spin")) for (;;) __asm__ volatile("");

@@ -103,6 +103,19 @@ fn system_calls_with_nt_ac_id_set_work_as_on_linux() {
 }
 
 #[test]
+fn a_syscall_straddling_two_pages_works_and_faults_as_on_linux() {
+    let native = probe_natively(&["syscall-straddle"]);
+    assert_eq!(native.status.code(), Some(0));
+    let (r, _) = probe_in(&vm_config(Accel::Tcg), &["probe", "syscall-straddle"]);
+    assert_eq!((r.status, String::from_utf8_lossy(&r.stdout)), (0, String::from_utf8_lossy(&native.stdout)));
+    // Its second byte on a non-executable page: the fetch faults before any #UD, as natively.
+    let native = probe_natively(&["syscall-straddle-nx"]);
+    let signal = std::os::unix::process::ExitStatusExt::signal(&native.status).expect("a signal natively");
+    let (r, serial) = probe_in(&vm_config(Accel::Tcg), &["probe", "syscall-straddle-nx"]);
+    assert_eq!(r.status, 128 + signal, "{serial}");
+}
+
+#[test]
 fn the_top_user_page_is_never_mapped() {
     let native = probe_natively(&["top-page"]);
     assert_eq!(native.status.code(), Some(0));

@@ -438,11 +438,13 @@ pub fn fetch(va: u64, buf: &mut [u8]) -> bool {
     let cr3: u64;
     // SAFETY: reading CR3 has no effect.
     unsafe { asm!("mov {}, cr3", out(reg) cr3, options(nomem, nostack, preserves_flags)) };
-    for (i, byte) in buf.iter_mut().enumerate() {
-        let Some(a) = va.checked_add(i as u64) else { return false };
+    let mut done = 0;
+    while done < buf.len() {
+        let Some(a) = va.checked_add(done as u64) else { return false };
         if !user_range(a, 1) {
             return false;
         }
+        // One walk per page: every level present and user, no large page, the leaf executable.
         let mut t = pte_phys(cr3);
         let mut e = 0;
         for shift in [39u64, 30, 21, 12] {
@@ -457,8 +459,11 @@ pub fn fetch(va: u64, buf: &mut [u8]) -> bool {
         if e & NO_EXECUTE != 0 {
             return false;
         }
-        // SAFETY: a present user page of the current process, read through the direct map.
-        *byte = unsafe { *(layout::phys_to_virt(pte_phys(e) + (a & 0xFFF)) as *const u8) };
+        let n = ((PAGE - (a & 0xFFF)) as usize).min(buf.len() - done);
+        // SAFETY: `n` bytes inside one present user page of the current process, read through
+        // the direct map.
+        unsafe { core::ptr::copy_nonoverlapping(layout::phys_to_virt(t + (a & 0xFFF)) as *const u8, buf[done..].as_mut_ptr(), n) };
+        done += n;
     }
     true
 }
