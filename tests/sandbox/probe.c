@@ -292,6 +292,22 @@ static void syscall_loop(const char *n) {
     exit_(0);
 }
 
+/* The same with RSP pointing into the agent's image at every `syscall`: an event delivered at the
+ * system-call entry must never push its frame there. */
+static void syscall_loop_kernel_rsp(const char *n) {
+    long count = 0;
+    while (*n >= '0' && *n <= '9') count = count * 10 + (*n++ - '0');
+    long sum = 0;
+    for (long i = 0; i < count; i++) {
+        long r;
+        __asm__ volatile("mov %%rsp, %%r12; mov %2, %%rsp; syscall; mov %%r12, %%rsp"
+                         : "=a"(r) : "a"(GETPID), "r"(0xffffffff80101000UL) : "rcx", "r11", "r12", "memory");
+        sum += r > 0;
+    }
+    report("syscalls", sum);
+    exit_(0);
+}
+
 __attribute__((used)) static void start_c(long *sp) {
     long argc = sp[0];
     char **argv = (char **)(sp + 1);
@@ -345,6 +361,7 @@ __attribute__((used)) static void start_c(long *sp) {
     else if (eq(mode, "syscall-straddle")) syscall_straddle(0);
     else if (eq(mode, "syscall-straddle-nx")) syscall_straddle(1);
     else if (eq(mode, "syscall-loop")) syscall_loop(argc > 2 ? argv[2] : "1000");
+    else if (eq(mode, "syscall-loop-kernel-rsp")) syscall_loop_kernel_rsp(argc > 2 ? argv[2] : "1000");
     /* Resources: the limits end these. */
     else if (eq(mode, "spin")) for (;;) __asm__ volatile("");
     else if (eq(mode, "fork-bomb")) fork_bomb();

@@ -7,7 +7,7 @@
 use agent::exec::Requested;
 use agent::proto::Type;
 use integration_tests::sandbox::{probe, probe_natively};
-use integration_tests::{overflow_test_bin, vm_config};
+use integration_tests::{overflow_test_bin, syscall_test_bin, vm_config};
 use loader::vm::{Accel, VmConfig, VmError};
 use loader::{ExecOptions, ExecResult};
 use std::io::{Read, Write};
@@ -47,10 +47,14 @@ fn count(line: &str, what: &str) -> u64 {
     line[..at].trim_end().rsplit(|c: char| !c.is_ascii_digit()).next().unwrap().parse().unwrap()
 }
 
-/// The agent ELF's symbol table (the image the tests boot is this ELF, objcopied).
-fn symbol(name: &str) -> u64 {
-    let elf = integration_tests::root().join("target/x86_64-unknown-none/firmware/agent");
-    let out = std::process::Command::new("nm").arg(&elf).output().expect("nm (binutils)");
+/// The release image's ELF (the image the tests boot is this ELF, objcopied).
+fn release_elf() -> std::path::PathBuf {
+    integration_tests::root().join("target/x86_64-unknown-none/firmware/agent")
+}
+
+/// A symbol's address in an agent ELF.
+fn symbol(elf: &Path, name: &str) -> u64 {
+    let out = std::process::Command::new("nm").arg(elf).output().expect("nm (binutils)");
     let text = String::from_utf8(out.stdout).unwrap();
     let line = text.lines().find(|l| l.ends_with(&format!(" {name}"))).unwrap_or_else(|| panic!("{name} in {}", elf.display()));
     u64::from_str_radix(line.split(' ').next().unwrap(), 16).unwrap()
@@ -97,9 +101,14 @@ fn the_agent_reports_wx_page_tables_and_its_control_registers() {
 fn system_calls_with_nt_ac_id_set_work_as_on_linux() {
     let native = probe_natively(&["flags-syscall"]);
     assert_eq!(native.status.code(), Some(0));
-    let (r, _) = probe_in(&vm_config(Accel::Tcg), &["probe", "flags-syscall"]);
-    assert_eq!(r.status, 0);
-    assert_eq!(String::from_utf8_lossy(&r.stdout), String::from_utf8_lossy(&native.stdout));
+    // Through #UD (the release image), and through SYSCALL with the TD's SFMASK.
+    let mut syscall_path = vm_config(Accel::Tcg);
+    syscall_path.agent = syscall_test_bin().0;
+    for config in [vm_config(Accel::Tcg), syscall_path] {
+        let (r, serial) = probe_in(&config, &["probe", "flags-syscall"]);
+        assert_eq!(r.status, 0, "{serial}");
+        assert_eq!(String::from_utf8_lossy(&r.stdout), String::from_utf8_lossy(&native.stdout));
+    }
 }
 
 #[test]
@@ -223,21 +232,30 @@ fn qmp(stream: &mut UnixStream, command: &str) {
     }
 }
 
-#[test]
-fn an_nmi_at_the_system_call_entry_leaves_the_agent_intact() {
-    let dir = std::env::temp_dir().join(format!("ring0-nmi-{}", std::process::id()));
+/// Runs a builder making 100,000 system calls with RSP pointing into the agent's image, stops
+/// the vCPU (gdbstub breakpoint) at the first instruction of the system-call entry `entry`
+/// five times and has QEMU inject an NMI there each time (QMP `inject-nmi`, delivered as the
+/// vCPU resumes, before that instruction); the build must complete with the right output, the
+/// agent must answer the next request, and its log must count the five NMIs, each at `entry`.
+fn nmi_at_system_call_entry(agent: std::path::PathBuf, elf: &Path, entry_symbol: &str, path: &str) {
+    let dir = std::env::temp_dir().join(format!("ring0-nmi-{}-{entry_symbol}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let (gdb_path, qmp_path) = (dir.join("gdb.sock"), dir.join("qmp.sock"));
     let mut config = vm_config(Accel::Tcg);
+    config.agent = agent;
     config.extra_qemu_args = vec![
         "-gdb".into(),
         format!("unix:{},server=on,wait=off", gdb_path.display()),
         "-qmp".into(),
         format!("unix:{},server=on,wait=off", qmp_path.display()),
     ];
-    // Where a builder's `syscall` enters ring 0: the #UD gate's stub (EFER.SCE is clear).
-    let entry = symbol("exception_stub_6");
-    let vm = std::thread::spawn(move || probe_in(&config, &["probe", "syscall-loop", "100000"]));
+    let entry = symbol(elf, entry_symbol);
+    let path = path.to_string();
+    let vm = std::thread::spawn(move || {
+        let (r, serial) = probe_in(&config, &["probe", "syscall-loop-kernel-rsp", "100000"]);
+        assert!(serial.contains(&format!("system calls via {path}")), "{serial}");
+        (r, serial)
+    });
 
     let mut gdb = Gdb(connect(&gdb_path));
     let mut monitor = connect(&qmp_path);
@@ -277,4 +295,18 @@ fn an_nmi_at_the_system_call_entry_leaves_the_agent_intact() {
         // Each interrupted the system-call entry's first instruction, in ring 0.
         assert_eq!(hex(line, "RIP "), entry, "{line}");
     }
+}
+
+#[test]
+fn an_nmi_at_the_system_call_entry_leaves_the_agent_intact() {
+    // The release image: EFER.SCE clear, `syscall` arrives as #UD on RSP0.
+    nmi_at_system_call_entry(integration_tests::agent_bin(), &release_elf(), "exception_stub_6", "#UD");
+}
+
+#[test]
+fn an_nmi_at_the_syscall_instruction_entry_leaves_the_agent_intact() {
+    // The TD's path (SYSCALL, LSTAR): at the entry's first instruction RSP is still the
+    // builder's (an address in the agent's image); the NMI must take its own IST stack.
+    let (agent, elf) = syscall_test_bin();
+    nmi_at_system_call_entry(agent, &elf, "agent_syscall_entry", "SYSCALL");
 }

@@ -414,7 +414,11 @@ const SFMASK: u64 = 0x25_7FD5;
 /// #MC and #DB run on IST stacks, so nothing lands on the process's stack there either.
 pub fn init() {
     let efer = rdmsr(MSR_EFER);
-    if super::tee::kind() == agent::tee::Kind::Tdx {
+    // (A test image takes the TD's path everywhere, to test it on plain QEMU.)
+    if super::tee::kind() == agent::tee::Kind::Tdx || cfg!(feature = "syscall-entry-test") {
+        if efer & EFER_SCE == 0 {
+            wrmsr(MSR_EFER, efer | EFER_SCE); // never in a TD (its EFER has SCE)
+        }
         wrmsr(MSR_STAR, (u64::from(KERNEL_DATA) << 48) | (u64::from(KERNEL_CODE) << 32));
         wrmsr(MSR_LSTAR, agent_syscall_entry as *const () as u64);
         wrmsr(MSR_SFMASK, SFMASK);
