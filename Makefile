@@ -18,7 +18,7 @@ AGENT_RUSTFLAGS := --remap-path-prefix=$(ROOT)=/agent-src \
 	-C link-arg=-Tagent/linker.ld -C link-arg=--build-id=none \
 	-C relocation-model=static -C code-model=kernel
 
-.PHONY: help setup agent agent-fault-test test demo bench fuzz audit clean
+.PHONY: help setup agent agent-fault-test agent-overflow-test agent-syscall-test test demo bench fuzz audit clean
 
 help:
 	@echo "make demo   - attested build of an example derivation (boots the agent under KVM or TCG)"
@@ -56,7 +56,19 @@ agent-fault-test: setup
 	  --features fault-test --profile firmware --target $(AGENT_TARGET) --locked
 	objcopy -O binary target/fault-test/$(AGENT_TARGET)/firmware/agent target/agent-fault-test.bin
 
-test: agent agent-fault-test
+# Another test-only image: it overflows its boot stack on purpose (tests/tests/ring0.rs).
+agent-overflow-test: setup
+	RUSTFLAGS="$(AGENT_RUSTFLAGS)" CARGO_TARGET_DIR=target/overflow-test $(CARGO) build -p agent --bin agent \
+	  --features stack-overflow-test --profile firmware --target $(AGENT_TARGET) --locked
+	objcopy -O binary target/overflow-test/$(AGENT_TARGET)/firmware/agent target/agent-overflow-test.bin
+
+# And one that takes system calls through SYSCALL, as in a TD (tests/tests/ring0.rs).
+agent-syscall-test: setup
+	RUSTFLAGS="$(AGENT_RUSTFLAGS)" CARGO_TARGET_DIR=target/syscall-test $(CARGO) build -p agent --bin agent \
+	  --features syscall-entry-test --profile firmware --target $(AGENT_TARGET) --locked
+	objcopy -O binary target/syscall-test/$(AGENT_TARGET)/firmware/agent target/agent-syscall-test.bin
+
+test: agent agent-fault-test agent-overflow-test agent-syscall-test
 	$(CARGO) test --workspace --locked
 
 # The main job: an attested build of examples/hello.nix in a fresh agent (KVM if /dev/kvm works,

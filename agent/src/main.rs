@@ -29,6 +29,8 @@ fn main() -> ! {
     log::info!("agent {} booted", agent::VERSION);
     #[cfg(feature = "fault-test")]
     arch::idt::deliberate_fault();
+    #[cfg(feature = "stack-overflow-test")]
+    arch::idt::deliberate_stack_overflow();
 
     // Channel: the first virtio-blk disk is the request, the second receives the response.
     let mut disks = arch::virtio::disks().into_iter();

@@ -103,6 +103,9 @@ pub struct VmConfig {
     /// The TEE to launch the agent in (`none` by default; SNP and TDX need KVM on a host that
     /// supports them: docs/running-on-snp.md, docs/running-on-tdx.md).
     pub tee: crate::tee::TeeConfig,
+    /// More QEMU arguments, appended last (tests: a gdbstub and a QMP socket, to deliver
+    /// events at chosen instants).
+    pub extra_qemu_args: Vec<String>,
 }
 
 impl VmConfig {
@@ -116,6 +119,7 @@ impl VmConfig {
             qemu: PathBuf::from("qemu-system-x86_64"),
             work_dir: None,
             tee: crate::tee::TeeConfig::default(),
+            extra_qemu_args: Vec::new(),
         }
     }
 }
@@ -333,7 +337,8 @@ pub fn qemu_command_with_qmp(config: &VmConfig, accel: Accel, request: &Path, re
         .arg(format!("virtio-blk-pci,drive=response,{VIRTIO_PROPERTIES}"))
         // A guest panic (a TD's ReportFatalError, an SNP guest's termination request reported
         // as a panic) ends QEMU with a failure status instead of pausing it.
-        .args(["-action", "panic=exit-failure"]);
+        .args(["-action", "panic=exit-failure"])
+        .args(&config.extra_qemu_args);
     if let Some(q) = qmp {
         cmd.arg("-qmp").arg(format!("unix:{},server=on,wait=off", q.display()));
     }

@@ -231,6 +231,83 @@ static void inode_hog(void) {
     exit_(0);
 }
 
+/* A system call with RFLAGS bits `set` (NT 0x4000, AC 0x40000, ID 0x200000) turned on around it:
+ * Linux masks them on entry (SFMASK) and the call works; so must the sandbox. */
+static long sys_with_flags(long n, long a, long b, long c, unsigned long set) {
+    long r;
+    __asm__ volatile("pushfq; orq %5, (%%rsp); popfq; syscall; pushfq; andq %6, (%%rsp); popfq"
+                     : "=a"(r) : "a"(n), "D"(a), "S"(b), "d"(c), "r"(set), "r"(~set) : "rcx", "r11", "memory", "cc");
+    return r;
+}
+
+static void flags_syscalls(void) {
+    static const struct { const char *name; unsigned long bits; } f[] = {
+        { "nt", 0x4000 }, { "ac", 0x40000 }, { "id", 0x200000 }, { "nt+ac+id", 0x244000 } };
+    for (int i = 0; i < 4; i++) {
+        long pid = sys_with_flags(GETPID, 0, 0, 0, f[i].bits);
+        long w = sys_with_flags(WRITE, 1, (long)"written\n", 8, f[i].bits);
+        put(1, f[i].name);
+        report(": getpid positive, write", (pid > 0) * 100 + w);
+    }
+    exit_(0);
+}
+
+/* The top page of the user half: Linux never maps it (TASK_SIZE_MAX), so no instruction ends at
+ * the non-canonical 0x800000000000. If it were mapped, a `syscall` in its last two bytes would
+ * return to that address. */
+static void top_page(void) {
+    long top = 0x7ffffffff000L;
+    long r = sys6(MMAP, top, 4096, 7, 0x32 /* MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED */, -1, 0);
+    report("mmap top page", r);
+    if (r == top) {
+        unsigned char *p = (unsigned char *)top;
+        p[4094] = 0x0f; p[4095] = 0x05; /* syscall */
+        __asm__ volatile("jmp *%0" : : "r"(top + 4094), "a"(GETPID) : "rcx", "r11", "memory");
+    }
+    report("mmap across the top", sys6(MMAP, top - 4096, 8192, 3, 0x32, -1, 0));
+    report("mprotect top page", sys3(MPROTECT, top, 4096, 3));
+    exit_(0);
+}
+
+/* A `syscall` whose two bytes straddle two pages (0f at the end of one, 05 at the start of the
+ * next), then `ret`: the agent reads the instruction through the page tables, page by page. With
+ * `nx` the second page is not executable: the fetch faults (SIGSEGV), as natively. */
+static void syscall_straddle(int nx) {
+    unsigned char *p = (unsigned char *)sys6(MMAP, 0, 8192, 7, 0x22, -1, 0);
+    p[4095] = 0x0f; p[4096] = 0x05; p[4097] = 0xc3;
+    if (nx) sys3(MPROTECT, (long)p + 4096, 4096, 3);
+    long r;
+    __asm__ volatile("call *%1" : "=a"(r) : "r"(p + 4095), "a"(GETPID) : "rcx", "r11", "memory");
+    report("straddling syscall positive", r > 0);
+    exit_(0);
+}
+
+/* N system calls in a loop (the system-call path's cost; the NMI test's target). */
+static void syscall_loop(const char *n) {
+    long count = 0;
+    while (*n >= '0' && *n <= '9') count = count * 10 + (*n++ - '0');
+    long sum = 0;
+    for (long i = 0; i < count; i++) sum += sys3(GETPID, 0, 0, 0) > 0;
+    report("syscalls", sum);
+    exit_(0);
+}
+
+/* The same with RSP pointing into the agent's image at every `syscall`: an event delivered at the
+ * system-call entry must never push its frame there. */
+static void syscall_loop_kernel_rsp(const char *n) {
+    long count = 0;
+    while (*n >= '0' && *n <= '9') count = count * 10 + (*n++ - '0');
+    long sum = 0;
+    for (long i = 0; i < count; i++) {
+        long r;
+        __asm__ volatile("mov %%rsp, %%r12; mov %2, %%rsp; syscall; mov %%r12, %%rsp"
+                         : "=a"(r) : "a"(GETPID), "r"(0xffffffff80101000UL) : "rcx", "r11", "r12", "memory");
+        sum += r > 0;
+    }
+    report("syscalls", sum);
+    exit_(0);
+}
+
 __attribute__((used)) static void start_c(long *sp) {
     long argc = sp[0];
     char **argv = (char **)(sp + 1);
@@ -279,6 +356,12 @@ __attribute__((used)) static void start_c(long *sp) {
     else if (eq(mode, "write-text")) *(volatile char *)(long)start_c = 0;
     else if (eq(mode, "exec-data")) { page[0] = (char)0xc3; ((void (*)(void))page)(); }
     else if (eq(mode, "bad-pointers")) { bad_pointers(); exit_(0); }
+    else if (eq(mode, "flags-syscall")) flags_syscalls();
+    else if (eq(mode, "top-page")) top_page();
+    else if (eq(mode, "syscall-straddle")) syscall_straddle(0);
+    else if (eq(mode, "syscall-straddle-nx")) syscall_straddle(1);
+    else if (eq(mode, "syscall-loop")) syscall_loop(argc > 2 ? argv[2] : "1000");
+    else if (eq(mode, "syscall-loop-kernel-rsp")) syscall_loop_kernel_rsp(argc > 2 ? argv[2] : "1000");
     /* Resources: the limits end these. */
     else if (eq(mode, "spin")) for (;;) __asm__ volatile("");
     else if (eq(mode, "fork-bomb")) fork_bomb();

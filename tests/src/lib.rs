@@ -25,6 +25,21 @@ pub fn fault_test_bin() -> PathBuf {
     p
 }
 
+/// The test image that overflows its boot stack, built by `make agent-overflow-test`.
+pub fn overflow_test_bin() -> PathBuf {
+    let p = root().join("target/agent-overflow-test.bin");
+    assert!(p.exists(), "{} is missing: run `make test` (it builds agent-overflow-test)", p.display());
+    p
+}
+
+/// The test image that takes system calls through SYSCALL (the TD's path), built by
+/// `make agent-syscall-test`, and its ELF (for symbols).
+pub fn syscall_test_bin() -> (PathBuf, PathBuf) {
+    let p = root().join("target/agent-syscall-test.bin");
+    assert!(p.exists(), "{} is missing: run `make test` (it builds agent-syscall-test)", p.display());
+    (p, root().join("target/syscall-test/x86_64-unknown-none/firmware/agent"))
+}
+
 /// A VM configuration for tests: the release image, small memory, a short timeout.
 pub fn vm_config(accel: loader::vm::Accel) -> loader::vm::VmConfig {
     let mut c = loader::vm::VmConfig::new(agent_bin());

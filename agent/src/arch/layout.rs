@@ -5,17 +5,22 @@ pub const KERNEL_BASE: u64 = 0xFFFF_FFFF_8000_0000;
 /// Physical address the image is copied to from ROM (linker.ld and rom32.s use the same value).
 #[allow(dead_code)]
 pub const KERNEL_PHYS: u64 = 0x10_0000;
-/// All physical memory below 4 GiB is mapped at `DIRECT_MAP + phys`.
+/// All physical memory below 4 GiB is mapped at `DIRECT_MAP + phys` (writable, no-execute; the
+/// image's .text and .rodata read-only).
 pub const DIRECT_MAP: u64 = 0xFFFF_8000_0000_0000;
-/// The same physical memory mapped *shared* with the host (no C-bit under SEV-SNP, the shared
-/// bit under TDX; on a plain VM simply a second mapping): device registers and the pages the
-/// host must read or write (virtio bounce buffers, the GHCB, guest-request and quote buffers).
-/// PML4 entry 257.
+/// Physical memory mapped *shared* with the host (no C-bit under SEV-SNP, the shared bit under
+/// TDX; on a plain VM simply a second mapping), at `SHARED_MAP + phys`, but only where the host
+/// must read or write: the DMA pool (virtio bounce buffers and queues, guest-request and quote
+/// buffers), the MMIO window and local APIC, and under SEV-SNP the GHCB page
+/// (`memory::init_paging`). No-execute. PML4 entry 257.
 pub const SHARED_MAP: u64 = 0xFFFF_8080_0000_0000;
 /// The end of what the direct map covers.
 pub const DIRECT_MAP_END_PHYS: u64 = 0x1_0000_0000;
 /// Where PCI BARs are placed (q35's 32-bit PCI hole, above the ECAM window at 0xB0000000).
 pub const MMIO_WINDOW: core::ops::Range<u64> = 0xC000_0000..0xFEC0_0000;
+/// The 2 MiB region holding the local APIC's registers (0xFEE00000; used through the shared
+/// alias on a plain VM, where the timer programs the xAPIC).
+pub const LOCAL_APIC_REGION: core::ops::Range<u64> = 0xFEE0_0000..0xFF00_0000;
 /// The most RAM the agent uses: q35 keeps guest RAM below 2.75 GiB entirely under 4 GiB.
 pub const MAX_RAM: u64 = 0xB000_0000;
 /// Page size.
@@ -54,6 +59,11 @@ pub fn virt_to_phys(virt: u64) -> u64 {
 unsafe extern "C" {
     static _kernel_start: u8;
     static _kernel_end: u8;
+}
+
+/// Physical start of the image in RAM.
+pub fn kernel_start_phys() -> u64 {
+    virt_to_phys(core::ptr::addr_of!(_kernel_start) as u64)
 }
 
 /// Physical end of the image in RAM (code, data and .bss).

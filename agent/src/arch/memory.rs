@@ -24,39 +24,217 @@ static mut BOOT_PD: [PageTable; 4] = [const { PageTable([0; 512]) }; 4];
 #[unsafe(no_mangle)]
 static mut BOOT_IDT32: [u64; 14] = [0; 14];
 
-// The shared alias (PML4[257] -> SHARED_PDPT -> SHARED_PD[i]: 2 MiB pages over 0..4 GiB).
+// The agent's own page tables, built once by [`init_paging`] in the higher half; rom32.s's
+// boot tables (2 MiB pages, all writable and executable, the identity map) are unused after it.
+static mut KERNEL_PML4: PageTable = PageTable([0; 512]);
+// PML4[256]: the direct map of 0..4 GiB (2 MiB pages, 4 KiB pages over the image's regions).
+static mut DIRECT_PDPT: PageTable = PageTable([0; 512]);
+static mut DIRECT_PD: [PageTable; 4] = [const { PageTable([0; 512]) }; 4];
+static mut DIRECT_PT: [PageTable; IMAGE_REGIONS] = [const { PageTable([0; 512]) }; IMAGE_REGIONS];
+// PML4[257]: the shared alias, only over what is shared (DMA pool, MMIO, GHCB).
 static mut SHARED_PDPT: PageTable = PageTable([0; 512]);
 static mut SHARED_PD: [PageTable; 4] = [const { PageTable([0; 512]) }; 4];
+static mut SHARED_PT: PageTable = PageTable([0; 512]);
+// PML4[511] -> PDPT[510]: the image at KERNEL_BASE + phys, 4 KiB pages, nothing else.
+static mut KERNEL_PDPT: PageTable = PageTable([0; 512]);
+static mut KERNEL_PD: PageTable = PageTable([0; 512]);
+static mut KERNEL_PT: [PageTable; IMAGE_REGIONS] = [const { PageTable([0; 512]) }; IMAGE_REGIONS];
 
-/// Builds the shared alias of the direct map (`layout::SHARED_MAP`) with `enc`'s marking of
-/// shared pages. The tables themselves are private memory, like every page table.
-pub fn init_shared_map(enc: Encryption) {
-    let private = |virt: u64| enc.pte_address(layout::virt_to_phys(virt), false);
-    // SAFETY: runs once at boot before anything uses PML4[257]; the tables are statics of this
-    // module, written here only; the CR3 reload flushes any stale translation.
-    unsafe {
-        let pds = &mut *addr_of_mut!(SHARED_PD);
-        for (i, pd) in pds.iter_mut().enumerate() {
-            for (j, e) in pd.0.iter_mut().enumerate() {
-                let phys = ((i as u64) << 30) | ((j as u64) << 21);
-                *e = enc.pte_address(phys, true) | 0x83; // present | writable | 2 MiB
-            }
-        }
-        let pdpt = &mut *addr_of_mut!(SHARED_PDPT);
-        for (i, pd) in pds.iter().enumerate() {
-            pdpt.0[i] = private(pd as *const PageTable as u64) | 0x3;
-        }
-        (*addr_of_mut!(BOOT_PML4)).0[257] = private(addr_of!(SHARED_PDPT) as u64) | 0x3;
-        let cr3: u64;
-        core::arch::asm!("mov {}, cr3", out(reg) cr3, options(nomem, nostack));
-        core::arch::asm!("mov cr3, {}", in(reg) cr3, options(nostack));
+const PRESENT: u64 = 1;
+const WRITABLE: u64 = 2;
+const USER: u64 = 4;
+const HUGE: u64 = 0x80;
+const NO_EXECUTE: u64 = 1 << 63;
+const TWO_MIB: u64 = 0x20_0000;
+/// The image (with .bss) must end below `IMAGE_REGIONS` × 2 MiB: those regions are mapped with
+/// 4 KiB pages, in the kernel window and in the direct map.
+const IMAGE_REGIONS: usize = 4;
+
+unsafe extern "C" {
+    static _text_end: u8;
+    static _rodata_end: u8;
+}
+
+/// The shared DMA pool's physical range: the first 2 MiB boundary after the image.
+pub fn dma_pool_range() -> core::ops::Range<u64> {
+    let start = layout::kernel_end_phys().next_multiple_of(TWO_MIB);
+    start..start + layout::DMA_POOL
+}
+
+/// The physical address of the agent's top-level page table (every process's upper half).
+pub fn kernel_pml4_phys() -> u64 {
+    layout::virt_to_phys(addr_of!(KERNEL_PML4) as u64)
+}
+
+/// Rights of the image's page at `phys` in the kernel window: .text read-only and executable,
+/// .rodata read-only, .data/.bss writable, all but .text no-execute; stack guard pages absent.
+fn image_page_flags(phys: u64, guards: &[core::ops::Range<u64>]) -> u64 {
+    let text_end = layout::virt_to_phys(addr_of!(_text_end) as u64);
+    let rodata_end = layout::virt_to_phys(addr_of!(_rodata_end) as u64);
+    if guards.iter().any(|g| g.contains(&phys)) {
+        0
+    } else if phys < text_end {
+        PRESENT
+    } else if phys < rodata_end {
+        PRESENT | NO_EXECUTE
+    } else {
+        PRESENT | WRITABLE | NO_EXECUTE
     }
 }
 
-#[repr(C, align(16))]
-pub struct BootStack([u8; 0x10000]);
+/// Builds the agent's page tables and switches to them (once, from `tee::init`, which knows how
+/// `enc` marks private and shared pages):
+///
+/// - the kernel window maps only the image, page by page, W^X (see [`image_page_flags`]), with
+///   the guard page under every stack left out;
+/// - the direct map covers 0..4 GiB writable and no-execute, except the image's .text and
+///   .rodata, which are read-only there too (a writable alias would undo W^X);
+/// - the shared alias maps only what the host must see: the DMA pool, the MMIO window (with the
+///   local APIC) and, under SEV-SNP, the GHCB page; no-execute;
+/// - the lower half is empty: rom32.s's identity map is gone (the lower half is each
+///   process's own).
+pub fn init_paging(enc: Encryption) {
+    let kernel_start = layout::kernel_start_phys();
+    let kernel_end = layout::kernel_end_phys();
+    let regions = kernel_end.div_ceil(TWO_MIB) as usize;
+    if regions > IMAGE_REGIONS {
+        power::fail(Failure::Platform); // a build-time mistake; the serial port is not up yet
+    }
+    let guards = super::gdt::stack_guards();
+    let private = |phys: u64| enc.pte_address(phys, false);
+    let table_phys = |t: *const PageTable| private(layout::virt_to_phys(t as u64));
+    // SAFETY: runs once on the only vCPU before anything else uses these statics; the tables
+    // are .bss pages of this module (4 KiB aligned). The new tables map everything the agent
+    // runs on at the moment of the switch (its code, this stack, the statics) at the same
+    // virtual addresses, and the CR3 load flushes every translation (CR4.PGE is clear).
+    unsafe {
+        let pml4 = &mut *addr_of_mut!(KERNEL_PML4);
+
+        // The kernel window.
+        let kpt = &mut *addr_of_mut!(KERNEL_PT);
+        for (r, pt) in kpt.iter_mut().enumerate().take(regions) {
+            for (i, e) in pt.0.iter_mut().enumerate() {
+                let phys = r as u64 * TWO_MIB + i as u64 * PAGE_SIZE;
+                if (kernel_start..kernel_end).contains(&phys) {
+                    let f = image_page_flags(phys, &guards);
+                    *e = if f == 0 { 0 } else { private(phys) | f };
+                }
+            }
+            (*addr_of_mut!(KERNEL_PD)).0[r] = table_phys(pt) | PRESENT | WRITABLE;
+        }
+        (*addr_of_mut!(KERNEL_PDPT)).0[510] = table_phys(addr_of!(KERNEL_PD)) | PRESENT | WRITABLE;
+        pml4.0[511] = table_phys(addr_of!(KERNEL_PDPT)) | PRESENT | WRITABLE;
+
+        // The direct map.
+        let dpt = &mut *addr_of_mut!(DIRECT_PT);
+        let dpd = &mut *addr_of_mut!(DIRECT_PD);
+        for (g, pd) in dpd.iter_mut().enumerate() {
+            for (j, e) in pd.0.iter_mut().enumerate() {
+                let phys = ((g as u64) << 30) | ((j as u64) << 21);
+                *e = private(phys) | PRESENT | WRITABLE | HUGE | NO_EXECUTE;
+            }
+        }
+        for (r, pt) in dpt.iter_mut().enumerate().take(regions) {
+            for (i, e) in pt.0.iter_mut().enumerate() {
+                let phys = r as u64 * TWO_MIB + i as u64 * PAGE_SIZE;
+                let image_ro = (kernel_start..kernel_end).contains(&phys) && image_page_flags(phys, &[]) & WRITABLE == 0;
+                *e = private(phys) | PRESENT | NO_EXECUTE | if image_ro { 0 } else { WRITABLE };
+            }
+            dpd[0].0[r] = table_phys(pt) | PRESENT | WRITABLE;
+        }
+        let dpdpt = &mut *addr_of_mut!(DIRECT_PDPT);
+        for (g, pd) in dpd.iter().enumerate() {
+            dpdpt.0[g] = table_phys(pd) | PRESENT | WRITABLE;
+        }
+        pml4.0[256] = table_phys(addr_of!(DIRECT_PDPT)) | PRESENT | WRITABLE;
+
+        // The shared alias.
+        let spd = &mut *addr_of_mut!(SHARED_PD);
+        let mut share_2m = |range: core::ops::Range<u64>| {
+            for phys in range.step_by(TWO_MIB as usize) {
+                spd[(phys >> 30) as usize].0[((phys >> 21) & 511) as usize] = enc.pte_address(phys, true) | PRESENT | WRITABLE | HUGE | NO_EXECUTE;
+            }
+        };
+        share_2m(dma_pool_range());
+        share_2m(layout::MMIO_WINDOW);
+        share_2m(layout::LOCAL_APIC_REGION);
+        if let Encryption::CBit(_) = enc {
+            let ghcb = super::tee::ghcb_phys();
+            let pt = &mut *addr_of_mut!(SHARED_PT);
+            pt.0[((ghcb >> 12) & 511) as usize] = enc.pte_address(ghcb, true) | PRESENT | WRITABLE | NO_EXECUTE;
+            spd[(ghcb >> 30) as usize].0[((ghcb >> 21) & 511) as usize] = table_phys(pt) | PRESENT | WRITABLE;
+        }
+        let spdpt = &mut *addr_of_mut!(SHARED_PDPT);
+        for (g, pd) in spd.iter().enumerate() {
+            spdpt.0[g] = table_phys(pd) | PRESENT | WRITABLE;
+        }
+        pml4.0[257] = table_phys(addr_of!(SHARED_PDPT)) | PRESENT | WRITABLE;
+
+        core::arch::asm!("mov cr3, {}", in(reg) kernel_pml4_phys(), options(nostack));
+    }
+}
+
+/// What a walk of the agent's own page tables finds (logged at boot, checked by a test).
+pub struct PagingReport {
+    /// 4 KiB pages both writable and executable (must be 0).
+    pub writable_executable: u64,
+    /// 4 KiB pages executable (the image's .text).
+    pub executable: u64,
+    /// Entries in the lower half of the top-level table (must be 0: no identity map).
+    pub lower_half_entries: u64,
+    /// 4 KiB pages ring 3 could reach (must be 0).
+    pub user: u64,
+    /// Bytes the shared alias maps.
+    pub shared: u64,
+}
+
+/// Walks the live top-level table (the agent's own) as the MMU does: a page is writable if every
+/// level allows it, executable if no level forbids it.
+pub fn paging_report() -> PagingReport {
+    fn walk(t: u64, level: u32, top: usize, w: bool, x: bool, u: bool, rep: &mut PagingReport) {
+        for i in 0..512usize {
+            // SAFETY: `t` is a page table reached from the live PML4 (private RAM below 4 GiB,
+            // under the direct map); reading it has no effect.
+            let e = unsafe { (*(layout::phys_to_virt(t) as *const PageTable)).0[i] };
+            if e & PRESENT == 0 {
+                continue;
+            }
+            let top = if level == 4 { i } else { top };
+            if level == 4 && i < 256 {
+                rep.lower_half_entries += 1;
+                continue;
+            }
+            let (w, x, u) = (w && e & WRITABLE != 0, x && e & NO_EXECUTE == 0, u && e & USER != 0);
+            if level == 1 || (level <= 3 && e & HUGE != 0) {
+                let pages = 1u64 << (9 * (level - 1));
+                rep.writable_executable += if w && x { pages } else { 0 };
+                rep.executable += if x { pages } else { 0 };
+                rep.user += if u { pages } else { 0 };
+                rep.shared += if top == 257 { pages * PAGE_SIZE } else { 0 };
+            } else {
+                walk(super::tee::pte_phys(e), level - 1, top, w, x, u, rep);
+            }
+        }
+    }
+    let mut rep = PagingReport { writable_executable: 0, executable: 0, lower_half_entries: 0, user: 0, shared: 0 };
+    let cr3: u64;
+    // SAFETY: reading CR3 has no effect.
+    unsafe { core::arch::asm!("mov {}, cr3", out(reg) cr3, options(nomem, nostack, preserves_flags)) };
+    walk(cr3 & 0x000F_FFFF_FFFF_F000, 4, 0, true, true, true, &mut rep);
+    rep
+}
+
+/// The boot stack (rom32.s sets RSP to its top; the agent's own code runs on it for good), with
+/// an unmapped guard page below it. rom32.s's BOOT_STACK_SIZE is the size of the whole.
 #[unsafe(no_mangle)]
-static mut BOOT_STACK: BootStack = BootStack([0; 0x10000]);
+static mut BOOT_STACK: super::gdt::GuardedStack<0x1000, 0x10000> = super::gdt::GuardedStack::new();
+
+/// The boot stack's guard page (physical).
+pub fn boot_stack_guard() -> core::ops::Range<u64> {
+    // SAFETY: only the address is taken.
+    let s = unsafe { &*addr_of!(BOOT_STACK) };
+    s.guard_phys()
+}
 
 #[global_allocator]
 static HEAP: LockedHeap = LockedHeap::empty();
@@ -102,8 +280,7 @@ fn ram_size() -> u64 {
 /// RAM after the image: first the DMA pool (made shared), then the heap up to the end of RAM
 /// (made private and usable first, beyond what the launch pre-accepted).
 pub fn init() {
-    let start = layout::kernel_end_phys().next_multiple_of(0x20_0000);
-    let pool = start..start + layout::DMA_POOL;
+    let pool = dma_pool_range();
     let end = ram_size();
     if pool.end > layout::PREACCEPTED.end || end < pool.end {
         log::error!("memory: the image and the DMA pool must fit in the first {} MiB of RAM", layout::PREACCEPTED.end >> 20);

@@ -34,10 +34,52 @@ extern "C" fn rust_start() -> ! {
     tee::init();
     serial::init();
     tee::log_platform();
+    protect();
     memory::init();
     user::init();
+    report_protection();
     timer::init();
     crate::main()
+}
+
+/// Ring 0's own protections, once the agent runs on its own page tables (`memory::init_paging`,
+/// from `tee::init`): CR0.WP, SMEP, SMAP, UMIP. Inside SEV-SNP or a TD, where the host could
+/// hide a feature from CPUID, the agent refuses to run without all of them.
+fn protect() {
+    let p = cpu::protections();
+    if tee::kind() != agent::tee::Kind::None && !(p.smep && p.smap && p.umip) {
+        log::error!("cpu: SMEP, SMAP and UMIP are required inside a TEE, CPUID reports {p:?}");
+        power::fail(power::Failure::Platform);
+    }
+    cpu::harden(p);
+}
+
+/// The log lines a test checks: control registers, and a walk of the live page tables.
+fn report_protection() {
+    let efer = cpu::rdmsr(0xC000_0080);
+    let cr4 = cpu::read_cr4();
+    let on = |bit: u64, name: &'static str| if cr4 & bit != 0 { name } else { "" };
+    log::info!(
+        "cpu: cr0={:#x} cr4={:#x} efer={:#x} (WP {}, {} {} {}, NXE {}, system calls via {})",
+        cpu::read_cr0(),
+        cr4,
+        efer,
+        cpu::read_cr0() & cpu::CR0_WP != 0,
+        on(cpu::CR4_SMEP, "SMEP"),
+        on(cpu::CR4_SMAP, "SMAP"),
+        on(cpu::CR4_UMIP, "UMIP"),
+        efer & cpu::EFER_NXE != 0,
+        if efer & 1 != 0 { "SYSCALL" } else { "#UD" },
+    );
+    let r = memory::paging_report();
+    log::info!(
+        "paging: {} W+X pages, {} executable pages, {} user pages, identity map {}, shared alias {} KiB",
+        r.writable_executable,
+        r.executable,
+        r.user,
+        if r.lower_half_entries == 0 { "absent" } else { "PRESENT" },
+        r.shared >> 10,
+    );
 }
 
 #[panic_handler]

@@ -12,7 +12,7 @@
 .code32
 .set KERNEL_BASE, 0xFFFFFFFF80000000
 .set ROM_BASE, 0xFFF00000
-.set BOOT_STACK_SIZE, 0x10000
+.set BOOT_STACK_SIZE, 0x11000     # arch/memory.rs: a 4 KiB guard page, then the 64 KiB stack
 .set SNP_CPUID_PAGE, 0x0009E000      # arch/footer.s: the SEV metadata's CPUID section
 .set MSR_SEV_STATUS, 0xC0010131
 .set MSR_GHCB, 0xC0010130
@@ -59,11 +59,13 @@ page_tables:
     mov %ebp, (BOOT_PLATFORM - KERNEL_BASE)
 
     # Page tables (defined in Rust, arch/memory.rs, all in .bss, 4 KiB aligned):
-    #   PML4[0]   -> PDPT_LOW   identity map of 0..4 GiB (boot only, removed before user code)
+    #   PML4[0]   -> PDPT_LOW   identity map of 0..4 GiB (boot only: arch/memory.rs switches to
+    #                           its own tables, without it, before anything else runs)
     #   PML4[256] -> PDPT_LOW   direct map: phys 0..4 GiB at 0xFFFF800000000000
     #   PML4[511] -> PDPT_HIGH  PDPT_HIGH[510] -> PD[0]: kernel at 0xFFFFFFFF80000000
     #   PDPT_LOW[i] -> PD[i], i < 4; PD[i][j] = 2 MiB page (i GiB + j * 2 MiB)
-    # (PML4[257], the shared alias of the direct map, is added in Rust: arch/memory.rs.)
+    # All writable and executable: arch/memory.rs (init_paging) replaces them with W^X tables
+    # without the identity map as soon as Rust runs.
     mov $(BOOT_PD - KERNEL_BASE), %edi
     xor %ecx, %ecx              # entry index 0..2047
 1:  mov %ecx, %eax

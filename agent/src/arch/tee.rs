@@ -81,6 +81,11 @@ pub fn pte_phys(entry: u64) -> u64 {
     entry & 0x000F_FFFF_FFFF_F000 & !encryption().mask()
 }
 
+/// The GHCB page's physical address (the shared alias maps it under SEV-SNP).
+pub fn ghcb_phys() -> u64 {
+    ghcb_gpa()
+}
+
 fn ghcb_gpa() -> u64 {
     layout::virt_to_phys(addr_of!(GHCB_PAGE) as u64)
 }
@@ -151,7 +156,7 @@ pub fn init() -> Kind {
             KIND.store(1, Ordering::Relaxed);
             let cbit = cbit as u8;
             ENCRYPTION.store((1 << 8) | u64::from(cbit), Ordering::Relaxed);
-            super::memory::init_shared_map(Encryption::CBit(cbit));
+            super::memory::init_paging(Encryption::CBit(cbit));
             if snp_init(cbit).is_err() {
                 terminate(reason::GHCB_SETUP);
             }
@@ -170,12 +175,12 @@ pub fn init() -> Kind {
             };
             let Some(bit) = ptdx::shared_bit(info.gpaw) else { terminate(reason::TD_INFO) };
             ENCRYPTION.store((2 << 8) | u64::from(bit), Ordering::Relaxed);
-            super::memory::init_shared_map(Encryption::SharedBit(bit));
+            super::memory::init_paging(Encryption::SharedBit(bit));
             TD_ATTRIBUTES.store(info.attributes, Ordering::Relaxed);
             Kind::Tdx
         }
         _ => {
-            super::memory::init_shared_map(Encryption::None);
+            super::memory::init_paging(Encryption::None);
             Kind::None
         }
     }
@@ -278,20 +283,18 @@ fn set_gprs(f: &mut TrapFrame, g: &Gprs) {
 }
 
 /// The instruction bytes at the trapping RIP: a ring-3 process may only trap on CPUID or RDTSC (2
-/// bytes, which the CPU has just fetched from its mapped, executable page); the agent's own
-/// code is private and mapped whole.
+/// bytes, read through its page tables from a present, user, executable page: never through the
+/// pointer, which SMAP forbids); the agent's own code is private and mapped whole.
 fn instruction(f: &TrapFrame, user: bool) -> ([u8; 15], usize) {
     let mut b = [0u8; 15];
-    let n = if user { 2 } else { 15 };
-    if user && !agent::sandbox::mem::user_range(f.rip, 2) {
-        return (b, 0);
+    if user {
+        return (b, if super::user::fetch(f.rip, &mut b[..2]) { 2 } else { 0 });
     }
-    for (i, byte) in b[..n].iter_mut().enumerate() {
-        // SAFETY: see above; the agent does not enable SMAP, so ring 0 reads the user page
-        // through the current process's page tables.
+    for (i, byte) in b.iter_mut().enumerate() {
+        // SAFETY: the agent's own .text, mapped whole and read-only.
         *byte = unsafe { core::ptr::read_volatile((f.rip + i as u64) as *const u8) };
     }
-    (b, n)
+    (b, 15)
 }
 
 /// A handler that cannot go on: report and stop (once: a failure while reporting terminates).
@@ -312,6 +315,15 @@ pub fn vc(f: &mut TrapFrame) -> bool {
     let user = f.cs & 3 == 3;
     if user && !matches!(f.error_code, psnp::exit::CPUID | psnp::exit::RDTSC) {
         return false;
+    }
+    // The only MSRs whose accesses reach the host are the local APIC's (IA32_APIC_BASE and the
+    // x2APIC range, arch/timer.rs); every other MSR the agent touches (EFER, FS_BASE, STAR,
+    // LSTAR, SFMASK, the GHCB MSR) is the guest's own under SEV-SNP and never raises #VC. A #VC
+    // naming another MSR was injected by the host, which could otherwise answer a RDMSR the
+    // agent then trusts (EFER, rewritten by user::init): not emulated.
+    let ecx = f.rcx & 0xFFFF_FFFF;
+    if f.error_code == psnp::exit::MSR && !(ecx == 0x1B || (0x800..=0x8FF).contains(&ecx)) {
+        handler_failed("#VC (an MSR the host does not answer)", TeeError::BadResponse("injected #VC"), f);
     }
     let (b, n) = instruction(f, user);
     let mut g = gprs(f);

@@ -1,4 +1,4 @@
-//! The preemption timer: the local APIC timer in periodic mode. It only ever fires while a
+//! The preemption timer: the local APIC timer in periodic mode (and LINT1, for NMIs). It only ever fires while a
 //! sandboxed process runs (the agent itself runs with interrupts disabled); each tick hands
 //! control back to the sandbox kernel, which charges CPU time and rotates the run queue.
 //!
@@ -34,6 +34,7 @@ const IA32_APIC_BASE: u32 = 0x1B;
 const REG_EOI: u64 = 0xB0;
 const REG_SVR: u64 = 0xF0;
 const REG_LVT_TIMER: u64 = 0x320;
+const REG_LVT_LINT1: u64 = 0x360;
 const REG_INITIAL_COUNT: u64 = 0x380;
 const REG_CURRENT_COUNT: u64 = 0x390;
 const REG_DIVIDE: u64 = 0x3E0;
@@ -54,7 +55,7 @@ fn write(reg: u64, v: u32) {
     }
     let addr = layout::shared_phys_to_virt(apic_base() + reg) as *mut u32;
     // SAFETY: the local APIC's registers are MMIO in the 4 KiB page at IA32_APIC_BASE (below
-    // 4 GiB, covered by the shared alias); these writes only configure the timer and signal EOI.
+    // 4 GiB, covered by the shared alias); these writes only configure the timer and LINT1 and signal EOI.
     unsafe { addr.write_volatile(v) }
 }
 
@@ -74,6 +75,10 @@ pub fn init() {
     write(REG_DIVIDE, 0b1011); // divide by 1
     write(REG_LVT_TIMER, (1 << 17) | u32::from(VECTOR)); // periodic
     write(REG_INITIAL_COUNT, count_per_tick());
+    // LINT1 delivers NMIs, as firmware sets it up on a PC (the host can deliver an NMI either
+    // way; this makes the agent's NMI handling the same whichever path it takes, and testable
+    // with QEMU's `inject-nmi` under TCG, which goes through LINT1).
+    write(REG_LVT_LINT1, 0b100 << 8);
     log::info!("timer: APIC at {} Hz, {} counts per 10 ms tick", hz, count_per_tick());
 }
 

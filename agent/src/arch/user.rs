@@ -60,10 +60,6 @@ fn frame_bytes(phys: u64) -> *mut [u8; 4096] {
     layout::phys_to_virt(phys) as *mut [u8; 4096]
 }
 
-unsafe extern "C" {
-    static BOOT_PML4: PageTable;
-}
-
 fn leaf_flags(prot: Prot) -> u64 {
     let mut f = MAPPED | USER;
     if prot.read || prot.write || prot.exec {
@@ -81,11 +77,11 @@ fn leaf_flags(prot: Prot) -> u64 {
 impl AddressSpace {
     pub fn new() -> Result<Self, Errno> {
         let pml4 = alloc_frame().ok_or(Errno::ENOMEM)?;
-        // SAFETY: BOOT_PML4 is the agent's live top-level table (only its upper half is read);
-        // the new PML4 frame is ours, zeroed, and mapped by the direct map.
+        // SAFETY: the agent's top-level table (only its upper half is read) and the new PML4
+        // frame, ours and zeroed, are both under the direct map.
         unsafe {
-            let boot = &*addr_of!(BOOT_PML4);
-            (&mut *table(pml4)).0[256..].copy_from_slice(&boot.0[256..]);
+            let kernel = &*table(memory::kernel_pml4_phys());
+            (&mut *table(pml4)).0[256..].copy_from_slice(&kernel.0[256..]);
         }
         Ok(AddressSpace { pml4, tables: Vec::new() })
     }
@@ -316,7 +312,7 @@ impl Memory for AddressSpace {
 impl Drop for AddressSpace {
     fn drop(&mut self) {
         // SAFETY: back on the agent's own tables before freeing these.
-        unsafe { asm!("mov cr3, {}", in(reg) layout::virt_to_phys(addr_of!(BOOT_PML4) as u64), options(nostack)) };
+        unsafe { asm!("mov cr3, {}", in(reg) memory::kernel_pml4_phys(), options(nostack)) };
         self.clear();
         free_frame(self.pml4);
     }
@@ -324,8 +320,9 @@ impl Drop for AddressSpace {
 
 // The switch. `enter_user` saves the agent's callee-saved registers and stack, then `iretq`s to
 // ring 3 with the process's registers (a `Regs`: gpr[16] in hardware order at 0, rip at 128,
-// rflags at 136). `syscall_entry` (LSTAR), `fault_from_user` and `interrupt_from_user` save the
-// process's registers and return from `enter_user` on the saved stack.
+// rflags at 136). Every way back — a system call, a fault, the timer — is a trap taken by the
+// CPU onto TSS.RSP0 (or an IST stack), never a stack the process chose: `leave_user` saves the
+// process's registers from the trap frame and returns from `enter_user` on the saved stack.
 global_asm!(
     r#"
 .globl agent_enter_user
@@ -360,31 +357,6 @@ agent_enter_user:
     mov rdi, [rdi + 56]
     iretq
 
-.globl agent_syscall_entry
-agent_syscall_entry:
-    mov [rip + {scratch}], rsp
-    mov rsp, [rip + {current}]
-    mov [rsp + 0], rax
-    mov [rsp + 8], rcx
-    mov [rsp + 16], rdx
-    mov [rsp + 24], rbx
-    mov [rsp + 40], rbp
-    mov [rsp + 48], rsi
-    mov [rsp + 56], rdi
-    mov [rsp + 64], r8
-    mov [rsp + 72], r9
-    mov [rsp + 80], r10
-    mov [rsp + 88], r11
-    mov [rsp + 96], r12
-    mov [rsp + 104], r13
-    mov [rsp + 112], r14
-    mov [rsp + 120], r15
-    mov [rsp + 128], rcx
-    mov [rsp + 136], r11
-    mov rax, [rip + {scratch}]
-    mov [rsp + 32], rax
-    mov byte ptr [rip + {exit_kind}], 0
-
 .globl agent_return_to_kernel
 agent_return_to_kernel:
     mov rsp, [rip + {kernel_rsp}]
@@ -398,8 +370,6 @@ agent_return_to_kernel:
 "#,
     kernel_rsp = sym KERNEL_RSP,
     current = sym CURRENT,
-    scratch = sym SCRATCH,
-    exit_kind = sym EXIT_KIND,
     user_data = const USER_DATA as u64,
     user_code = const USER_CODE as u64,
 );
@@ -412,7 +382,6 @@ unsafe extern "C" {
 
 static mut KERNEL_RSP: u64 = 0;
 static mut CURRENT: *mut Regs = core::ptr::null_mut();
-static mut SCRATCH: u64 = 0;
 /// How the last `enter_user` came back: 0 syscall, 1 fault, 2 timer.
 static mut EXIT_KIND: u8 = 0;
 static mut FAULT: (u8, u64, u64) = (0, 0, 0);
@@ -425,17 +394,82 @@ const MSR_FS_BASE: u32 = 0xC000_0100;
 
 
 
-/// Enables SYSCALL: STAR selects kernel CS/SS on entry and user CS/SS (base 0x10: SS 0x18|3,
-/// CS 0x20|3) on return; SFMASK clears IF, TF, DF and AC on entry.
+const EFER_SCE: u64 = 1;
+/// What SYSCALL clears in RFLAGS (TD only, see `init`): Linux's mask — every arithmetic flag,
+/// TF, IF, DF, IOPL, NT, RF, AC and ID — so the agent never runs with the process's NT (an
+/// IRETQ with NT set is a #GP), AC (SMAP off) or IF (an interrupt on the process's stack).
+const SFMASK: u64 = 0x25_7FD5;
+
+/// How system calls reach the agent.
+///
+/// On a plain VM and under SEV-SNP, EFER.SCE is clear: `syscall` in ring 3 is an invalid
+/// opcode, and the #UD is delivered like any trap from ring 3 — the CPU switches to TSS.RSP0
+/// as part of the delivery, so there is no instant at which ring 0 runs on the process's
+/// stack, whatever event the host injects (SEV-SNP without Restricted Injection lets it
+/// inject any vector at any instruction). `idt::exception` completes the instruction.
+///
+/// In a TD, EFER is the TDX module's (0x901: SCE, LME, NXE; an EFER write raises #VE and the
+/// host cannot change it), so SYSCALL stays on: `agent_syscall_entry` (idt.rs) switches to
+/// RSP0 at once. A TD's host can deliver only interrupts (masked by SFMASK) and NMIs; NMI,
+/// #MC and #DB run on IST stacks, so nothing lands on the process's stack there either.
 pub fn init() {
-    // EFER.SCE, written only if clear (an EFER write raises #VE in a TD).
     let efer = rdmsr(MSR_EFER);
-    if efer & 1 == 0 {
-        wrmsr(MSR_EFER, efer | 1);
+    // (A test image takes the TD's path everywhere, to test it on plain QEMU.)
+    if super::tee::kind() == agent::tee::Kind::Tdx || cfg!(feature = "syscall-entry-test") {
+        if efer & EFER_SCE == 0 {
+            wrmsr(MSR_EFER, efer | EFER_SCE); // never in a TD (its EFER has SCE)
+        }
+        wrmsr(MSR_STAR, (u64::from(KERNEL_DATA) << 48) | (u64::from(KERNEL_CODE) << 32));
+        wrmsr(MSR_LSTAR, agent_syscall_entry as *const () as u64);
+        wrmsr(MSR_SFMASK, SFMASK);
+    } else if efer & EFER_SCE != 0 {
+        // Written only when set (it never is after reset or in the SNP launch state).
+        wrmsr(MSR_EFER, efer & !EFER_SCE);
     }
-    wrmsr(MSR_STAR, (u64::from(KERNEL_DATA) << 48) | (u64::from(KERNEL_CODE) << 32));
-    wrmsr(MSR_LSTAR, agent_syscall_entry as *const () as u64);
-    wrmsr(MSR_SFMASK, 0x4_0700);
+}
+
+/// Whether the two bytes at the process's `rip` are `syscall` (0f 05), read through its page
+/// tables (the live CR3) from a present, user, executable page: never through the pointer.
+pub fn at_syscall(rip: u64) -> bool {
+    let mut b = [0u8; 2];
+    fetch(rip, &mut b) && b == [0x0F, 0x05]
+}
+
+/// Copies instruction bytes at user address `va` into `buf` through the live page tables (the
+/// current process's), if every byte lies on a present, user-accessible, executable page. The
+/// agent never dereferences a user pointer (SMAP forbids it).
+pub fn fetch(va: u64, buf: &mut [u8]) -> bool {
+    let cr3: u64;
+    // SAFETY: reading CR3 has no effect.
+    unsafe { asm!("mov {}, cr3", out(reg) cr3, options(nomem, nostack, preserves_flags)) };
+    let mut done = 0;
+    while done < buf.len() {
+        let Some(a) = va.checked_add(done as u64) else { return false };
+        if !user_range(a, 1) {
+            return false;
+        }
+        // One walk per page: every level present and user, no large page, the leaf executable.
+        let mut t = pte_phys(cr3);
+        let mut e = 0;
+        for shift in [39u64, 30, 21, 12] {
+            // SAFETY: `t` is a table of the live address space (the agent's PML4 or one of the
+            // process's tables), private RAM under the direct map.
+            e = unsafe { (*table(t)).0[((a >> shift) & 511) as usize] };
+            if e & (PRESENT | USER) != PRESENT | USER || (shift != 12 && e & 0x80 != 0) {
+                return false;
+            }
+            t = pte_phys(e);
+        }
+        if e & NO_EXECUTE != 0 {
+            return false;
+        }
+        let n = ((PAGE - (a & 0xFFF)) as usize).min(buf.len() - done);
+        // SAFETY: `n` bytes inside one present user page of the current process, read through
+        // the direct map.
+        unsafe { core::ptr::copy_nonoverlapping(layout::phys_to_virt(t + (a & 0xFFF)) as *const u8, buf[done..].as_mut_ptr(), n) };
+        done += n;
+    }
+    true
 }
 
 /// Runs the process in `space` from `regs` until its next system call, fault or timer tick.
@@ -455,6 +489,7 @@ pub fn run(space: &AddressSpace, regs: &mut Regs) -> Event {
         asm!("fxrstor64 [{}]", in(reg) regs.fpu.0.as_ptr(), options(nostack, readonly));
         agent_enter_user(regs);
         asm!("fxsave64 [{}]", in(reg) regs.fpu.0.as_mut_ptr(), options(nostack));
+        log_nmis();
         match *addr_of!(EXIT_KIND) {
             1 => {
                 let (vector, error, address) = *addr_of!(FAULT);
@@ -466,9 +501,22 @@ pub fn run(space: &AddressSpace, regs: &mut Regs) -> Event {
     }
 }
 
+/// NMIs seen so far, logged once each.
+fn log_nmis() {
+    static LOGGED: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+    let n = super::idt::NMIS.load(core::sync::atomic::Ordering::Relaxed);
+    if n != LOGGED.swap(n, core::sync::atomic::Ordering::Relaxed) {
+        let rip = super::idt::NMI_RIP.load(core::sync::atomic::Ordering::Relaxed);
+        log::warn!("nmi: {n} NMI(s) received so far, ignored (the last at RIP {rip:#x})");
+    }
+}
+
 /// Saves a ring-3 trap frame into the process's registers and returns to the agent as if
 /// `enter_user` had returned.
 fn leave_user(f: &super::idt::TrapFrame, kind: u8) -> ! {
+    // No handler runs once the agent is back on its own stack: the IST pointers go back to the
+    // top (a ring-3 #DB or #VC leaves through here, not through its stub's epilogue).
+    super::gdt::reset_ist();
     // SAFETY: CURRENT points at the registers `run` is waiting on (a trap from ring 3 can only
     // happen inside `run`); KERNEL_RSP is that call's saved stack.
     unsafe {
@@ -481,6 +529,12 @@ fn leave_user(f: &super::idt::TrapFrame, kind: u8) -> ! {
         *addr_of_mut!(EXIT_KIND) = kind;
         agent_return_to_kernel()
     }
+}
+
+/// Called by the trap handler for a system call (the #UD of `syscall`, completed, or the
+/// TD's SYSCALL entry): rax holds the number.
+pub fn syscall_from_user(f: &super::idt::TrapFrame) -> ! {
+    leave_user(f, 0)
 }
 
 /// Called by the trap handler for an exception raised in ring 3.

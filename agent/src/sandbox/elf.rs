@@ -16,8 +16,11 @@ use alloc::vec::Vec;
 /// Where a static-PIE image is placed (Linux's `ELF_ET_DYN_BASE` for a 47-bit
 /// address space is 2/3 of it, page-rounded; any fixed value works).
 pub const PIE_BASE: u64 = 0x5555_5555_4000;
-/// The first address past the user half (PML4 entries 0..255).
-pub const USER_END: u64 = 0x0000_8000_0000_0000;
+/// The first address past user memory: the user half (PML4 entries 0..255) minus its top page,
+/// as Linux's `TASK_SIZE_MAX`. The last page stays unmappable so no instruction a process runs
+/// ends at the non-canonical 0x800000000000: a `syscall` in the top two bytes would give a
+/// return address (RCX) no IRETQ/SYSRET can take without faulting in ring 0.
+pub const USER_END: u64 = 0x0000_7FFF_FFFF_F000;
 /// Page size.
 pub const PAGE: u64 = 4096;
 

@@ -1062,7 +1062,15 @@ impl<M: Memory> Kernel<M> {
         };
         let fixed = flags & (MAP_FIXED | MAP_FIXED_NOREPLACE) != 0;
         let va = if fixed {
-            if !addr.is_multiple_of(PAGE) || !user_range(addr, len) {
+            if !addr.is_multiple_of(PAGE) {
+                return Err(Errno::EINVAL);
+            }
+            // Past the end of user memory (its last page included: elf::USER_END), Linux's
+            // __get_unmapped_area says ENOMEM.
+            if addr.checked_add(len).is_none_or(|end| end > USER_END) {
+                return Err(Errno::ENOMEM);
+            }
+            if !user_range(addr, len) {
                 return Err(Errno::EINVAL);
             }
             if flags & MAP_FIXED_NOREPLACE != 0 && self.p(pid).regions.any_in(addr, addr + len) {
@@ -1692,7 +1700,11 @@ mod tests {
         assert_eq!(h.call(nr::MUNMAP, &[m as u64, 0x5000]), 0);
         assert_eq!(h.call(nr::CLOCK_GETTIME, &[0, m as u64 + 0x1000]), Errno::EFAULT.ret());
         assert_eq!(h.call(nr::MMAP, &[0, 1 << 30, 3, 0x22, u64::MAX, 0]), Errno::ENOMEM.ret());
-        assert_eq!(h.call(nr::MMAP, &[0xffff_8000_0000_0000, 0x1000, 3, 0x32, u64::MAX, 0]), Errno::EINVAL.ret());
+        // MAP_FIXED past the end of user memory, the kernel half or the top user page: ENOMEM
+        // (Linux 6.x answers both so).
+        assert_eq!(h.call(nr::MMAP, &[0xffff_8000_0000_0000, 0x1000, 3, 0x32, u64::MAX, 0]), Errno::ENOMEM.ret());
+        assert_eq!(h.call(nr::MMAP, &[0x7fff_ffff_f000, 0x1000, 3, 0x32, u64::MAX, 0]), Errno::ENOMEM.ret());
+        assert_eq!(h.call(nr::MMAP, &[0x7fff_ffff_e000, 0x2000, 3, 0x32, u64::MAX, 0]), Errno::ENOMEM.ret());
         assert_eq!(h.call(nr::MPROTECT, &[0x3000_0000, 0x1000, 7]), Errno::ENOMEM.ret());
     }
 

@@ -186,6 +186,15 @@ mod tests {
     const RO: Prot = Prot { read: true, write: false, exec: false };
 
     #[test]
+    fn the_top_user_page_is_not_user_memory() {
+        // Linux's TASK_SIZE_MAX: (1 << 47) - 4096.
+        assert!(user_range(0x7fff_ffff_e000, 0x1000));
+        assert!(!user_range(0x7fff_ffff_f000, 1));
+        assert!(!user_range(0x7fff_ffff_effe, 4));
+        assert!(!access_ok(0x7fff_ffff_fffe, 2));
+    }
+
+    #[test]
     fn faults() {
         let mut m = MockMemory::new();
         m.map(0x10000, 0x2000, RW).unwrap();
