@@ -68,3 +68,9 @@ table_start:
 table_end:                      # 0xFFFFFFE0
 .org 0xFF0
 footer_end:                     # 0xFFFFFFF0: the reset vector follows (.reset)
+
+# Back to 64-bit code in .text: the assembler keeps the mode and the section across the
+# global_asm! blocks, whose order the compiler chooses, and what may follow (the trap and
+# system-call stubs) is 64-bit code for .text.
+.code64
+.text

@@ -22,3 +22,9 @@ reset_vector:                   # 0xFFFFFFF0
 1:  cli
     jmp rom16_start             # near jump within the last 64 KiB (same CS)
     .org 16, 0xf4               # exactly 16 bytes: the image ends at 0x1_0000_0000
+
+# Back to 64-bit code in .text: the assembler keeps the mode and the section across the
+# global_asm! blocks, whose order the compiler chooses, and what may follow (the trap and
+# system-call stubs) is 64-bit code for .text.
+.code64
+.text

@@ -24,3 +24,9 @@ gdt32_end:
 gdt32_descriptor:
     .word gdt32_end - gdt32 - 1
     .long gdt32
+
+# Back to 64-bit code in .text: the assembler keeps the mode and the section across the
+# global_asm! blocks, whose order the compiler chooses, and what may follow (the trap and
+# system-call stubs) is 64-bit code for .text.
+.code64
+.text

@@ -231,3 +231,6 @@ rom64_start:
     movabs $(BOOT_STACK + BOOT_STACK_SIZE), %rsp
     movabs $rust_start, %rax
     jmp *%rax
+
+# Back to .text (see the end of footer.s).
+.text
