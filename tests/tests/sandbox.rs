@@ -28,6 +28,46 @@ fn bad_pointers_get_efault_and_unknown_calls_enosys() {
     assert_eq!(String::from_utf8_lossy(&run(&["enosys"]).stdout), "ENOSYS\n");
 }
 
+/// Issue 15, finding 7: the time-stamp counter and CPUID a builder reads are the agent's, not
+/// the host's: RDTSC/RDTSCP trap (CR4.TSD) and read a per-process counter (sandbox/cpu.rs), so
+/// two runs print the same values, and those are the documented ones. CPUID traps where the
+/// platform lets it (SEV-SNP, TDX, KVM's CPUID faulting) and then reads the agent's fixed table;
+/// under TCG, which has no CPUID faulting, it is QEMU's (docs/sandbox.md) — the same across
+/// runs of one QEMU, and never passed off as the table.
+#[test]
+fn the_time_stamp_counter_and_cpuid_are_the_agents() {
+    use agent::sandbox::cpu;
+    let a = run(&["cpu"]);
+    let b = run(&["cpu"]);
+    assert_eq!((a.status, &a.errors), (0, &vec![]), "{a:?}");
+    let out = String::from_utf8(a.stdout.clone()).unwrap();
+    assert_eq!(out, String::from_utf8_lossy(&b.stdout), "two runs of one program differ");
+    let lines: Vec<Vec<u64>> = out
+        .lines()
+        .map(|l| l.split(' ').skip(1).map(|h| u64::from_str_radix(h, 16).unwrap()).collect())
+        .collect();
+    assert_eq!(lines[0], vec![cpu::tsc(0)]);
+    assert_eq!(lines[1], vec![cpu::tsc(1)]);
+    assert_eq!(lines[2], vec![cpu::tsc(2), 0], "rdtscp: the counter, TSC_AUX 0");
+    let cpuid = &lines[3..];
+    assert_eq!(cpuid.len(), 26);
+    assert_eq!(cpuid[..13], cpuid[13..], "CPUID asked twice answers the same");
+    let table: Vec<Vec<u64>> = cpuid[..13]
+        .iter()
+        .map(|l| {
+            let r = cpu::cpuid(l[0] as u32, 0);
+            vec![l[0], r[0].into(), r[1].into(), r[2].into(), r[3].into()]
+        })
+        .collect();
+    let trapped = cpuid[0][2] == u64::from(cpu::VENDOR[0]) && cpuid[7][1] == table[7][1];
+    if trapped {
+        assert_eq!(cpuid[..13], table[..], "CPUID is the documented table");
+    } else {
+        // Only where nothing is attested and nothing can trap CPUID: a plain VM under TCG.
+        assert_ne!(Accel::Auto.resolve(), Accel::Kvm, "KVM offers CPUID faulting: CPUID must trap");
+    }
+}
+
 #[test]
 fn faults_end_the_program_not_the_agent() {
     for (mode, status) in [("hlt", 139), ("kernel-read", 139), ("kernel-write", 139), ("ud2", 132)] {

@@ -109,9 +109,10 @@ page_tables:
     mov $((1 << 11) | 6), %eax  # E = 1, type = WB
     wrmsr
 3:
-    # CR4: PAE | OSFXSR | OSXMMEXCPT (SSE for sha2's SHA-NI path and for user programs).
+    # CR4: PAE | OSFXSR | OSXMMEXCPT (SSE for sha2's SHA-NI path and for user programs),
+    # TSD (bit 2: RDTSC/RDTSCP in ring 3 raise #GP, and the sandbox answers them: sandbox/cpu.rs).
     mov %cr4, %eax
-    or $((1 << 5) | (1 << 9) | (1 << 10)), %eax
+    or $((1 << 2) | (1 << 5) | (1 << 9) | (1 << 10)), %eax
     mov %eax, %cr4
     mov $(BOOT_PML4 - KERNEL_BASE), %eax
     mov %eax, %cr3

@@ -125,6 +125,7 @@ mod reason {
     pub const GHCB_SETUP: u8 = 3;
     pub const TD_INFO: u8 = 4;
     pub const HANDLER: u8 = 5;
+    pub const CPUID_VE: u8 = 6;
 }
 
 /// Confirms the platform `rom32.s` found and sets it up. Runs before the serial port is usable
@@ -222,6 +223,37 @@ fn with_platform<R>(f: impl FnOnce(&mut dyn Platform) -> R) -> R {
     }
 }
 
+/// Makes CPUID in ring 3 trap to the agent (the sandbox answers it, `agent::sandbox::cpu`).
+/// SEV-SNP: it always raises #VC. TDX: TDG.VP.CPUIDVE.SET (a module that refuses stops the
+/// TD). A plain VM: CPUID faulting (MSR_PLATFORM_INFO bit 31 says it exists,
+/// MSR_MISC_FEATURES_ENABLES bit 0 turns it on; Linux `set_cpuid_faulting`), which KVM offers
+/// every guest; QEMU's TCG has none (its `helper_cpuid` never faults, and unknown MSRs read 0),
+/// so there the builder sees QEMU's CPUID — on a plain VM, which attests nothing. Returns
+/// whether ring-3 CPUID traps.
+pub fn trap_user_cpuid() -> bool {
+    const MSR_PLATFORM_INFO: u32 = 0xCE;
+    const PLATFORM_INFO_CPUID_FAULT: u64 = 1 << 31;
+    const MSR_MISC_FEATURES_ENABLES: u32 = 0x140;
+    const MISC_FEATURES_CPUID_FAULT: u64 = 1 << 0;
+    match kind() {
+        Kind::SevSnp => true,
+        Kind::Tdx => {
+            if ptdx::trap_user_cpuid(&mut tdx_hw()).is_err() {
+                terminate(reason::CPUID_VE);
+            }
+            true
+        }
+        Kind::None => {
+            if super::cpu::rdmsr(MSR_PLATFORM_INFO) & PLATFORM_INFO_CPUID_FAULT == 0 {
+                return false;
+            }
+            let v = super::cpu::rdmsr(MSR_MISC_FEATURES_ENABLES);
+            super::cpu::wrmsr(MSR_MISC_FEATURES_ENABLES, v | MISC_FEATURES_CPUID_FAULT);
+            true
+        }
+    }
+}
+
 /// Makes RAM the launch did not pre-accept private and usable.
 pub fn accept(range: Range) -> Result<(), TeeError> {
     with_platform(|p| p.accept(range))
@@ -263,21 +295,16 @@ fn set_gprs(f: &mut TrapFrame, g: &Gprs) {
     [f.rax, f.rcx, f.rdx, f.rbx, f.rsp, f.rbp, f.rsi, f.rdi, f.r8, f.r9, f.r10, f.r11, f.r12, f.r13, f.r14, f.r15] = *g;
 }
 
-/// The instruction bytes at the trapping RIP: a ring-3 process may only trap on CPUID or RDTSC (2
-/// bytes, which the CPU has just fetched from its mapped, executable page); the agent's own
-/// code is private and mapped whole.
-fn instruction(f: &TrapFrame, user: bool) -> ([u8; 15], usize) {
+/// The instruction bytes at the trapping RIP, in the agent's own code (private and mapped
+/// whole). Ring 3's #VC/#VE never come here: they are the sandbox's (see [`vc`]).
+fn instruction(f: &TrapFrame) -> [u8; 15] {
     let mut b = [0u8; 15];
-    let n = if user { 2 } else { 15 };
-    if user && !agent::sandbox::mem::user_range(f.rip, 2) {
-        return (b, 0);
-    }
-    for (i, byte) in b[..n].iter_mut().enumerate() {
-        // SAFETY: see above; the agent does not enable SMAP, so ring 0 reads the user page
-        // through the current process's page tables.
+    for (i, byte) in b.iter_mut().enumerate() {
+        // SAFETY: the trap came from ring 0, so RIP is in the agent's image, mapped whole
+        // (15 bytes past it still lie in the image: it ends in data, not at a page edge).
         *byte = unsafe { core::ptr::read_volatile((f.rip + i as u64) as *const u8) };
     }
-    (b, n)
+    b
 }
 
 /// A handler that cannot go on: report and stop (once: a failure while reporting terminates).
@@ -291,19 +318,21 @@ fn handler_failed(what: &str, e: TeeError, f: &TrapFrame) -> ! {
 
 /// `#VC` (vector 29; error code = the exit code). Returns false when the exception is not one
 /// to emulate: then it is the faulting process's (ring 3) or fatal (ring 0).
+///
+/// A #VC from ring 3 (CPUID; RDTSC raises #GP first under CR4.TSD, APM vol. 2 "Instruction
+/// intercepts": intercepts are checked after simple exceptions such as #GP for CPL) is never
+/// answered here, nor by the host or the host-built CPUID page: it goes to the sandbox, which
+/// answers from its fixed table (`agent::sandbox::cpu`), the same on every platform.
 pub fn vc(f: &mut TrapFrame) -> bool {
-    if kind() != Kind::SevSnp {
+    if kind() != Kind::SevSnp || f.cs & 3 == 3 {
         return false;
     }
-    let user = f.cs & 3 == 3;
-    if user && !matches!(f.error_code, psnp::exit::CPUID | psnp::exit::RDTSC) {
-        return false;
-    }
-    let (b, n) = instruction(f, user);
+    let b = instruction(f);
+    let n = b.len();
     let mut g = gprs(f);
     // MMIO (a nested page fault on a page the host marked as MMIO) is only expected through
     // the shared alias: the GPA is the address's offset in it.
-    let mmio_gpa = (f.error_code == psnp::exit::NPF && !user)
+    let mmio_gpa = (f.error_code == psnp::exit::NPF)
         .then(|| insn::mmio_address(&b[..n], &g, f.rip).ok())
         .flatten()
         .filter(|va| (layout::SHARED_MAP..layout::SHARED_MAP + layout::DIRECT_MAP_END_PHYS).contains(va))
@@ -317,7 +346,6 @@ pub fn vc(f: &mut TrapFrame) -> bool {
             f.rip += len as u64;
             true
         }
-        Err(_) if user => false,
         Err(e) => handler_failed("#VC", e, f),
     }
 }
@@ -332,26 +360,25 @@ pub fn vm_exception(f: &mut TrapFrame) -> bool {
         Ok(ve) => ve,
         Err(e) => handler_failed("#VE", e, f),
     };
-    let user = f.cs & 3 == 3;
-    const EXIT_CPUID: u32 = 10;
-    const EXIT_EPT_VIOLATION: u32 = 48;
-    if user && ve.exit_reason != EXIT_CPUID {
+    // From ring 3 (CPUID, which TDG.VP.CPUIDVE.SET makes raise #VE for every leaf): the
+    // sandbox's, after VEINFO.GET above has taken the #VE info (the next #VE needs it taken).
+    if f.cs & 3 == 3 {
         return false;
     }
+    const EXIT_EPT_VIOLATION: u32 = 48;
     // An EPT violation is MMIO only on a shared GPA. On a private one, the host took a page
     // away (or never gave it): nothing to emulate, and nothing safe to continue with.
     if ve.exit_reason == EXIT_EPT_VIOLATION && ve.gpa & encryption().mask() == 0 {
         handler_failed("#VE (EPT violation on private memory)", TeeError::Accept { gpa: ve.gpa, status: 0 }, f);
     }
-    let (b, n) = instruction(f, user);
+    let b = instruction(f);
     let mut g = gprs(f);
-    match ptdx::handle_ve(&mut hw, &ve, &b[..n], &mut g) {
+    match ptdx::handle_ve(&mut hw, &ve, &b, &mut g) {
         Ok(len) => {
             set_gprs(f, &g);
             f.rip += u64::from(len);
             true
         }
-        Err(_) if user => false,
         Err(e) => handler_failed("#VE", e, f),
     }
 }

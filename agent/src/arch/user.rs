@@ -436,6 +436,12 @@ pub fn init() {
     wrmsr(MSR_STAR, (u64::from(KERNEL_DATA) << 48) | (u64::from(KERNEL_CODE) << 32));
     wrmsr(MSR_LSTAR, agent_syscall_entry as *const () as u64);
     wrmsr(MSR_SFMASK, 0x4_0700);
+    // CPUID from ring 3 traps where the platform allows (RDTSC does everywhere: CR4.TSD).
+    if super::tee::trap_user_cpuid() {
+        log::info!("sandbox: ring-3 CPUID and RDTSC answered by the agent (sandbox/cpu.rs)");
+    } else {
+        log::warn!("sandbox: this VM cannot trap ring-3 CPUID (no CPUID faulting, e.g. TCG): builders see the host's CPUID; RDTSC is still the agent's");
+    }
 }
 
 /// Runs the process in `space` from `regs` until its next system call, fault or timer tick.

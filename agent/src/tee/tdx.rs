@@ -135,6 +135,30 @@ pub fn shared_bit(gpaw: u8) -> Option<u8> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// TDG.VP.CPUIDVE.SET (ABI spec "TDG.VP.CPUIDVE.SET Leaf": RCX bit 0 = #VE on every CPUID in
+// supervisor mode, bit 1 = in user mode, the rest reserved-0; kept in TDX 1.5 for compatibility
+// beside TDG.VP.WR of the TDVPS fields CPUID_SUPERVISOR_VE / CPUID_USER_VE). The TDX module's
+// CPUID exit handler (intel/tdx-module src/td_dispatcher/vm_exits/td_cpuid.c) injects #VE for
+// any leaf when the CPL's flag is set, before it looks at its own tables or REDUCE_VE; without
+// it, ring 3 gets the module's virtualised values for most leaves and the host's (through a
+// #VE the agent would forward) for the rest.
+
+/// RCX for TDG.VP.CPUIDVE.SET: user-mode CPUID always raises #VE; the agent's own (ring 0)
+/// CPUID keeps the module's answers.
+pub const CPUIDVE_USER: u64 = 1 << 1;
+
+/// Makes every ring-3 CPUID raise #VE, so the sandbox answers it from its fixed table. A module
+/// that refuses leaves the builder's CPUID to the host: an error, which stops the TD.
+pub fn trap_user_cpuid(hw: &mut impl Hardware) -> Result<(), TeeError> {
+    let mut r = Regs { rax: leaf::VP_CPUIDVE_SET, rcx: CPUIDVE_USER, ..Default::default() };
+    hw.tdcall(&mut r);
+    if r.rax != status::SUCCESS {
+        return Err(TeeError::Tdcall { leaf: leaf::VP_CPUIDVE_SET, status: r.rax });
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
 // TDG.MEM.PAGE.ACCEPT (ABI spec "TDG.MEM.PAGE.ACCEPT Leaf": RCX = GPA[51:12] | level[2:0],
 // level 0 = 4 KiB, 1 = 2 MiB, 2 = 1 GiB)
 
