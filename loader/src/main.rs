@@ -68,9 +68,11 @@ enum Cli {
 
 #[derive(clap::Args)]
 struct VmArgs {
-    /// The agent image.
-    #[arg(long, default_value = "target/agent.bin")]
-    agent: PathBuf,
+    /// The agent image (default: target/agent.bin, the attested image, for `build`;
+    /// target/agent-dev.bin, the development image `make agent-dev` builds, for `ping` and
+    /// `exec`: the attested image serves nothing but one Build).
+    #[arg(long)]
+    agent: Option<PathBuf>,
     /// QEMU accelerator (auto: KVM when /dev/kvm is usable, else TCG).
     #[arg(long, value_enum, default_value = "auto")]
     accel: Accel,
@@ -86,9 +88,17 @@ struct VmArgs {
     tee: loader::tee::Tee,
 }
 
+/// The images `make agent` and `make agent-dev` build.
+const ATTESTED_IMAGE: &str = "target/agent.bin";
+const DEV_IMAGE: &str = "target/agent-dev.bin";
+
 impl VmArgs {
-    fn config(&self) -> VmConfig {
-        let mut c = VmConfig::new(&self.agent);
+    fn agent(&self, default: &str) -> PathBuf {
+        self.agent.clone().unwrap_or_else(|| PathBuf::from(default))
+    }
+
+    fn config(&self, default_agent: &str) -> VmConfig {
+        let mut c = VmConfig::new(self.agent(default_agent));
         c.accel = self.accel;
         c.memory_mib = self.memory;
         c.work_dir = self.work_dir.clone();
@@ -100,7 +110,7 @@ impl VmArgs {
 fn main() -> anyhow::Result<()> {
     match Cli::parse() {
         Cli::Ping(args) => {
-            let r = loader::ping(&args.config()).with_context(|| format!("pinging the agent {}", args.agent.display()))?;
+            let r = loader::ping(&args.config(DEV_IMAGE)).with_context(|| format!("pinging the agent {}", args.agent(DEV_IMAGE).display()))?;
             let kind = match r.attestation {
                 0 => "none (no TEE)",
                 1 => "sev-snp",
@@ -122,7 +132,7 @@ fn main() -> anyhow::Result<()> {
                 let (host, guest) = f.rsplit_once('=').with_context(|| format!("--file {f}: expected HOST=GUEST"))?;
                 options.files.push(loader::ExecFile::from_host(host.as_ref(), guest).with_context(|| format!("--file {f}"))?);
             }
-            let r = loader::exec_with(&vm.config(), &program, &argv, &options, |fd, bytes| {
+            let r = loader::exec_with(&vm.config(DEV_IMAGE), &program, &argv, &options, |fd, bytes| {
                 let _ = if fd == 2 { std::io::stderr().write_all(bytes) } else { std::io::stdout().write_all(bytes) };
             })
             .context("running the program in the agent")?;
@@ -141,7 +151,7 @@ fn build(vm: &VmArgs, derivation: &std::path::Path, out: &std::path::Path, impor
     if tdx_collateral.is_some() && vm.tee != loader::tee::Tee::Tdx {
         anyhow::bail!("--tdx-collateral goes with --tee tdx (this launch is --tee {})", vm.tee.name());
     }
-    let mut config = vm.config();
+    let mut config = vm.config(ATTESTED_IMAGE);
     config.tee.tdx_collateral = tdx_collateral;
     let drv = if derivation.extension().is_some_and(|e| e == "nix") {
         loader::store::instantiate(derivation).with_context(|| format!("instantiating {}", derivation.display()))?

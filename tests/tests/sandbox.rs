@@ -1,7 +1,7 @@
 //! The sandbox's first slice: a static program runs in ring 3 with its own page tables, gets
 //! argv/envp as Linux lays them out, prints through write(2), exits with its status; privileged
 //! instructions and touches of agent memory end it with a signal status while the agent goes on.
-use integration_tests::vm_config;
+use integration_tests::dev_vm_config;
 use loader::vm::Accel;
 use std::process::Command;
 use integration_tests::sandbox::probe;
@@ -9,7 +9,7 @@ use integration_tests::sandbox::probe;
 fn run(args: &[&str]) -> loader::ExecResult {
     let mut argv = vec!["probe"];
     argv.extend_from_slice(args);
-    loader::exec(&vm_config(Accel::Auto), probe(), &argv, |_, _| {}).unwrap()
+    loader::exec(&dev_vm_config(Accel::Auto), probe(), &argv, |_, _| {}).unwrap()
 }
 
 #[test]
@@ -80,11 +80,11 @@ fn faults_end_the_program_not_the_agent() {
 #[test]
 fn non_executables_are_refused_with_an_error() {
     // Not an executable at all: ENOEXEC, as execve says.
-    let r = loader::exec(&vm_config(Accel::Auto), b"just some text\n", &["text"], |_, _| {}).unwrap();
+    let r = loader::exec(&dev_vm_config(Accel::Auto), b"just some text\n", &["text"], |_, _| {}).unwrap();
     assert_eq!(r.errors.len(), 1, "{r:?}");
     assert!(r.errors[0].1.contains("cannot start the program: ENOEXEC"), "{r:?}");
     // A script whose interpreter is absent (the sandbox has no /bin/sh): ENOENT.
-    let r = loader::exec(&vm_config(Accel::Auto), b"#!/bin/sh\necho hi\n", &["script"], |_, _| {}).unwrap();
+    let r = loader::exec(&dev_vm_config(Accel::Auto), b"#!/bin/sh\necho hi\n", &["script"], |_, _| {}).unwrap();
     assert!(r.errors.len() == 1 && r.errors[0].1.contains("cannot start the program: ENOENT"), "{r:?}");
 }
 
@@ -95,7 +95,7 @@ fn after_a_fault_the_agent_answers_the_next_request() {
     proto::encode_strings(&mut req, &["probe", "kernel-write"]);
     proto::encode_strings(&mut req, &[]);
     let run = loader::vm::run(
-        &vm_config(Accel::Auto),
+        &dev_vm_config(Accel::Auto),
         |r| {
             r.frame(Type::Exec, &req)?;
             r.bulk(&mut &probe()[..], probe().len() as u64)?;
@@ -129,7 +129,7 @@ fn busybox_matches_native_for_what_the_sandbox_supports() {
     for args in cases {
         let mut argv = vec!["busybox"];
         argv.extend_from_slice(args);
-        let ours = loader::exec(&vm_config(Accel::Auto), &busybox, &argv, |_, _| {}).unwrap();
+        let ours = loader::exec(&dev_vm_config(Accel::Auto), &busybox, &argv, |_, _| {}).unwrap();
         let native = Command::new("/bin/busybox").args(*args).env_clear().output().unwrap();
         assert_eq!(ours.errors, vec![], "{args:?}");
         assert_eq!(String::from_utf8_lossy(&ours.stdout), String::from_utf8_lossy(&native.stdout), "{args:?}");
@@ -153,7 +153,7 @@ fn busybox_file_io_matches_native() {
         "read q < missing; echo status $?",
     ];
     for script in cases {
-        let ours = loader::exec(&vm_config(Accel::Auto), &busybox(), &["busybox", "sh", "-c", script], |_, _| {}).unwrap();
+        let ours = loader::exec(&dev_vm_config(Accel::Auto), &busybox(), &["busybox", "sh", "-c", script], |_, _| {}).unwrap();
         let dir = integration_tests::root().join(format!("target/sandbox-native-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -170,7 +170,7 @@ fn etc_files_equal_what_nixs_sandbox_shows() {
     let drv = integration_tests::e2e::instantiate("ok.sandbox-etc");
     let outs = integration_tests::e2e::realise_natively(&drv).unwrap();
     let nix = std::fs::read(&outs[0].1).unwrap();
-    let ours = loader::exec(&vm_config(Accel::Auto), &busybox(), &["busybox", "cat", "/etc/passwd", "/etc/group", "/etc/hosts"], |_, _| {}).unwrap();
+    let ours = loader::exec(&dev_vm_config(Accel::Auto), &busybox(), &["busybox", "cat", "/etc/passwd", "/etc/group", "/etc/hosts"], |_, _| {}).unwrap();
     assert_eq!(String::from_utf8_lossy(&ours.stdout), String::from_utf8_lossy(&nix));
 }
 
@@ -182,12 +182,12 @@ fn the_builder_cannot_write_outside_its_places() {
         ("echo a > /dev/new", "Permission denied"),
         ("echo a > /nix", "Is a directory"),
     ] {
-        let r = loader::exec(&vm_config(Accel::Auto), &busybox(), &["busybox", "sh", "-c", script], |_, _| {}).unwrap();
+        let r = loader::exec(&dev_vm_config(Accel::Auto), &busybox(), &["busybox", "sh", "-c", script], |_, _| {}).unwrap();
         assert_ne!(r.status, 0, "{script}");
         assert!(String::from_utf8_lossy(&r.stderr).contains(want), "{script}: {}", String::from_utf8_lossy(&r.stderr));
     }
     // New entries in the store are allowed (as in Nix's chroot store), inputs' places are not.
-    let r = loader::exec(&vm_config(Accel::Auto), &busybox(), &["busybox", "sh", "-c", "echo x > /nix/store/new && read y < /nix/store/new && echo $y"], |_, _| {}).unwrap();
+    let r = loader::exec(&dev_vm_config(Accel::Auto), &busybox(), &["busybox", "sh", "-c", "echo x > /nix/store/new && read y < /nix/store/new && echo $y"], |_, _| {}).unwrap();
     assert_eq!((r.status, String::from_utf8_lossy(&r.stdout).into_owned()), (0, "x\n".to_string()));
 }
 
@@ -205,7 +205,7 @@ fn files_sent_with_the_request_are_placed_before_the_program_starts() {
         options.files.push(ExecFile { guest: name.to_string(), contents: Contents::Bytes(bytes.to_vec()), executable: *executable });
     }
     options.files.push(ExecFile { guest: "/tmp/abs".into(), contents: Contents::Bytes(b"in tmp\n".to_vec()), executable: false });
-    let ours = loader::exec_with(&vm_config(Accel::Auto), &busybox(), &["busybox", "sh", "-c", &format!("{script}; cat /tmp/abs")], &options, |_, _| {}).unwrap();
+    let ours = loader::exec_with(&dev_vm_config(Accel::Auto), &busybox(), &["busybox", "sh", "-c", &format!("{script}; cat /tmp/abs")], &options, |_, _| {}).unwrap();
     assert_eq!(ours.errors, vec![]);
 
     let dir = integration_tests::root().join(format!("target/sandbox-files-{}", std::process::id()));
@@ -249,7 +249,7 @@ fn refused_files_get_an_error_and_the_agent_goes_on() {
         let mut options = ExecOptions { files, ..Default::default() };
         options.limits.fs_bytes = fs_bytes;
         let run = loader::vm::run(
-            &vm_config(Accel::Auto),
+            &dev_vm_config(Accel::Auto),
             |r| {
                 loader::exec_request(r, &busybox(), &["busybox", "true"], &options)?;
                 r.frame(Type::Ping, b"next")?;

@@ -133,8 +133,9 @@ pub fn init() {
     log::info!("memory: {} MiB RAM, heap {} MiB at {:#x}, shared DMA pool {} MiB at {:#x}", end >> 20, size >> 20, pool.end, layout::DMA_POOL >> 20, pool.start);
 }
 
-/// Bytes of heap not allocated, counting pooled frames as free (what the sandbox's limits are
-/// capped by).
+/// Bytes of heap not allocated, counting pooled frames as free (what an Exec request's limits
+/// are capped by: development image only).
+#[cfg(feature = "dev")]
 pub fn heap_free() -> u64 {
     // SAFETY: see `frames`.
     let pooled = unsafe { frames() }.free.len() as u64 * PAGE_SIZE;
