@@ -126,6 +126,9 @@ mod reason {
     pub const TD_INFO: u8 = 4;
     pub const HANDLER: u8 = 5;
     pub const CPUID_VE: u8 = 6;
+    pub const SEV_FEATURES: u8 = 7;
+    pub const NOT_VMPL0: u8 = 8;
+    pub const TD_CONFIGURATION: u8 = 9;
 }
 
 /// Confirms the platform `rom32.s` found and sets it up. Runs before the serial port is usable
@@ -136,6 +139,11 @@ pub fn init() -> Kind {
     match boot {
         1 => {
             KIND.store(1, Ordering::Relaxed);
+            // SEV_STATUS is never intercepted (no #VC); only features the agent runs with
+            // (`agent::tee::snp::SEV_STATUS_ALLOWED`), else stop before anything else.
+            if psnp::check_sev_status(super::cpu::rdmsr(psnp::MSR_SEV_STATUS)).is_err() {
+                terminate(reason::SEV_FEATURES);
+            }
             let cbit = cbit as u8;
             ENCRYPTION.store((1 << 8) | u64::from(cbit), Ordering::Relaxed);
             super::memory::init_shared_map(Encryption::CBit(cbit));
@@ -155,6 +163,10 @@ pub fn init() -> Kind {
                 Ok(i) => i,
                 Err(_) => terminate(reason::TD_INFO),
             };
+            // One vCPU, SEPT_VE_DISABLE (`agent::tee::tdx::check_td`).
+            if ptdx::check_td(&info).is_err() {
+                terminate(reason::TD_CONFIGURATION);
+            }
             let Some(bit) = ptdx::shared_bit(info.gpaw) else { terminate(reason::TD_INFO) };
             ENCRYPTION.store((2 << 8) | u64::from(bit), Ordering::Relaxed);
             super::memory::init_shared_map(Encryption::SharedBit(bit));
@@ -179,13 +191,18 @@ fn td_probe() -> Probe {
     Probe { max_leaf, leaf_21, ..Default::default() }
 }
 
-/// SNP: GHCB protocol version, then the GHCB page — validation rescinded, made shared by the
+/// SNP: GHCB protocol version, the hypervisor's features (SNP support), VMPL0 (RMPADJUST of
+/// the still-private GHCB page), then the GHCB page — validation rescinded, made shared by the
 /// MSR protocol (GHCB spec "SNP Page State Change" via MSR), cleared through the shared alias,
 /// registered (GHCB spec "GHCB GPA Registration").
 fn snp_init(cbit: u8) -> Result<(), TeeError> {
     let mut hw = snp_hw();
     psnp::negotiate(&mut hw, cbit)?;
+    psnp::hv_features(&mut hw)?;
     let gpa = ghcb_gpa();
+    if psnp::check_vmpl0(&mut hw, gpa).is_err() {
+        terminate(reason::NOT_VMPL0);
+    }
     psnp::pvalidate_range(&mut hw, Range::new(gpa, PAGE_4K)?, false)?;
     psnp::msr_page_state_change(&mut hw, gpa, PageState::Shared)?;
     // SAFETY: the page is now shared and mapped by the shared alias; nothing else uses it.
