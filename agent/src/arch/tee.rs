@@ -282,17 +282,48 @@ pub fn set_shared(range: Range, shared: bool) -> Result<(), TeeError> {
     with_platform(|p| p.set_shared(range, shared))
 }
 
+/// At boot, before any builder. SEV-SNP: VMPCK0 moves from the secrets page into the key page
+/// (arch/memory.rs: mapped only in the agent's own tables) and all four VMPCKs are wiped from
+/// the secrets page (`agent::tee::snp::stash_vmpck0`). A TD's report comes from TDG.MR.REPORT,
+/// which needs no key in memory, and a plain VM has none; the key page is set up on every
+/// platform all the same, so every boot (and every test under QEMU) runs the same page tables.
+pub fn take_secrets() {
+    if !super::memory::init_key_page(encryption()) {
+        log::error!("platform: no memory for the key page");
+        power::fail(Failure::Platform);
+    }
+    if kind() != Kind::SevSnp {
+        return;
+    }
+    // SAFETY: the secrets page is private memory the PSP filled at launch (SEV metadata
+    // SNP_SECRETS), mapped by the direct map; only this function touches it, once, at boot.
+    let secrets = unsafe { &mut *(layout::phys_to_virt(SNP_SECRETS_PAGE) as *mut [u8; 4096]) };
+    let stashed = super::memory::with_key_page(|page| {
+        let mut key = [0u8; 32];
+        let r = psnp::stash_vmpck0(secrets, &mut key);
+        page[..32].copy_from_slice(&key);
+        zeroize::Zeroize::zeroize(&mut key);
+        r
+    });
+    match stashed {
+        Some(Ok(())) => log::info!("platform: VMPCK0 kept in the key page, VMPCK0-3 wiped from the secrets page"),
+        // Attesting will fail with NoKey; nothing else depends on the key.
+        _ => log::warn!("platform: the secrets page holds no VMPCK0; VMPCK0-3 wiped"),
+    }
+}
+
 /// Has the hardware sign `report_data`: SNP MSG_REPORT_REQ with VMPCK0 (extended request, for
 /// the host's certificates), TDX TDG.MR.REPORT + GetQuote. `NotConfidential` on a plain VM.
 pub fn attest(report_data: &[u8; 64]) -> Result<Evidence, TeeError> {
     match kind() {
         Kind::None => NoTee.report(report_data),
         Kind::SevSnp => {
-            // SAFETY: the secrets page is private memory the PSP filled at launch (SEV metadata
-            // SNP_SECRETS), mapped by the direct map; only this function touches it, once per
-            // build (the key is wiped from the page as it is taken).
-            let secrets = unsafe { &mut *(layout::phys_to_virt(SNP_SECRETS_PAGE) as *mut [u8; 4096]) };
-            let key = psnp::Vmpck::take(secrets, 0)?;
+            // VMPCK0 out of the key page (taken once: the stash is zeroed as it is read).
+            let key = super::memory::with_key_page(|page| {
+                let stash: &mut [u8; 32] = (&mut page[..32]).try_into().unwrap();
+                psnp::Vmpck::take_stashed(stash)
+            })
+            .unwrap_or(Err(TeeError::NoKey))?;
             let transport = super::snp::GuestRequestPages::new(snp_hw(), SNP_CERT_PAGES).ok_or(TeeError::BadResponse("no shared memory for the guest request"))?;
             let mut a = psnp::SnpAttester { transport, channel: psnp::GuestChannel::new(key, 0), cert_pages: SNP_CERT_PAGES };
             a.report(report_data)

@@ -86,6 +86,8 @@ impl AddressSpace {
         unsafe {
             let boot = &*addr_of!(BOOT_PML4);
             (&mut *table(pml4)).0[256..].copy_from_slice(&boot.0[256..]);
+            // Never the key page (arch/memory.rs `init_key_page`).
+            (&mut *table(pml4)).0[layout::KEY_SLOT] = 0;
         }
         Ok(AddressSpace { pml4, tables: Vec::new() })
     }

@@ -793,9 +793,38 @@ pub mod secrets {
 /// A VMPCK, held in private memory and zeroed when dropped.
 pub struct Vmpck(Zeroizing<[u8; 32]>);
 
+/// Takes what the agent needs out of the secrets page before anything else runs, and wipes the
+/// rest: VMPCK0 is copied into `keep` (the agent's key page, arch/memory.rs: outside every
+/// mapping a builder's page tables share), then all four VMPCKs are zeroed in the secrets page.
+/// VMPCK1–3 are the keys of less privileged VMPLs the agent never runs at; left in place they
+/// would let anything that later reads agent memory talk to the PSP. An all-zero VMPCK0 was
+/// never installed: `NoKey` (the page is wiped all the same).
+pub fn stash_vmpck0(secrets_page: &mut [u8; PAGE], keep: &mut [u8; 32]) -> Result<(), TeeError> {
+    let off = secrets::VMPCK[0];
+    keep.copy_from_slice(&secrets_page[off..off + secrets::VMPCK_LEN]);
+    for off in secrets::VMPCK {
+        zeroize::Zeroize::zeroize(&mut secrets_page[off..off + secrets::VMPCK_LEN]);
+    }
+    if keep.iter().all(|&b| b == 0) {
+        return Err(TeeError::NoKey);
+    }
+    Ok(())
+}
+
 impl Vmpck {
     pub fn from_bytes(key: [u8; 32]) -> Vmpck {
         Vmpck(Zeroizing::new(key))
+    }
+
+    /// Takes the key [`stash_vmpck0`] kept: copies it and zeroes the stash, so the key exists
+    /// once, in the channel that numbers its messages. All zero: `NoKey`.
+    pub fn take_stashed(stash: &mut [u8; 32]) -> Result<Vmpck, TeeError> {
+        let key = Zeroizing::new(*stash);
+        zeroize::Zeroize::zeroize(stash);
+        if key.iter().all(|&b| b == 0) {
+            return Err(TeeError::NoKey);
+        }
+        Ok(Vmpck(key))
     }
 
     /// Takes VMPCK`id` out of the secrets page: copies it and zeroes the page's copy, so the key
@@ -1500,6 +1529,31 @@ mod tests {
         assert!(page[0x40..0x60].iter().all(|&b| b == 0x5A), "other keys untouched");
         assert!(matches!(Vmpck::take(&mut page, 0), Err(TeeError::NoKey)));
         assert!(matches!(Vmpck::take(&mut page, 4), Err(TeeError::NoKey)));
+    }
+
+    #[test]
+    fn every_vmpck_is_wiped_at_boot_and_vmpck0_kept_once() {
+        // SNP ABI "Secrets Page Format": VMPCK0..3 at 0x20, 0x40, 0x60, 0x80, 32 bytes each.
+        let mut page = [0u8; PAGE];
+        for (i, off) in secrets::VMPCK.iter().enumerate() {
+            page[*off..off + 32].fill(0xA0 + i as u8);
+        }
+        page[0x00] = 3; // the version, not a secret: left alone
+        let mut stash = [0u8; 32];
+        stash_vmpck0(&mut page, &mut stash).unwrap();
+        assert_eq!(stash, [0xA0; 32]);
+        assert!(page[0x20..0xA0].iter().all(|&b| b == 0), "VMPCK0-3 wiped");
+        assert_eq!(page[0], 3);
+        // The stash gives the key once.
+        let k = Vmpck::take_stashed(&mut stash).unwrap();
+        assert_eq!(*k.0, [0xA0; 32]);
+        assert_eq!(stash, [0; 32]);
+        assert!(matches!(Vmpck::take_stashed(&mut stash), Err(TeeError::NoKey)));
+        // No VMPCK0 installed: NoKey, and the other keys are wiped all the same.
+        let mut page = [0u8; PAGE];
+        page[0x60..0x80].fill(7);
+        assert_eq!(stash_vmpck0(&mut page, &mut stash), Err(TeeError::NoKey));
+        assert!(page.iter().all(|&b| b == 0));
     }
 
     #[test]
