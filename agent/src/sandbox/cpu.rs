@@ -199,6 +199,10 @@ mod tests {
         assert!(brand.starts_with(b"Attested Nix build sandbox x86-64-v2\0"));
         // The same question always gets the same answer, whatever the subleaf.
         assert_eq!(cpuid(1, 0), cpuid(1, 5));
+        // The register values docs/sandbox.md's table lists.
+        assert_eq!(cpuid(1, 0), [0x0000_0F00, 0x0001_0800, 0x0098_2201, 0x0788_8111]);
+        assert_eq!(cpuid(0x8000_0001, 0), [0x0000_0F00, 0, 1, 0x2190_8911]);
+        assert_eq!(cpuid(0x8000_0008, 0), [0x3028, 0, 0, 0]);
     }
 
     #[test]
