@@ -28,7 +28,9 @@ pub struct PingReport {
     pub accel: vm::Accel,
 }
 
-/// Boots the agent, exchanges Hello/Ping/Pong, and shuts it down.
+/// Boots the agent, exchanges Hello/Ping/Pong, and shuts it down. Ping is a development
+/// request: `config.agent` must be the development image (`make agent-dev`); the attested
+/// image answers it with an error and serves nothing but one Build.
 pub fn ping(config: &VmConfig) -> Result<PingReport, VmError> {
     let nonce = b"ping from the loader";
     let run = vm::run(
@@ -162,6 +164,7 @@ pub fn exec_request(r: &mut Request, program: &[u8], argv: &[&str], options: &Ex
 }
 
 /// Runs a static program in a fresh agent's sandbox; `on_output(fd, bytes)` streams its output.
+/// Exec is a development request: `config.agent` must be the development image (`make agent-dev`).
 pub fn exec(config: &VmConfig, program: &[u8], argv: &[&str], on_output: impl FnMut(u8, &[u8])) -> Result<ExecResult, VmError> {
     exec_with(config, program, argv, &ExecOptions::default(), on_output)
 }

@@ -31,7 +31,7 @@ pub enum Insn {
 }
 
 impl Insn {
-    pub fn len(self) -> u64 {
+    pub fn length(self) -> u64 {
         match self {
             Insn::Cpuid | Insn::Rdtsc => 2,
             Insn::Rdtscp => 3,
@@ -133,7 +133,7 @@ pub fn emulate(insn: Insn, regs: &mut Regs, tsc_reads: &mut u64) {
             }
         }
     }
-    regs.rip = regs.rip.wrapping_add(insn.len());
+    regs.rip = regs.rip.wrapping_add(insn.length());
 }
 
 #[cfg(test)]
