@@ -44,7 +44,10 @@ pub fn ping(config: &VmConfig) -> Result<PingReport, VmError> {
     )?;
     let hello = run.frames.iter().find(|f| f.ty == Type::Hello).ok_or_else(|| VmError::Response("no Hello".into()))?;
     let (attestation, version) = hello.payload.split_first().ok_or_else(|| VmError::Response("empty Hello".into()))?;
-    let pong = run.frames.iter().find(|f| f.ty == Type::Pong).ok_or_else(|| VmError::Response("no Pong".into()))?;
+    let pong = run.frames.iter().find(|f| f.ty == Type::Pong).ok_or_else(|| match errors(&run.frames).first() {
+        Some((code, text)) => VmError::Response(format!("no Pong: the agent answered error {code}: {text}")),
+        None => VmError::Response("no Pong".into()),
+    })?;
     if pong.payload != nonce {
         return Err(VmError::Response("Pong does not echo the Ping".into()));
     }
