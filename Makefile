@@ -18,13 +18,14 @@ AGENT_RUSTFLAGS := --remap-path-prefix=$(ROOT)=/agent-src \
 	-C link-arg=-Tagent/linker.ld -C link-arg=--build-id=none \
 	-C relocation-model=static -C code-model=kernel
 
-.PHONY: help setup agent agent-fault-test agent-overflow-test agent-syscall-test test demo bench fuzz audit clean
+.PHONY: help setup agent agent-dev agent-fault-test agent-overflow-test agent-syscall-test test demo bench fuzz audit clean
 
 help:
 	@echo "make demo   - attested build of an example derivation (boots the agent under KVM or TCG)"
 	@echo "make test   - the full test suite (what CI runs)"
 	@echo "make bench  - benchmarks (figures go to docs/)"
 	@echo "make agent  - build the reproducible agent image $(AGENT_BIN)"
+	@echo "make agent-dev - the development image (Ping, Bulk, Exec) $(AGENT_DEV_BIN)"
 	@echo "make fuzz   - run each fuzz target for a bounded time"
 	@echo "make audit  - the guest's TCB: own lines per layer, every unsafe site, image dependencies"
 
@@ -49,6 +50,16 @@ agent: setup
 	@# TDX MRTD), derived from these bytes: what `measurement-tool verify` expects by default.
 	$(CARGO) run -q --locked -p measurement-tool -- reference $(AGENT_BIN) --out $(REFERENCE)
 
+# The development image: the agent plus Ping, bulk transfers and Exec (agent/src/dev.rs), for
+# `loader exec`/`loader ping`, the sandbox and channel tests and the benchmarks. Its own target
+# directory, so the attested image's build never sees the feature; its measurement differs.
+AGENT_DEV_BIN := target/agent-dev.bin
+agent-dev: setup
+	RUSTFLAGS="$(AGENT_RUSTFLAGS)" CARGO_TARGET_DIR=target/dev $(CARGO) build -p agent --bin agent \
+	  --features dev --profile firmware --target $(AGENT_TARGET) --locked
+	objcopy -O binary target/dev/$(AGENT_TARGET)/firmware/agent $(AGENT_DEV_BIN)
+	@echo "development image: $(AGENT_DEV_BIN) ($$(stat -c %s $(AGENT_DEV_BIN)) bytes)"
+
 # A test-only image that faults on purpose (never shipped): its own target dir, so the release
 # image's build is never touched by test features.
 agent-fault-test: setup
@@ -68,7 +79,7 @@ agent-syscall-test: setup
 	  --features syscall-entry-test --profile firmware --target $(AGENT_TARGET) --locked
 	objcopy -O binary target/syscall-test/$(AGENT_TARGET)/firmware/agent target/agent-syscall-test.bin
 
-test: agent agent-fault-test agent-overflow-test agent-syscall-test
+test: agent agent-dev agent-fault-test agent-overflow-test agent-syscall-test
 	$(CARGO) test --workspace --locked
 
 # The main job: an attested build of examples/hello.nix in a fresh agent (KVM if /dev/kvm works,
@@ -93,7 +104,7 @@ demo: agent
 	echo "nix-store --realise: $$out NAR $$(nix-store -q --hash $$out)"; \
 	echo "loader build:        $$out NAR sha256:$$(nix-hash --type sha256 --to-base32 $$(sha256sum $(DEMO)/result/out.nar | cut -d' ' -f1))"
 
-bench: agent
+bench: agent agent-dev
 	$(CARGO) run -q --release -p integration-tests --bin bench --locked | tee target/bench-boot.md
 	$(CARGO) run -q --release -p integration-tests --bin bench_nar --locked | tee target/bench-nar.md
 	$(CARGO) run -q --release -p integration-tests --bin bench_build --locked | tee target/bench-build.md

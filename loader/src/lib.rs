@@ -30,7 +30,9 @@ pub struct PingReport {
     pub accel: vm::Accel,
 }
 
-/// Boots the agent, exchanges Hello/Ping/Pong, and shuts it down.
+/// Boots the agent, exchanges Hello/Ping/Pong, and shuts it down. Ping is a development
+/// request: `config.agent` must be the development image (`make agent-dev`); the attested
+/// image answers it with an error and serves nothing but one Build.
 pub fn ping(config: &VmConfig) -> Result<PingReport, VmError> {
     let nonce = b"ping from the loader";
     let run = vm::run(
@@ -44,7 +46,10 @@ pub fn ping(config: &VmConfig) -> Result<PingReport, VmError> {
     )?;
     let hello = run.frames.iter().find(|f| f.ty == Type::Hello).ok_or_else(|| VmError::Response("no Hello".into()))?;
     let (attestation, version) = hello.payload.split_first().ok_or_else(|| VmError::Response("empty Hello".into()))?;
-    let pong = run.frames.iter().find(|f| f.ty == Type::Pong).ok_or_else(|| VmError::Response("no Pong".into()))?;
+    let pong = run.frames.iter().find(|f| f.ty == Type::Pong).ok_or_else(|| match errors(&run.frames).first() {
+        Some((code, text)) => VmError::Response(format!("no Pong: the agent answered error {code}: {text}")),
+        None => VmError::Response("no Pong".into()),
+    })?;
     if pong.payload != nonce {
         return Err(VmError::Response("Pong does not echo the Ping".into()));
     }
@@ -172,6 +177,7 @@ pub fn exec_request(r: &mut Request, program: &[u8], argv: &[&str], options: &Ex
 }
 
 /// Runs a static program in a fresh agent's sandbox; `on_output(fd, bytes)` streams its output.
+/// Exec is a development request: `config.agent` must be the development image (`make agent-dev`).
 pub fn exec(config: &VmConfig, program: &[u8], argv: &[&str], on_output: impl FnMut(u8, &[u8])) -> Result<ExecResult, VmError> {
     exec_with(config, program, argv, &ExecOptions::default(), on_output)
 }

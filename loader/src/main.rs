@@ -79,9 +79,11 @@ enum Cli {
 
 #[derive(clap::Args)]
 struct VmArgs {
-    /// The agent image.
-    #[arg(long, default_value = "target/agent.bin")]
-    agent: PathBuf,
+    /// The agent image (default: target/agent.bin, the attested image, for `build`;
+    /// target/agent-dev.bin, the development image `make agent-dev` builds, for `ping` and
+    /// `exec`: the attested image serves nothing but one Build).
+    #[arg(long)]
+    agent: Option<PathBuf>,
     /// QEMU accelerator (auto: KVM when /dev/kvm is usable, else TCG).
     #[arg(long, value_enum, default_value = "auto")]
     accel: Accel,
@@ -117,9 +119,17 @@ fn parse_hex(s: &str) -> Result<u64, String> {
     u64::from_str_radix(s.trim_start_matches("0x"), 16).map_err(|e| format!("{s}: {e}"))
 }
 
+/// The images `make agent` and `make agent-dev` build.
+const ATTESTED_IMAGE: &str = "target/agent.bin";
+const DEV_IMAGE: &str = "target/agent-dev.bin";
+
 impl VmArgs {
-    fn config(&self) -> VmConfig {
-        let mut c = VmConfig::new(&self.agent);
+    fn agent(&self, default: &str) -> PathBuf {
+        self.agent.clone().unwrap_or_else(|| PathBuf::from(default))
+    }
+
+    fn config(&self, default_agent: &str) -> VmConfig {
+        let mut c = VmConfig::new(self.agent(default_agent));
         c.accel = self.accel;
         c.memory_mib = self.memory;
         c.work_dir = self.work_dir.clone();
@@ -141,7 +151,7 @@ impl VmArgs {
 fn main() -> anyhow::Result<()> {
     match Cli::parse() {
         Cli::Ping(args) => {
-            let r = loader::ping(&args.config()).with_context(|| format!("pinging the agent {}", args.agent.display()))?;
+            let r = loader::ping(&args.config(DEV_IMAGE)).with_context(|| format!("pinging the agent {}", args.agent(DEV_IMAGE).display()))?;
             let kind = match r.attestation {
                 0 => "none (no TEE)",
                 1 => "sev-snp",
@@ -163,7 +173,7 @@ fn main() -> anyhow::Result<()> {
                 let (host, guest) = f.rsplit_once('=').with_context(|| format!("--file {f}: expected HOST=GUEST"))?;
                 options.files.push(loader::ExecFile::from_host(host.as_ref(), guest).with_context(|| format!("--file {f}"))?);
             }
-            let r = loader::exec_with(&vm.config(), &program, &argv, &options, |fd, bytes| {
+            let r = loader::exec_with(&vm.config(DEV_IMAGE), &program, &argv, &options, |fd, bytes| {
                 let _ = if fd == 2 { std::io::stderr().write_all(bytes) } else { std::io::stdout().write_all(bytes) };
             })
             .context("running the program in the agent")?;
@@ -205,8 +215,9 @@ fn import_policy(vm: &VmArgs, file: Option<&std::path::Path>, expected: Vec<Stri
         p.expected_measurements = expected;
     }
     if !p.measurement_pinned() && vm.tee != loader::tee::Tee::None {
-        let image = std::fs::read(&vm.agent).with_context(|| format!("reading {}", vm.agent.display()))?;
-        p.expected_measurements = check::expected_measurements(&image, vm.tee.name(), &p.snp_launch).with_context(|| format!("measuring {}", vm.agent.display()))?;
+        let agent = vm.agent(ATTESTED_IMAGE);
+        let image = std::fs::read(&agent).with_context(|| format!("reading {}", agent.display()))?;
+        p.expected_measurements = check::expected_measurements(&image, vm.tee.name(), &p.snp_launch).with_context(|| format!("measuring {}", agent.display()))?;
     }
     Ok(p)
 }
@@ -216,7 +227,7 @@ fn build(vm: &VmArgs, derivation: &std::path::Path, out: &std::path::Path, impor
     if tdx_collateral.is_some() && vm.tee != loader::tee::Tee::Tdx {
         anyhow::bail!("--tdx-collateral goes with --tee tdx (this launch is --tee {})", vm.tee.name());
     }
-    let mut config = vm.config();
+    let mut config = vm.config(ATTESTED_IMAGE);
     config.tee.tdx_collateral = tdx_collateral;
     let drv = if derivation.extension().is_some_and(|e| e == "nix") {
         loader::store::instantiate(derivation).with_context(|| format!("instantiating {}", derivation.display()))?

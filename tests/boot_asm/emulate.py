@@ -18,7 +18,7 @@ import sys
 from unicorn import Uc, UcError, UC_ARCH_X86, UC_MODE_32, UC_HOOK_CODE, UC_PROT_ALL
 from unicorn.x86_const import (
     UC_X86_REG_EAX, UC_X86_REG_EDX, UC_X86_REG_EIP, UC_X86_REG_CR0, UC_X86_REG_CR3, UC_X86_REG_CR4,
-    UC_X86_REG_GDTR, UC_X86_REG_ESP, UC_X86_REG_ECX,
+    UC_X86_REG_GDTR, UC_X86_REG_ESP, UC_X86_REG_ECX, UC_X86_REG_ESI,
 )
 
 KERNEL_BASE = 0xFFFFFFFF80000000
@@ -67,7 +67,7 @@ def main():
                 page[e + 0x18 + 4 * j:e + 0x1C + 4 * j] = r.to_bytes(4, "little")
         uc.mem_write(0x9E000, bytes(page))
 
-    sev_status = {"plain": 0, "snp": 0x7, "snp-nocpuid": 0x7, "sev-es": 0x3, "tdx": None}[platform]
+    sev_status = {"plain": 0, "snp": 0x7, "snp-nocpuid": 0x7, "sev-es": 0x3, "tdx": None, "tdx-ap": None}[platform]
     events = {"rdmsr_sev_status": 0, "wrmsr": [], "vmgexit": False}
 
     rdmsr_at = syms["sev_status_rdmsr"]
@@ -92,13 +92,16 @@ def main():
     gdt = syms["gdt32_descriptor"]
     gdt_limit = int.from_bytes(rom[gdt - ROM_BASE:gdt - ROM_BASE + 2], "little")
     gdt_base = int.from_bytes(rom[gdt - ROM_BASE + 2:gdt - ROM_BASE + 6], "little")
-    if platform == "tdx":
+    if platform in ("tdx", "tdx-ap"):
         # A TD's first instruction: 32-bit flat mode, CR0.PE = 1, no GDT of the guest's.
         start = 0xFFFFFFF0
         uc.reg_write(UC_X86_REG_CR0, 0x21)   # PE | NE
         uc.reg_write(UC_X86_REG_CR4, 0x40)   # MCE
         uc.msr_write(MSR_EFER, (1 << 8) | (1 << 11))
         uc.reg_write(UC_X86_REG_GDTR, (0, 0, 0, 0))
+        # ESI = VCPU_INDEX (TDX module ABI, "Initial State of the TD VCPU"): 0 for the first
+        # vCPU, 1 for a second one the host started.
+        uc.reg_write(UC_X86_REG_ESI, 1 if platform == "tdx-ap" else 0)
     else:
         # As rom16.s leaves it: the ROM GDT loaded, CS = 0x08 (flat 32-bit), CR0.PE = 1.
         start = syms["rom32_start"]
@@ -109,7 +112,7 @@ def main():
     stop = syms["rom32_paging_on"]
     error = None
     try:
-        uc.emu_start(start, stop, count=50_000_000)
+        uc.emu_start(start, stop, count=50_000_000 if platform != "tdx-ap" else 100_000)
     except UcError as e:
         error = str(e)
     eip = uc.reg_read(UC_X86_REG_EIP)
@@ -122,6 +125,7 @@ def main():
         "error": error,
         "eip": eip,
         "reached_paging_on": eip == stop,
+        "td_park": syms.get("td_park"),
         "events": events,
         "platform": int.from_bytes(uc.mem_read(phys(syms["BOOT_PLATFORM"]), 4), "little"),
         "cbit": int.from_bytes(uc.mem_read(phys(syms["BOOT_CBIT"]), 4), "little"),

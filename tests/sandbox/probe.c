@@ -308,6 +308,36 @@ static void syscall_loop_kernel_rsp(const char *n) {
     exit_(0);
 }
 
+static void puthex(unsigned long v) {
+    char b[17];
+    for (int i = 15; i >= 0; i--) { b[i] = "0123456789abcdef"[v & 15]; v >>= 4; }
+    b[16] = 0;
+    put(1, b);
+}
+
+/* What the CPU tells a builder, twice over: the time-stamp counter (rdtsc, rdtsc, rdtscp) and
+ * CPUID for the leaves a libc reads. Two runs must print the same. */
+static void cpu(void) {
+    for (int i = 0; i < 2; i++) {
+        unsigned lo, hi;
+        __asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi));
+        put(1, "rdtsc "); puthex((unsigned long)hi << 32 | lo); put(1, "\n");
+    }
+    unsigned lo, hi, aux;
+    __asm__ volatile("rdtscp" : "=a"(lo), "=d"(hi), "=c"(aux));
+    put(1, "rdtscp "); puthex((unsigned long)hi << 32 | lo); put(1, " "); puthex(aux); put(1, "\n");
+    static const unsigned leaves[] = {0, 1, 7, 0xd, 0x40000000, 0x80000000, 0x80000001, 0x80000002, 0x80000003,
+                                      0x80000004, 0x80000005, 0x80000006, 0x80000008};
+    for (int pass = 0; pass < 2; pass++)
+        for (unsigned i = 0; i < sizeof leaves / sizeof leaves[0]; i++) {
+            unsigned a, b, c, d;
+            __asm__ volatile("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(leaves[i]), "c"(0));
+            put(1, "cpuid "); puthex(leaves[i]); put(1, " "); puthex(a); put(1, " "); puthex(b); put(1, " ");
+            puthex(c); put(1, " "); puthex(d); put(1, "\n");
+        }
+    exit_(0);
+}
+
 __attribute__((used)) static void start_c(long *sp) {
     long argc = sp[0];
     char **argv = (char **)(sp + 1);
@@ -362,6 +392,7 @@ __attribute__((used)) static void start_c(long *sp) {
     else if (eq(mode, "syscall-straddle-nx")) syscall_straddle(1);
     else if (eq(mode, "syscall-loop")) syscall_loop(argc > 2 ? argv[2] : "1000");
     else if (eq(mode, "syscall-loop-kernel-rsp")) syscall_loop_kernel_rsp(argc > 2 ? argv[2] : "1000");
+    else if (eq(mode, "cpu")) cpu();
     /* Resources: the limits end these. */
     else if (eq(mode, "spin")) for (;;) __asm__ volatile("");
     else if (eq(mode, "fork-bomb")) fork_bomb();

@@ -15,6 +15,17 @@ pub fn agent_bin() -> PathBuf {
     p
 }
 
+/// The development image built by `make agent-dev` (override with `AGENT_DEV_BIN`): the agent
+/// plus Ping, bulk transfers and Exec, which the attested image does not serve (issue 15,
+/// finding 10). The channel, sandbox and boot tests and the benchmarks use it.
+pub fn dev_agent_bin() -> PathBuf {
+    let p = std::env::var_os("AGENT_DEV_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target/agent-dev.bin"));
+    assert!(p.exists(), "{} is missing: run `make agent-dev` (or `make test`) first", p.display());
+    p
+}
+
 pub mod e2e;
 pub mod sandbox;
 
@@ -38,6 +49,13 @@ pub fn syscall_test_bin() -> (PathBuf, PathBuf) {
     let p = root().join("target/agent-syscall-test.bin");
     assert!(p.exists(), "{} is missing: run `make test` (it builds agent-syscall-test)", p.display());
     (p, root().join("target/syscall-test/x86_64-unknown-none/firmware/agent"))
+}
+
+/// [`vm_config`] with the development image: for Ping, bulk transfers and Exec.
+pub fn dev_vm_config(accel: loader::vm::Accel) -> loader::vm::VmConfig {
+    let mut c = vm_config(accel);
+    c.agent = dev_agent_bin();
+    c
 }
 
 /// A VM configuration for tests: the release image, small memory, a short timeout.

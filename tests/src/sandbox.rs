@@ -9,7 +9,7 @@
 //! it). Cases avoid what legitimately differs: absolute paths, owners (root natively, uid 1000 in
 //! the sandbox), times, pids, directory order (they sort), and permission checks that root
 //! bypasses.
-use crate::vm_config;
+use crate::dev_vm_config;
 use loader::vm::Accel;
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
@@ -88,7 +88,7 @@ fn split(out: &[u8], cases: usize) -> Vec<(String, Option<i32>)> {
 pub fn compare(group: &str, cases: &[(&str, &str)]) {
     let mut argv = vec!["busybox", "sh", "-c", DRIVER, "sh"];
     argv.extend(cases.iter().map(|c| c.1));
-    let ours = loader::exec(&vm_config(Accel::Auto), &busybox(), &argv, |_, _| {}).unwrap();
+    let ours = loader::exec(&dev_vm_config(Accel::Auto), &busybox(), &argv, |_, _| {}).unwrap();
     assert_eq!(ours.errors, vec![], "{group}");
 
     let dir = std::env::temp_dir().join(format!("sandbox-busybox-{group}-{}", std::process::id()));

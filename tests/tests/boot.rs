@@ -1,11 +1,11 @@
 //! The agent boots as firmware and talks to the loader: under KVM and forced TCG, with
 //! malformed frames, with a deliberate fault, and reproducibly.
 use agent::proto::{self, ErrorCode, Type};
-use integration_tests::{agent_bin, fault_test_bin, vm_config};
+use integration_tests::{agent_bin, dev_vm_config, fault_test_bin, vm_config};
 use loader::vm::{self, Accel, VmError};
 
 fn ping(accel: Accel) {
-    let report = loader::ping(&vm_config(accel)).unwrap_or_else(|e| panic!("ping under {accel:?}: {e}"));
+    let report = loader::ping(&dev_vm_config(accel)).unwrap_or_else(|e| panic!("ping under {accel:?}: {e}"));
     assert_eq!(report.agent_version, agent::VERSION);
     assert_eq!(report.attestation, proto::AttestationKind::None as u8);
     assert_eq!(report.accel, accel);
@@ -51,7 +51,7 @@ fn malformed_frames_get_error_frames_and_ping_still_works() {
     for (name, bad, code) in cases {
         let truncates = code == ErrorCode::Truncated;
         let run = vm::run(
-            &vm_config(Accel::Auto),
+            &dev_vm_config(Accel::Auto),
             |r| {
                 r.frame(Type::Ping, b"before")?;
                 r.raw(&bad)?;
@@ -79,7 +79,7 @@ fn bulk_transfers_both_ways_arrive_intact() {
     let data: Vec<u8> = (0..(5u64 << 20) + 12345).map(|i| (i * 31 % 256) as u8).collect();
     let want_out = 3u64 << 20;
     let run = vm::run(
-        &vm_config(Accel::Auto),
+        &dev_vm_config(Accel::Auto),
         |r| {
             r.bulk(&mut data.as_slice(), data.len() as u64)?;
             r.frame(Type::BulkRequest, &want_out.to_le_bytes())?;
@@ -96,6 +96,47 @@ fn bulk_transfers_both_ways_arrive_intact() {
     let received: Vec<u8> = run.frames[begin + 1..].iter().take_while(|f| f.ty == Type::BulkData).flat_map(|f| f.payload.clone()).collect();
     assert_eq!(received.len() as u64, want_out);
     assert!(received.iter().enumerate().all(|(i, &b)| b == proto::pattern_byte(i as u64)));
+}
+
+/// Issue 15, finding 10: the attested image serves one Build and nothing else. Each development
+/// request (Ping, BulkBegin, BulkRequest, Exec) as the first frame gets one Error
+/// (UnexpectedMessage) and ends the request stream: no Pong, no BulkAck, no program runs, and
+/// the Build that follows is never read. (Before, every image answered all of them.)
+#[test]
+fn the_attested_image_refuses_development_requests() {
+    let mut exec = Vec::new();
+    proto::encode_strings(&mut exec, &["probe"]);
+    let requests: Vec<(&str, Type, Vec<u8>)> = vec![
+        ("Ping", Type::Ping, b"hello".to_vec()),
+        ("BulkBegin", Type::BulkBegin, 4u64.to_le_bytes().to_vec()),
+        ("BulkRequest", Type::BulkRequest, 4u64.to_le_bytes().to_vec()),
+        ("Exec", Type::Exec, exec),
+    ];
+    for (name, ty, payload) in requests {
+        let run = vm::run(
+            &vm_config(Accel::Auto),
+            |r| {
+                r.frame(ty, &payload)?;
+                r.frame(Type::BulkData, b"data")?;
+                r.frame(Type::Ping, b"again")?;
+                Ok(())
+            },
+            |_| {},
+        )
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let types: Vec<Type> = run.frames.iter().map(|f| f.ty).collect();
+        assert_eq!(types, vec![Type::Hello, Type::Error, Type::Bye], "{name}");
+        let errors = loader::errors(&run.frames);
+        assert_eq!(errors[0].0, ErrorCode::UnexpectedMessage as u32, "{name}");
+        assert!(errors[0].1.contains("attested image"), "{name}: {errors:?}");
+    }
+    // The release image has no development code at all: Exec's messages are not in it.
+    let image = std::fs::read(agent_bin()).unwrap();
+    let dev = std::fs::read(integration_tests::dev_agent_bin()).unwrap();
+    let has = |img: &[u8], s: &[u8]| img.windows(s.len()).any(|w| w == s);
+    assert!(has(&dev, b"Exec: cannot start the program"), "the development image serves Exec");
+    assert!(!has(&image, b"Exec: cannot start the program"), "the attested image has Exec's code");
+    assert_ne!(image, dev);
 }
 
 #[test]

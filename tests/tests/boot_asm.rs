@@ -85,6 +85,7 @@ fn assert_page_tables(r: &Value, high: u64) {
     assert_eq!(u(&r["pml4"]["511"]), u(&r["pdpt_high_phys"]) | 3 | high, "PML4[511]");
     assert_eq!(u(&r["cr3"]), u(&r["pml4_phys"]));
     assert_eq!(u(&r["cr4"]) & 0x620, 0x620, "CR4.PAE | OSFXSR | OSXMMEXCPT");
+    assert_eq!(u(&r["cr4"]) & 4, 4, "CR4.TSD: ring-3 RDTSC traps (issue 15, finding 7)");
     assert_eq!(u(&r["efer"]) & 0x900, 0x900, "EFER.LME | NXE");
     assert!(r["boot_stack_sample"].as_array().unwrap().iter().all(|b| u(b) == 0), ".bss zeroed");
     assert!(!r["events"]["vmgexit"].as_bool().unwrap());
@@ -136,4 +137,19 @@ fn td_enters_in_protected_mode_and_touches_no_msr() {
     // Every WRMSR would raise #VE before a handler exists: MTRRs skipped, EFER already set.
     assert_eq!(wrmsrs(&r), vec![]);
     assert_eq!(u(&r["cr4"]) & 0x40, 0x40, "CR4.MCE (fixed to 1 in a TD) kept");
+}
+
+/// Issue 15, finding 9: a TD's every vCPU enters at the reset vector; one whose VCPU_INDEX (ESI)
+/// is not 0 parks at once — no image copy, no .bss zeroing, no page tables — where before it
+/// re-ran the whole boot under the running agent.
+#[test]
+fn a_tds_second_vcpu_parks_before_touching_memory() {
+    let r = run("tdx-ap", None);
+    assert!(!r["reached_paging_on"].as_bool().unwrap());
+    assert_eq!(u(&r["eip"]), u(&r["td_park"]), "parked: {r}");
+    // RAM was filled with 0xA5 before the code ran: nothing in .bss was written.
+    assert_eq!(u(&r["platform"]), 0xA5A5_A5A5, "BOOT_PLATFORM never written");
+    assert_eq!(r["boot_stack_sample"], Value::from(vec![0xA5u64; 16]), ".bss untouched");
+    assert_eq!(u(&r["cr3"]), 0);
+    assert_eq!(wrmsrs(&r), vec![]);
 }

@@ -1,7 +1,7 @@
 //! The sandbox's first slice: a static program runs in ring 3 with its own page tables, gets
 //! argv/envp as Linux lays them out, prints through write(2), exits with its status; privileged
 //! instructions and touches of agent memory end it with a signal status while the agent goes on.
-use integration_tests::vm_config;
+use integration_tests::dev_vm_config;
 use loader::vm::Accel;
 use std::process::Command;
 use integration_tests::sandbox::probe;
@@ -9,7 +9,7 @@ use integration_tests::sandbox::probe;
 fn run(args: &[&str]) -> loader::ExecResult {
     let mut argv = vec!["probe"];
     argv.extend_from_slice(args);
-    loader::exec(&vm_config(Accel::Auto), probe(), &argv, |_, _| {}).unwrap()
+    loader::exec(&dev_vm_config(Accel::Auto), probe(), &argv, |_, _| {}).unwrap()
 }
 
 #[test]
@@ -28,6 +28,46 @@ fn bad_pointers_get_efault_and_unknown_calls_enosys() {
     assert_eq!(String::from_utf8_lossy(&run(&["enosys"]).stdout), "ENOSYS\n");
 }
 
+/// Issue 15, finding 7: the time-stamp counter and CPUID a builder reads are the agent's, not
+/// the host's: RDTSC/RDTSCP trap (CR4.TSD) and read a per-process counter (sandbox/cpu.rs), so
+/// two runs print the same values, and those are the documented ones. CPUID traps where the
+/// platform lets it (SEV-SNP, TDX, KVM's CPUID faulting) and then reads the agent's fixed table;
+/// under TCG, which has no CPUID faulting, it is QEMU's (docs/sandbox.md) — the same across
+/// runs of one QEMU, and never passed off as the table.
+#[test]
+fn the_time_stamp_counter_and_cpuid_are_the_agents() {
+    use agent::sandbox::cpu;
+    let a = run(&["cpu"]);
+    let b = run(&["cpu"]);
+    assert_eq!((a.status, &a.errors), (0, &vec![]), "{a:?}");
+    let out = String::from_utf8(a.stdout.clone()).unwrap();
+    assert_eq!(out, String::from_utf8_lossy(&b.stdout), "two runs of one program differ");
+    let lines: Vec<Vec<u64>> = out
+        .lines()
+        .map(|l| l.split(' ').skip(1).map(|h| u64::from_str_radix(h, 16).unwrap()).collect())
+        .collect();
+    assert_eq!(lines[0], vec![cpu::tsc(0)]);
+    assert_eq!(lines[1], vec![cpu::tsc(1)]);
+    assert_eq!(lines[2], vec![cpu::tsc(2), 0], "rdtscp: the counter, TSC_AUX 0");
+    let cpuid = &lines[3..];
+    assert_eq!(cpuid.len(), 26);
+    assert_eq!(cpuid[..13], cpuid[13..], "CPUID asked twice answers the same");
+    let table: Vec<Vec<u64>> = cpuid[..13]
+        .iter()
+        .map(|l| {
+            let r = cpu::cpuid(l[0] as u32, 0);
+            vec![l[0], r[0].into(), r[1].into(), r[2].into(), r[3].into()]
+        })
+        .collect();
+    let trapped = cpuid[0][2] == u64::from(cpu::VENDOR[0]) && cpuid[7][1] == table[7][1];
+    if trapped {
+        assert_eq!(cpuid[..13], table[..], "CPUID is the documented table");
+    } else {
+        // Only where nothing is attested and nothing can trap CPUID: a plain VM under TCG.
+        assert_ne!(Accel::Auto.resolve(), Accel::Kvm, "KVM offers CPUID faulting: CPUID must trap");
+    }
+}
+
 #[test]
 fn faults_end_the_program_not_the_agent() {
     for (mode, status) in [("hlt", 139), ("kernel-read", 139), ("kernel-write", 139), ("ud2", 132)] {
@@ -40,11 +80,11 @@ fn faults_end_the_program_not_the_agent() {
 #[test]
 fn non_executables_are_refused_with_an_error() {
     // Not an executable at all: ENOEXEC, as execve says.
-    let r = loader::exec(&vm_config(Accel::Auto), b"just some text\n", &["text"], |_, _| {}).unwrap();
+    let r = loader::exec(&dev_vm_config(Accel::Auto), b"just some text\n", &["text"], |_, _| {}).unwrap();
     assert_eq!(r.errors.len(), 1, "{r:?}");
     assert!(r.errors[0].1.contains("cannot start the program: ENOEXEC"), "{r:?}");
     // A script whose interpreter is absent (the sandbox has no /bin/sh): ENOENT.
-    let r = loader::exec(&vm_config(Accel::Auto), b"#!/bin/sh\necho hi\n", &["script"], |_, _| {}).unwrap();
+    let r = loader::exec(&dev_vm_config(Accel::Auto), b"#!/bin/sh\necho hi\n", &["script"], |_, _| {}).unwrap();
     assert!(r.errors.len() == 1 && r.errors[0].1.contains("cannot start the program: ENOENT"), "{r:?}");
 }
 
@@ -55,7 +95,7 @@ fn after_a_fault_the_agent_answers_the_next_request() {
     proto::encode_strings(&mut req, &["probe", "kernel-write"]);
     proto::encode_strings(&mut req, &[]);
     let run = loader::vm::run(
-        &vm_config(Accel::Auto),
+        &dev_vm_config(Accel::Auto),
         |r| {
             r.frame(Type::Exec, &req)?;
             r.bulk(&mut &probe()[..], probe().len() as u64)?;
@@ -89,7 +129,7 @@ fn busybox_matches_native_for_what_the_sandbox_supports() {
     for args in cases {
         let mut argv = vec!["busybox"];
         argv.extend_from_slice(args);
-        let ours = loader::exec(&vm_config(Accel::Auto), &busybox, &argv, |_, _| {}).unwrap();
+        let ours = loader::exec(&dev_vm_config(Accel::Auto), &busybox, &argv, |_, _| {}).unwrap();
         let native = Command::new("/bin/busybox").args(*args).env_clear().output().unwrap();
         assert_eq!(ours.errors, vec![], "{args:?}");
         assert_eq!(String::from_utf8_lossy(&ours.stdout), String::from_utf8_lossy(&native.stdout), "{args:?}");
@@ -113,7 +153,7 @@ fn busybox_file_io_matches_native() {
         "read q < missing; echo status $?",
     ];
     for script in cases {
-        let ours = loader::exec(&vm_config(Accel::Auto), &busybox(), &["busybox", "sh", "-c", script], |_, _| {}).unwrap();
+        let ours = loader::exec(&dev_vm_config(Accel::Auto), &busybox(), &["busybox", "sh", "-c", script], |_, _| {}).unwrap();
         let dir = integration_tests::root().join(format!("target/sandbox-native-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -130,7 +170,7 @@ fn etc_files_equal_what_nixs_sandbox_shows() {
     let drv = integration_tests::e2e::instantiate("ok.sandbox-etc");
     let outs = integration_tests::e2e::realise_natively(&drv).unwrap();
     let nix = std::fs::read(&outs[0].1).unwrap();
-    let ours = loader::exec(&vm_config(Accel::Auto), &busybox(), &["busybox", "cat", "/etc/passwd", "/etc/group", "/etc/hosts"], |_, _| {}).unwrap();
+    let ours = loader::exec(&dev_vm_config(Accel::Auto), &busybox(), &["busybox", "cat", "/etc/passwd", "/etc/group", "/etc/hosts"], |_, _| {}).unwrap();
     assert_eq!(String::from_utf8_lossy(&ours.stdout), String::from_utf8_lossy(&nix));
 }
 
@@ -142,12 +182,12 @@ fn the_builder_cannot_write_outside_its_places() {
         ("echo a > /dev/new", "Permission denied"),
         ("echo a > /nix", "Is a directory"),
     ] {
-        let r = loader::exec(&vm_config(Accel::Auto), &busybox(), &["busybox", "sh", "-c", script], |_, _| {}).unwrap();
+        let r = loader::exec(&dev_vm_config(Accel::Auto), &busybox(), &["busybox", "sh", "-c", script], |_, _| {}).unwrap();
         assert_ne!(r.status, 0, "{script}");
         assert!(String::from_utf8_lossy(&r.stderr).contains(want), "{script}: {}", String::from_utf8_lossy(&r.stderr));
     }
     // New entries in the store are allowed (as in Nix's chroot store), inputs' places are not.
-    let r = loader::exec(&vm_config(Accel::Auto), &busybox(), &["busybox", "sh", "-c", "echo x > /nix/store/new && read y < /nix/store/new && echo $y"], |_, _| {}).unwrap();
+    let r = loader::exec(&dev_vm_config(Accel::Auto), &busybox(), &["busybox", "sh", "-c", "echo x > /nix/store/new && read y < /nix/store/new && echo $y"], |_, _| {}).unwrap();
     assert_eq!((r.status, String::from_utf8_lossy(&r.stdout).into_owned()), (0, "x\n".to_string()));
 }
 
@@ -165,7 +205,7 @@ fn files_sent_with_the_request_are_placed_before_the_program_starts() {
         options.files.push(ExecFile { guest: name.to_string(), contents: Contents::Bytes(bytes.to_vec()), executable: *executable });
     }
     options.files.push(ExecFile { guest: "/tmp/abs".into(), contents: Contents::Bytes(b"in tmp\n".to_vec()), executable: false });
-    let ours = loader::exec_with(&vm_config(Accel::Auto), &busybox(), &["busybox", "sh", "-c", &format!("{script}; cat /tmp/abs")], &options, |_, _| {}).unwrap();
+    let ours = loader::exec_with(&dev_vm_config(Accel::Auto), &busybox(), &["busybox", "sh", "-c", &format!("{script}; cat /tmp/abs")], &options, |_, _| {}).unwrap();
     assert_eq!(ours.errors, vec![]);
 
     let dir = integration_tests::root().join(format!("target/sandbox-files-{}", std::process::id()));
@@ -209,7 +249,7 @@ fn refused_files_get_an_error_and_the_agent_goes_on() {
         let mut options = ExecOptions { files, ..Default::default() };
         options.limits.fs_bytes = fs_bytes;
         let run = loader::vm::run(
-            &vm_config(Accel::Auto),
+            &dev_vm_config(Accel::Auto),
             |r| {
                 loader::exec_request(r, &busybox(), &["busybox", "true"], &options)?;
                 r.frame(Type::Ping, b"next")?;
@@ -236,7 +276,7 @@ fn loader_exec_says_why_a_program_was_killed() {
     std::fs::write(&exe, probe()).unwrap();
     let out = Command::new(integration_tests::bin("loader"))
         .args(["exec", "--accel", "tcg", "--memory", "512", "--agent"])
-        .arg(integration_tests::agent_bin())
+        .arg(integration_tests::dev_agent_bin())
         .arg("--")
         .arg(&exe)
         .arg("kernel-write")

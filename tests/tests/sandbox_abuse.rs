@@ -8,7 +8,7 @@
 use agent::exec::Requested;
 use agent::proto::Type;
 use integration_tests::sandbox::{busybox, compare, probe, probe_natively};
-use integration_tests::vm_config;
+use integration_tests::dev_vm_config;
 use loader::vm::{Accel, VmConfig};
 use loader::{ExecOptions, ExecResult};
 
@@ -57,7 +57,7 @@ fn run_in(config: &VmConfig, program: &[u8], argv: &[&str], limits: Requested) -
 }
 
 fn run(program: &[u8], argv: &[&str], limits: Requested) -> Outcome {
-    run_in(&vm_config(Accel::Auto), program, argv, limits)
+    run_in(&dev_vm_config(Accel::Auto), program, argv, limits)
 }
 
 fn probe_run(mode: &str, limits: Requested) -> Outcome {
@@ -188,7 +188,7 @@ fn two_gib_to_stdout_end_at_the_log_limit() {
     assert_eq!((o.r.status, o.r.stdout.len() as u64), (128 + 25, limit));
     // With no log limit asked for, the response disk bounds it: the agent keeps room for the
     // status and the next answer.
-    let mut config = vm_config(Accel::Auto);
+    let mut config = dev_vm_config(Accel::Auto);
     config.response_bytes = 48 << 20;
     let o = run_in(&config, probe(), &["probe", "write-stdout"], Requested::default());
     assert_eq!(o.r.status, 128 + 25);

@@ -43,7 +43,8 @@ pub fn rdmsr(msr: u32) -> u64 {
 /// touching memory the agent uses (each call site says which and why).
 pub fn wrmsr(msr: u32, value: u64) {
     // SAFETY: per the callers' contract above: the MSRs written (EFER.SCE, STAR/LSTAR/SFMASK,
-    // FS_BASE, the GHCB MSR, IA32_APIC_BASE and x2APIC registers) change no memory mapping
+    // FS_BASE, the GHCB MSR, IA32_APIC_BASE and x2APIC registers, MISC_FEATURES_ENABLES'
+    // CPUID faulting) change no memory mapping
     // or memory the agent relies on.
     unsafe { asm!("wrmsr", in("ecx") msr, in("eax") value as u32, in("edx") (value >> 32) as u32, options(nostack, preserves_flags)) }
 }

@@ -14,6 +14,11 @@ pub const DIRECT_MAP: u64 = 0xFFFF_8000_0000_0000;
 /// buffers), the MMIO window and local APIC, and under SEV-SNP the GHCB page
 /// (`memory::init_paging`). No-execute. PML4 entry 257.
 pub const SHARED_MAP: u64 = 0xFFFF_8080_0000_0000;
+/// The key page (SEV-SNP's VMPCK0, arch/memory.rs `init_key_page`): PML4 entry 258, present in
+/// the agent's own tables only, never in a process's, and its frame removed from the direct
+/// map, the kernel and identity maps and the shared alias.
+pub const KEY_SLOT: usize = 258;
+pub const KEY_MAP: u64 = 0xFFFF_8100_0000_0000;
 /// The end of what the direct map covers.
 pub const DIRECT_MAP_END_PHYS: u64 = 0x1_0000_0000;
 /// Where PCI BARs are placed (q35's 32-bit PCI hole, above the ECAM window at 0xB0000000).

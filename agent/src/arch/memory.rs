@@ -226,6 +226,68 @@ pub fn paging_report() -> PagingReport {
 
 /// The boot stack (rom32.s sets RSP to its top; the agent's own code runs on it for good), with
 /// an unmapped guard page below it. rom32.s's BOOT_STACK_SIZE is the size of the whole.
+
+// The key page (issue 15, finding 8). Under SEV-SNP, VMPCK0 is what lets code ask the PSP to
+// sign anything; a builder must not be able to reach it even speculatively. So it lives in a
+// page no mapping a builder's page tables share can reach: its 2 MiB block is taken off the
+// direct map (the kernel window maps only the image, the shared alias only what is shared, and
+// there is no identity map: `init_paging`), and the page is mapped only at `layout::KEY_MAP`, through PML4 entry 258, which
+// `AddressSpace::new` leaves out of every process's tables. The agent reaches it only on its own
+// tables (`with_key_page` loads them), which no ring-3 code ever runs on.
+static mut KEY_PDPT: PageTable = PageTable([0; 512]);
+static mut KEY_PD: PageTable = PageTable([0; 512]);
+static mut KEY_PT: PageTable = PageTable([0; 512]);
+static KEY_PAGE_READY: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// Sets up the key page (once, after `init`, before any process exists). The 2 MiB block is
+/// heap memory never freed; only its first page is used.
+pub fn init_key_page(enc: Encryption) -> bool {
+    const BLOCK: usize = 0x20_0000;
+    let Ok(layout) = core::alloc::Layout::from_size_align(BLOCK, BLOCK) else { return false };
+    // SAFETY: a non-zero-sized layout; the block is never freed.
+    let Some(block) = core::ptr::NonNull::new(unsafe { alloc::alloc::alloc_zeroed(layout) }) else { return false };
+    let phys = layout::virt_to_phys(block.as_ptr() as u64);
+    let (gib, entry) = ((phys >> 30) as usize, ((phys >> 21) & 511) as usize);
+    let private = |virt: u64| enc.pte_address(layout::virt_to_phys(virt), false);
+    // SAFETY: runs once at boot with interrupts off, before any process; the block is ours (just
+    // allocated, 2 MiB-aligned, above the image's 4 KiB-mapped regions, so exactly one 2 MiB
+    // entry of the direct map maps it, checked below) and nothing refers to it through the maps
+    // being cut; the tables are statics of this module; the CR3 reload flushes every stale
+    // translation of the block.
+    unsafe {
+        let direct = &mut (*addr_of_mut!(DIRECT_PD))[gib].0[entry];
+        if *direct & HUGE == 0 {
+            return false;
+        }
+        *direct = 0;
+        (*addr_of_mut!(SHARED_PD))[gib].0[entry] = 0; // never shared; cut all the same
+        (*addr_of_mut!(KEY_PT)).0[0] = enc.pte_address(phys, false) | 0x3 | (1 << 63); // present, writable, NX
+        (*addr_of_mut!(KEY_PD)).0[0] = private(addr_of!(KEY_PT) as u64) | 0x3;
+        (*addr_of_mut!(KEY_PDPT)).0[0] = private(addr_of!(KEY_PD) as u64) | 0x3;
+        (*addr_of_mut!(KERNEL_PML4)).0[layout::KEY_SLOT] = private(addr_of!(KEY_PDPT) as u64) | 0x3;
+        let cr3: u64;
+        core::arch::asm!("mov {}, cr3", out(reg) cr3, options(nomem, nostack));
+        core::arch::asm!("mov cr3, {}", in(reg) cr3, options(nostack));
+    }
+    KEY_PAGE_READY.store(true, core::sync::atomic::Ordering::Relaxed);
+    true
+}
+
+/// Runs `f` on the key page, on the agent's own page tables (switching to them: after a build
+/// the last process's tables may still be loaded, and they do not map the page).
+pub fn with_key_page<R>(f: impl FnOnce(&mut [u8; 4096]) -> R) -> Option<R> {
+    if !KEY_PAGE_READY.load(core::sync::atomic::Ordering::Relaxed) {
+        return None;
+    }
+    // SAFETY: KERNEL_PML4 maps the whole agent (every process's upper half is a copy of it), so
+    // the agent runs on after the switch; the key page is mapped at KEY_MAP by `init_key_page`
+    // and used by nothing else; one CPU, interrupts off, so nothing else holds the reference.
+    unsafe {
+        core::arch::asm!("mov cr3, {}", in(reg) kernel_pml4_phys(), options(nostack));
+        Some(f(&mut *(layout::KEY_MAP as *mut [u8; 4096])))
+    }
+}
+
 #[unsafe(no_mangle)]
 static mut BOOT_STACK: super::gdt::GuardedStack<0x1000, 0x10000> = super::gdt::GuardedStack::new();
 
@@ -316,8 +378,9 @@ pub fn init() {
     log::info!("memory: {} MiB RAM, heap {} MiB at {:#x}, shared DMA pool {} MiB at {:#x}", end >> 20, size >> 20, pool.end, layout::DMA_POOL >> 20, pool.start);
 }
 
-/// Bytes of heap not allocated, counting pooled frames as free (what the sandbox's limits are
-/// capped by).
+/// Bytes of heap not allocated, counting pooled frames as free (what an Exec request's limits
+/// are capped by: development image only).
+#[cfg(feature = "dev")]
 pub fn heap_free() -> u64 {
     // SAFETY: see `frames`.
     let pooled = unsafe { frames() }.free.len() as u64 * PAGE_SIZE;

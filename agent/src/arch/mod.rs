@@ -3,8 +3,8 @@
 //! The vCPU runs, in order: `reset.s` (the reset vector at 0xFFFFFFF0) → `rom16.s` (real mode to
 //! protected mode) → `rom32.s` (copy the image to RAM, boot page tables, long mode) →
 //! [`rust_start`] → GDT/TSS → IDT (with the #VC/#VE handlers) → platform (plain, SEV-SNP or TDX:
-//! GHCB, shared alias) → serial → memory (accept RAM, shared DMA pool, heap) → system calls →
-//! timer → `crate::main`.
+//! GHCB, shared alias) → serial → memory (accept RAM, shared DMA pool, heap) → secrets (SNP:
+//! VMPCK0 into the key page, the secrets page wiped) → system calls → timer → `crate::main`.
 pub mod cpu;
 pub mod gdt;
 pub mod idt;
@@ -36,6 +36,7 @@ extern "C" fn rust_start() -> ! {
     tee::log_platform();
     protect();
     memory::init();
+    tee::take_secrets();
     user::init();
     report_protection();
     timer::init();

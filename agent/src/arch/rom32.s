@@ -19,12 +19,26 @@
 
 # A TD starts at the reset vector in 32-bit mode with no GDT of ours: load it, then carry on as
 # every platform does, with EBP saying "TDX".
+#
+# Every vCPU of a TD starts here (there is no SIPI), with ESI = its VCPU_INDEX (TDX module ABI,
+# "Initial State of the TD VCPU"; OVMF's ResetVector reads it from ESI too). Only vCPU 0 goes
+# on: any other would copy the image again and zero .bss under the running agent. The others
+# spin here, touching no memory, with interrupts off (RFLAGS = 2 at entry) and no IDT (in 32-bit
+# mode they cannot even TDCALL to halt: R10-R15 do not exist). arch/tee.rs also refuses a TD
+# with more than one vCPU (TDG.VP.INFO NUM_VCPUS), so this only has to hold until then.
 .globl rom32_td_entry
 rom32_td_entry:
+    test %esi, %esi
+    jnz td_park
     lgdtl gdt32_descriptor
     ljmpl $0x08, $1f
 1:  mov $2, %ebp
     jmp rom32_common
+
+.globl td_park
+td_park:
+    pause
+    jmp td_park
 
 .globl rom32_start
 rom32_start:                    # from rom16.s (plain VM or SEV-SNP guest)
@@ -111,9 +125,10 @@ page_tables:
     mov $((1 << 11) | 6), %eax  # E = 1, type = WB
     wrmsr
 3:
-    # CR4: PAE | OSFXSR | OSXMMEXCPT (SSE for sha2's SHA-NI path and for user programs).
+    # CR4: PAE | OSFXSR | OSXMMEXCPT (SSE for sha2's SHA-NI path and for user programs),
+    # TSD (bit 2: RDTSC/RDTSCP in ring 3 raise #GP, and the sandbox answers them: sandbox/cpu.rs).
     mov %cr4, %eax
-    or $((1 << 5) | (1 << 9) | (1 << 10)), %eax
+    or $((1 << 2) | (1 << 5) | (1 << 9) | (1 << 10)), %eax
     mov %eax, %cr4
     mov $(BOOT_PML4 - KERNEL_BASE), %eax
     mov %eax, %cr3

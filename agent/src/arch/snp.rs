@@ -51,6 +51,27 @@ pub unsafe fn pvalidate(virt: u64, size: PageSize, validate: bool) -> Pvalidate 
     Pvalidate { eax: rax as u32, carry: carry != 0 }
 }
 
+/// RMPADJUST (F3 0F 01 FE: APM vol. 3 "RMPADJUST"): RAX = virtual address, RCX = page size
+/// (0: 4 KiB), RDX = target VMPL, its permissions and the VMSA bit; EAX = result.
+///
+/// # Safety
+/// `virt` must map a validated private 4 KiB page of the agent's; the change applies to the
+/// page's permissions for a less privileged VMPL (the agent runs nothing there).
+pub unsafe fn rmpadjust(virt: u64, attrs: u64) -> u32 {
+    let rax: u64;
+    // SAFETY: per this function's contract; RMPADJUST touches only the RMP entry of the page.
+    unsafe {
+        asm!(
+            ".byte 0xf3, 0x0f, 0x01, 0xfe",
+            inout("rax") virt => rax,
+            in("rcx") 0u64,
+            in("rdx") attrs,
+            options(nostack),
+        )
+    }
+    rax as u32
+}
+
 /// The agent's SNP hardware: the GHCB MSR and a shared GHCB page.
 pub struct SnpHardware {
     /// The GHCB page, mapped without the C-bit (shared).
@@ -98,6 +119,12 @@ impl snp::Hardware for SnpHardware {
         // SAFETY: the platform layer validates only ranges it owns and has made private (PSC
         // first), through the direct map (constructor contract).
         unsafe { pvalidate((self.phys_to_virt)(gpa), size, validate) }
+    }
+
+    fn rmpadjust(&mut self, gpa: u64, attrs: u64) -> u32 {
+        // SAFETY: the platform layer adjusts only a private page of its own (the GHCB page
+        // before it is shared), through the direct map (constructor contract).
+        unsafe { rmpadjust((self.phys_to_virt)(gpa), attrs) }
     }
 }
 

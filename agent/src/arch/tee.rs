@@ -130,6 +130,10 @@ mod reason {
     pub const GHCB_SETUP: u8 = 3;
     pub const TD_INFO: u8 = 4;
     pub const HANDLER: u8 = 5;
+    pub const CPUID_VE: u8 = 6;
+    pub const SEV_FEATURES: u8 = 7;
+    pub const NOT_VMPL0: u8 = 8;
+    pub const TD_CONFIGURATION: u8 = 9;
 
     /// The 16-byte text a TD sends with ReportFatalError (QEMU prints it).
     pub fn message(reason: u8) -> [u8; 16] {
@@ -138,6 +142,8 @@ mod reason {
             GHCB_SETUP => b"agent: setup",
             TD_INFO => b"agent: td info",
             HANDLER => b"agent: #VE",
+            CPUID_VE => b"agent: cpuid #VE",
+            TD_CONFIGURATION => b"agent: td config",
             _ => b"agent: fatal",
         };
         let mut m = [0u8; 16];
@@ -154,6 +160,11 @@ pub fn init() -> Kind {
     match boot {
         1 => {
             KIND.store(1, Ordering::Relaxed);
+            // SEV_STATUS is never intercepted (no #VC); only features the agent runs with
+            // (`agent::tee::snp::SEV_STATUS_ALLOWED`), else stop before anything else.
+            if psnp::check_sev_status(super::cpu::rdmsr(psnp::MSR_SEV_STATUS)).is_err() {
+                terminate(reason::SEV_FEATURES);
+            }
             let cbit = cbit as u8;
             ENCRYPTION.store((1 << 8) | u64::from(cbit), Ordering::Relaxed);
             super::memory::init_paging(Encryption::CBit(cbit));
@@ -173,6 +184,10 @@ pub fn init() -> Kind {
                 Ok(i) => i,
                 Err(_) => terminate(reason::TD_INFO),
             };
+            // One vCPU, SEPT_VE_DISABLE (`agent::tee::tdx::check_td`).
+            if ptdx::check_td(&info).is_err() {
+                terminate(reason::TD_CONFIGURATION);
+            }
             let Some(bit) = ptdx::shared_bit(info.gpaw) else { terminate(reason::TD_INFO) };
             ENCRYPTION.store((2 << 8) | u64::from(bit), Ordering::Relaxed);
             super::memory::init_paging(Encryption::SharedBit(bit));
@@ -197,13 +212,18 @@ fn td_probe() -> Probe {
     Probe { max_leaf, leaf_21, ..Default::default() }
 }
 
-/// SNP: GHCB protocol version, then the GHCB page — validation rescinded, made shared by the
+/// SNP: GHCB protocol version, the hypervisor's features (SNP support), VMPL0 (RMPADJUST of
+/// the still-private GHCB page), then the GHCB page — validation rescinded, made shared by the
 /// MSR protocol (GHCB spec "SNP Page State Change" via MSR), cleared through the shared alias,
 /// registered (GHCB spec "GHCB GPA Registration").
 fn snp_init(cbit: u8) -> Result<(), TeeError> {
     let mut hw = snp_hw();
     psnp::negotiate(&mut hw, cbit)?;
+    psnp::hv_features(&mut hw)?;
     let gpa = ghcb_gpa();
+    if psnp::check_vmpl0(&mut hw, gpa).is_err() {
+        terminate(reason::NOT_VMPL0);
+    }
     psnp::pvalidate_range(&mut hw, Range::new(gpa, PAGE_4K)?, false)?;
     psnp::msr_page_state_change(&mut hw, gpa, PageState::Shared)?;
     // SAFETY: the page is now shared and mapped by the shared alias; nothing else uses it.
@@ -241,6 +261,37 @@ fn with_platform<R>(f: impl FnOnce(&mut dyn Platform) -> R) -> R {
     }
 }
 
+/// Makes CPUID in ring 3 trap to the agent (the sandbox answers it, `agent::sandbox::cpu`).
+/// SEV-SNP: it always raises #VC. TDX: TDG.VP.CPUIDVE.SET (a module that refuses stops the
+/// TD). A plain VM: CPUID faulting (MSR_PLATFORM_INFO bit 31 says it exists,
+/// MSR_MISC_FEATURES_ENABLES bit 0 turns it on; Linux `set_cpuid_faulting`), which KVM offers
+/// every guest; QEMU's TCG has none (its `helper_cpuid` never faults, and unknown MSRs read 0),
+/// so there the builder sees QEMU's CPUID — on a plain VM, which attests nothing. Returns
+/// whether ring-3 CPUID traps.
+pub fn trap_user_cpuid() -> bool {
+    const MSR_PLATFORM_INFO: u32 = 0xCE;
+    const PLATFORM_INFO_CPUID_FAULT: u64 = 1 << 31;
+    const MSR_MISC_FEATURES_ENABLES: u32 = 0x140;
+    const MISC_FEATURES_CPUID_FAULT: u64 = 1 << 0;
+    match kind() {
+        Kind::SevSnp => true,
+        Kind::Tdx => {
+            if ptdx::trap_user_cpuid(&mut tdx_hw()).is_err() {
+                terminate(reason::CPUID_VE);
+            }
+            true
+        }
+        Kind::None => {
+            if super::cpu::rdmsr(MSR_PLATFORM_INFO) & PLATFORM_INFO_CPUID_FAULT == 0 {
+                return false;
+            }
+            let v = super::cpu::rdmsr(MSR_MISC_FEATURES_ENABLES);
+            super::cpu::wrmsr(MSR_MISC_FEATURES_ENABLES, v | MISC_FEATURES_CPUID_FAULT);
+            true
+        }
+    }
+}
+
 /// Makes RAM the launch did not pre-accept private and usable.
 pub fn accept(range: Range) -> Result<(), TeeError> {
     with_platform(|p| p.accept(range))
@@ -252,17 +303,48 @@ pub fn set_shared(range: Range, shared: bool) -> Result<(), TeeError> {
     with_platform(|p| p.set_shared(range, shared))
 }
 
+/// At boot, before any builder. SEV-SNP: VMPCK0 moves from the secrets page into the key page
+/// (arch/memory.rs: mapped only in the agent's own tables) and all four VMPCKs are wiped from
+/// the secrets page (`agent::tee::snp::stash_vmpck0`). A TD's report comes from TDG.MR.REPORT,
+/// which needs no key in memory, and a plain VM has none; the key page is set up on every
+/// platform all the same, so every boot (and every test under QEMU) runs the same page tables.
+pub fn take_secrets() {
+    if !super::memory::init_key_page(encryption()) {
+        log::error!("platform: no memory for the key page");
+        power::fail(Failure::Platform);
+    }
+    if kind() != Kind::SevSnp {
+        return;
+    }
+    // SAFETY: the secrets page is private memory the PSP filled at launch (SEV metadata
+    // SNP_SECRETS), mapped by the direct map; only this function touches it, once, at boot.
+    let secrets = unsafe { &mut *(layout::phys_to_virt(SNP_SECRETS_PAGE) as *mut [u8; 4096]) };
+    let stashed = super::memory::with_key_page(|page| {
+        let mut key = [0u8; 32];
+        let r = psnp::stash_vmpck0(secrets, &mut key);
+        page[..32].copy_from_slice(&key);
+        zeroize::Zeroize::zeroize(&mut key);
+        r
+    });
+    match stashed {
+        Some(Ok(())) => log::info!("platform: VMPCK0 kept in the key page, VMPCK0-3 wiped from the secrets page"),
+        // Attesting will fail with NoKey; nothing else depends on the key.
+        _ => log::warn!("platform: the secrets page holds no VMPCK0; VMPCK0-3 wiped"),
+    }
+}
+
 /// Has the hardware sign `report_data`: SNP MSG_REPORT_REQ with VMPCK0 (extended request, for
 /// the host's certificates), TDX TDG.MR.REPORT + GetQuote. `NotConfidential` on a plain VM.
 pub fn attest(report_data: &[u8; 64]) -> Result<Evidence, TeeError> {
     match kind() {
         Kind::None => NoTee.report(report_data),
         Kind::SevSnp => {
-            // SAFETY: the secrets page is private memory the PSP filled at launch (SEV metadata
-            // SNP_SECRETS), mapped by the direct map; only this function touches it, once per
-            // build (the key is wiped from the page as it is taken).
-            let secrets = unsafe { &mut *(layout::phys_to_virt(SNP_SECRETS_PAGE) as *mut [u8; 4096]) };
-            let key = psnp::Vmpck::take(secrets, 0)?;
+            // VMPCK0 out of the key page (taken once: the stash is zeroed as it is read).
+            let key = super::memory::with_key_page(|page| {
+                let stash: &mut [u8; 32] = (&mut page[..32]).try_into().unwrap();
+                psnp::Vmpck::take_stashed(stash)
+            })
+            .unwrap_or(Err(TeeError::NoKey))?;
             let transport = super::snp::GuestRequestPages::new(snp_hw(), SNP_CERT_PAGES).ok_or(TeeError::BadResponse("no shared memory for the guest request"))?;
             let mut a = psnp::SnpAttester { transport, channel: psnp::GuestChannel::new(key, 0), cert_pages: SNP_CERT_PAGES };
             a.report(report_data)
@@ -282,19 +364,16 @@ fn set_gprs(f: &mut TrapFrame, g: &Gprs) {
     [f.rax, f.rcx, f.rdx, f.rbx, f.rsp, f.rbp, f.rsi, f.rdi, f.r8, f.r9, f.r10, f.r11, f.r12, f.r13, f.r14, f.r15] = *g;
 }
 
-/// The instruction bytes at the trapping RIP: a ring-3 process may only trap on CPUID or RDTSC (2
-/// bytes, read through its page tables from a present, user, executable page: never through the
-/// pointer, which SMAP forbids); the agent's own code is private and mapped whole.
-fn instruction(f: &TrapFrame, user: bool) -> ([u8; 15], usize) {
+/// The instruction bytes at the trapping RIP, in the agent's own code (private and mapped
+/// whole). Ring 3's #VC/#VE never come here: they are the sandbox's (see [`vc`]).
+fn instruction(f: &TrapFrame) -> [u8; 15] {
     let mut b = [0u8; 15];
-    if user {
-        return (b, if super::user::fetch(f.rip, &mut b[..2]) { 2 } else { 0 });
-    }
     for (i, byte) in b.iter_mut().enumerate() {
-        // SAFETY: the agent's own .text, mapped whole and read-only.
+        // SAFETY: the trap came from ring 0, so RIP is in the agent's image, mapped whole
+        // (15 bytes past it still lie in the image: it ends in data, not at a page edge).
         *byte = unsafe { core::ptr::read_volatile((f.rip + i as u64) as *const u8) };
     }
-    (b, 15)
+    b
 }
 
 /// A handler that cannot go on: report and stop (once: a failure while reporting terminates).
@@ -308,12 +387,13 @@ fn handler_failed(what: &str, e: TeeError, f: &TrapFrame) -> ! {
 
 /// `#VC` (vector 29; error code = the exit code). Returns false when the exception is not one
 /// to emulate: then it is the faulting process's (ring 3) or fatal (ring 0).
+///
+/// A #VC from ring 3 (CPUID; RDTSC raises #GP first under CR4.TSD, APM vol. 2 "Instruction
+/// intercepts": intercepts are checked after simple exceptions such as #GP for CPL) is never
+/// answered here, nor by the host or the host-built CPUID page: it goes to the sandbox, which
+/// answers from its fixed table (`agent::sandbox::cpu`), the same on every platform.
 pub fn vc(f: &mut TrapFrame) -> bool {
-    if kind() != Kind::SevSnp {
-        return false;
-    }
-    let user = f.cs & 3 == 3;
-    if user && !matches!(f.error_code, psnp::exit::CPUID | psnp::exit::RDTSC) {
+    if kind() != Kind::SevSnp || f.cs & 3 == 3 {
         return false;
     }
     // The only MSRs whose accesses reach the host are the local APIC's (IA32_APIC_BASE and the
@@ -325,11 +405,12 @@ pub fn vc(f: &mut TrapFrame) -> bool {
     if f.error_code == psnp::exit::MSR && !(ecx == 0x1B || (0x800..=0x8FF).contains(&ecx)) {
         handler_failed("#VC (an MSR the host does not answer)", TeeError::BadResponse("injected #VC"), f);
     }
-    let (b, n) = instruction(f, user);
+    let b = instruction(f);
+    let n = b.len();
     let mut g = gprs(f);
     // MMIO (a nested page fault on a page the host marked as MMIO) is only expected through
     // the shared alias: the GPA is the address's offset in it.
-    let mmio_gpa = (f.error_code == psnp::exit::NPF && !user)
+    let mmio_gpa = (f.error_code == psnp::exit::NPF)
         .then(|| insn::mmio_address(&b[..n], &g, f.rip).ok())
         .flatten()
         .filter(|va| (layout::SHARED_MAP..layout::SHARED_MAP + layout::DIRECT_MAP_END_PHYS).contains(va))
@@ -343,7 +424,6 @@ pub fn vc(f: &mut TrapFrame) -> bool {
             f.rip += len as u64;
             true
         }
-        Err(_) if user => false,
         Err(e) => handler_failed("#VC", e, f),
     }
 }
@@ -358,27 +438,26 @@ pub fn vm_exception(f: &mut TrapFrame) -> bool {
         Ok(ve) => ve,
         Err(e) => handler_failed("#VE", e, f),
     };
-    let user = f.cs & 3 == 3;
-    const EXIT_CPUID: u32 = 10;
-    const EXIT_EPT_VIOLATION: u32 = 48;
-    if user && ve.exit_reason != EXIT_CPUID {
+    // From ring 3 (CPUID, which TDG.VP.CPUIDVE.SET makes raise #VE for every leaf): the
+    // sandbox's, after VEINFO.GET above has taken the #VE info (the next #VE needs it taken).
+    if f.cs & 3 == 3 {
         return false;
     }
+    const EXIT_EPT_VIOLATION: u32 = 48;
     // An EPT violation is MMIO only on a shared GPA. On a private one, the host took a page
     // away (or never gave it): nothing to emulate, and nothing safe to continue with.
     if ve.exit_reason == EXIT_EPT_VIOLATION && ve.gpa & encryption().mask() == 0 {
         handler_failed("#VE (EPT violation on private memory)", TeeError::Accept { gpa: ve.gpa, status: 0 }, f);
     }
-    let (b, n) = instruction(f, user);
+    let b = instruction(f);
     let mut g = gprs(f);
     let window = ptdx::MmioWindow { alias_base: layout::SHARED_MAP, alias_len: layout::DIRECT_MAP_END_PHYS, shared_mask: encryption().mask() };
-    match ptdx::handle_ve(&mut hw, &ve, &b[..n], &mut g, f.rip, &window) {
+    match ptdx::handle_ve(&mut hw, &ve, &b, &mut g, f.rip, &window) {
         Ok(len) => {
             set_gprs(f, &g);
             f.rip += u64::from(len);
             true
         }
-        Err(_) if user => false,
         Err(e) => handler_failed("#VE", e, f),
     }
 }

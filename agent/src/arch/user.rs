@@ -82,6 +82,8 @@ impl AddressSpace {
         unsafe {
             let kernel = &*table(memory::kernel_pml4_phys());
             (&mut *table(pml4)).0[256..].copy_from_slice(&kernel.0[256..]);
+            // Never the key page (arch/memory.rs `init_key_page`).
+            (&mut *table(pml4)).0[layout::KEY_SLOT] = 0;
         }
         Ok(AddressSpace { pml4, tables: Vec::new() })
     }
@@ -425,6 +427,12 @@ pub fn init() {
     } else if efer & EFER_SCE != 0 {
         // Written only when set (it never is after reset or in the SNP launch state).
         wrmsr(MSR_EFER, efer & !EFER_SCE);
+    }
+    // CPUID from ring 3 traps where the platform allows (RDTSC does everywhere: CR4.TSD).
+    if super::tee::trap_user_cpuid() {
+        log::info!("sandbox: ring-3 CPUID and RDTSC answered by the agent (sandbox/cpu.rs)");
+    } else {
+        log::warn!("sandbox: this VM cannot trap ring-3 CPUID (no CPUID faulting, e.g. TCG): builders see the host's CPUID; RDTSC is still the agent's");
     }
 }
 

@@ -1449,6 +1449,41 @@ mod tests {
     }
 
     #[test]
+    fn cpuid_and_rdtsc_traps_are_answered_by_the_table_and_the_counter() {
+        use crate::sandbox::cpu;
+        use crate::sandbox::process::Exception;
+        let mut h = boot();
+        // rdtsc; rdtsc; cpuid; rdtscp; then an ordinary privileged instruction (hlt).
+        h.poke(SCRATCH, &[0x0F, 0x31, 0x0F, 0x31, 0x0F, 0xA2, 0x0F, 0x01, 0xF9, 0xF4]);
+        h.regs().rip = SCRATCH;
+        let gp = Exception { vector: 13, error: 0, address: 0 };
+        let tsc = |h: &mut H| h.regs().gpr[RAX] | h.regs().gpr[RDX] << 32;
+        h.k.fault(h.pid, gp);
+        assert_eq!((tsc(&mut h), h.regs().rip), (cpu::TSC_START, SCRATCH + 2));
+        h.k.fault(h.pid, gp);
+        assert_eq!(tsc(&mut h), cpu::TSC_START + cpu::TSC_STEP);
+        // CPUID as #VE (TDX, vector 20) and as #VC (SEV-SNP, vector 29): the same table.
+        h.regs().gpr[RAX] = 1;
+        h.k.fault(h.pid, Exception { vector: 20, error: 0, address: 0 });
+        assert_eq!(h.regs().gpr[RCX], u64::from(cpu::LEAF1_ECX));
+        assert_eq!(h.regs().rip, SCRATCH + 6);
+        h.k.fault(h.pid, Exception { vector: 29, error: 0x6E, address: 0 });
+        assert_eq!(tsc(&mut h), cpu::TSC_START + 2 * cpu::TSC_STEP);
+        assert_eq!(h.regs().rip, SCRATCH + 9);
+        // A fork carries the count on.
+        let child = h.k.fork(h.pid, false).unwrap();
+        assert_eq!(h.k.process(child).unwrap().tsc_reads, 3);
+        // Anything else still ends the process (SIGSEGV for #GP), and a #PF is never emulated.
+        h.k.fault(h.pid, gp);
+        assert!(h.k.process(h.pid).map_or(true, |p| matches!(p.state, State::Zombie(_))), "hlt is not emulated");
+        let mut h = boot();
+        h.poke(SCRATCH, &[0x0F, 0x31]);
+        h.regs().rip = SCRATCH;
+        h.k.fault(h.pid, Exception { vector: 14, error: 5, address: SCRATCH });
+        assert!(h.k.process(h.pid).map_or(true, |p| matches!(p.state, State::Zombie(_))));
+    }
+
+    #[test]
     fn builder_gets_nix_env_and_files() {
         use crate::build::env::{builder_setup, DrvEnv};
         use alloc::collections::BTreeMap;

@@ -11,8 +11,10 @@
 //! - [`process`]: processes, descriptors, pipes, the scheduler and the limits;
 //! - [`signal`]: dispositions, masks, and delivery to handlers (the Linux signal frame);
 //! - [`linux`]: the system calls, by number;
+//! - [`cpu`]: what `cpuid`, `rdtsc` and `rdtscp` answer (one fixed table, a per-process counter);
 //! - [`abi`]: errno values and syscall numbers.
 pub mod abi;
+pub mod cpu;
 pub mod elf;
 pub mod fs;
 pub mod linux;

@@ -283,6 +283,9 @@ pub struct Process<M> {
     /// The program it runs and its absolute path (what `/proc/self/exe` names).
     pub exe: Ino,
     pub exe_path: Vec<u8>,
+    /// How often it has read the time-stamp counter (`sandbox::cpu::tsc`); a fork's child
+    /// goes on from its parent's count.
+    pub tsc_reads: u64,
 }
 
 impl<M: Memory> Process<M> {
@@ -426,6 +429,7 @@ impl<M: Memory> Kernel<M> {
             vfork_parent: None,
             exe: ROOT,
             exe_path: Vec::new(),
+            tsc_reads: 0,
         };
         self.procs.insert(pid, proc);
         if let Err(e) = self.exec(pid, path, argv, envp) {
@@ -660,6 +664,7 @@ impl<M: Memory> Kernel<M> {
             vfork_parent: if vfork { Some(pid) } else { None },
             exe: parent.exe,
             exe_path: parent.exe_path.clone(),
+            tsc_reads: parent.tsc_reads,
         };
         self.next_pid += 1;
         self.procs.insert(child_pid, child);
@@ -802,7 +807,14 @@ impl<M: Memory> Kernel<M> {
 
     /// A CPU exception in user code: the matching signal's handler runs if the process has one
     /// (and does not block it); otherwise the process ends with that signal.
+    ///
+    /// First, a trap the arch layer arranged on purpose: `cpuid`, `rdtsc` or `rdtscp` at RIP
+    /// raising #GP (CR4.TSD, CPUID faulting), #VE (TDX) or #VC (SEV-SNP) is answered by
+    /// `sandbox::cpu` and the process goes on after the instruction.
     pub fn fault(&mut self, pid: Pid, e: Exception) {
+        if matches!(e.vector, 13 | 20 | 29) && self.emulate_cpu(pid) {
+            return;
+        }
         let s = match e.vector {
             0 => sig::SIGFPE,  // #DE
             1 | 3 => sig::SIGTRAP,
@@ -820,6 +832,23 @@ impl<M: Memory> Kernel<M> {
             e.vector, e.error, e.address
         ));
         self.end(pid, Status::Signaled(s));
+    }
+
+    /// Answers the instruction at `pid`'s RIP if it is one `sandbox::cpu` emulates.
+    fn emulate_cpu(&mut self, pid: Pid) -> bool {
+        let Some(p) = self.procs.get_mut(&pid) else { return false };
+        let mut bytes = [0u8; 3];
+        // The instruction is 2 or 3 bytes; its last byte may sit alone on the next page.
+        let n = if p.mem.read(p.regs.rip, &mut bytes).is_ok() {
+            3
+        } else if p.mem.read(p.regs.rip, &mut bytes[..2]).is_ok() {
+            2
+        } else {
+            return false;
+        };
+        let Some(insn) = super::cpu::decode(&bytes[..n]) else { return false };
+        super::cpu::emulate(insn, &mut p.regs, &mut p.tsc_reads);
+        true
     }
 
     pub(crate) fn note_unimplemented(&mut self, nr: u64) {

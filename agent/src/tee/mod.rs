@@ -207,6 +207,12 @@ pub enum TeeError {
     /// No confidential-computing platform: nothing can be attested.
     NotConfidential,
     Misaligned { start: u64, len: u64 },
+    /// SEV_STATUS lacks SNP or has features the agent does not run with (`unsupported`).
+    SevFeatures { status: u64, unsupported: u64 },
+    /// RMPADJUST to VMPL1 failed (its return code): the agent is not at VMPL0.
+    NotVmpl0 { code: u32 },
+    /// The TD is not one the agent runs in: more than one vCPU, or no SEPT_VE_DISABLE.
+    TdConfiguration(&'static str),
     /// A GHCB MSR-protocol exchange answered with the wrong response code or value.
     MsrProtocol { request: u64, response: u64 },
     /// The hypervisor refused a page-state change (GHCB error code).

@@ -130,6 +130,8 @@ pub trait Hardware {
     fn ghcb_exit(&mut self, ghcb: &mut Ghcb);
     /// PVALIDATE the page at `gpa` (through its mapping) of `size`; `validate` false rescinds.
     fn pvalidate(&mut self, gpa: u64, size: PageSize, validate: bool) -> Pvalidate;
+    /// RMPADJUST the 4 KiB page at `gpa` (through its mapping) with RDX = `attrs`; returns EAX.
+    fn rmpadjust(&mut self, gpa: u64, attrs: u64) -> u32;
 }
 
 fn msr_call(hw: &mut impl Hardware, request: u64, response_code: u64) -> Result<u64, TeeError> {
@@ -169,6 +171,93 @@ pub fn msr_page_state_change(hw: &mut impl Hardware, gpa: u64, op: PageState) ->
     match response >> 32 {
         0 => Ok(()),
         error => Err(TeeError::PageStateChange { gpa, error }),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The checks Linux makes before it trusts an SNP launch (arch/x86/boot/compressed/sev.c
+// `snp_check_features` and `enforce_vmpl0`; arch/x86/boot/startup/sev-shared.c
+// `get_hv_features`), made by the agent before it touches anything else (arch/tee.rs)
+
+/// SEV_STATUS bits (APM vol. 2 "SEV_STATUS MSR"; Linux `MSR_AMD64_SNP_*_BIT`).
+pub mod status_bit {
+    pub const VTOM: u64 = 1 << 3;
+    pub const REFLECT_VC: u64 = 1 << 4;
+    pub const RESTRICTED_INJECTION: u64 = 1 << 5;
+    pub const ALTERNATE_INJECTION: u64 = 1 << 6;
+    pub const DEBUG_SWAP: u64 = 1 << 7;
+    pub const PREVENT_HOST_IBS: u64 = 1 << 8;
+    pub const BTB_ISOLATION: u64 = 1 << 9;
+    pub const VMPL_SSS: u64 = 1 << 10;
+    pub const SECURE_TSC: u64 = 1 << 11;
+    pub const VMGEXIT_PARAMETER: u64 = 1 << 12;
+    pub const IBS_VIRTUALIZATION: u64 = 1 << 14;
+    pub const VMSA_REG_PROT: u64 = 1 << 16;
+    pub const SMT_PROTECTION: u64 = 1 << 17;
+    pub const SECURE_AVIC: u64 = 1 << 18;
+    pub const IBPB_ON_ENTRY: u64 = 1 << 23;
+}
+
+/// What the agent runs with: SEV, SEV-ES and SNP (required), and the features that ask nothing
+/// of the guest and only take something from the host (DebugSwap: the hardware swaps the debug
+/// registers the agent never uses; host IBS prevention, BTB isolation, IBS virtualisation, SMT
+/// protection, IBPB on entry). Everything else changes what the guest must do — vTOM, Reflect-VC,
+/// Restricted/Alternate Injection (#HV), VMPL supervisor shadow stacks, Secure TSC, VMGEXIT
+/// parameters, VMSA register protection, Secure AVIC — or is not yet defined: a guest that
+/// ignored those would run with assumptions that no longer hold, so the agent refuses them
+/// (Linux refuses the ones it does not implement, `SNP_FEATURES_IMPL_REQ`; the agent's
+/// allow-list also fails closed on bits defined after it was written).
+pub const SEV_STATUS_ALLOWED: u64 = SEV_STATUS_SEV
+    | SEV_STATUS_ES
+    | SEV_STATUS_SNP
+    | status_bit::DEBUG_SWAP
+    | status_bit::PREVENT_HOST_IBS
+    | status_bit::BTB_ISOLATION
+    | status_bit::IBS_VIRTUALIZATION
+    | status_bit::SMT_PROTECTION
+    | status_bit::IBPB_ON_ENTRY;
+
+/// Checks SEV_STATUS: SNP (with SEV and SEV-ES) on, nothing outside [`SEV_STATUS_ALLOWED`].
+pub fn check_sev_status(status: u64) -> Result<(), TeeError> {
+    let required = SEV_STATUS_SEV | SEV_STATUS_ES | SEV_STATUS_SNP;
+    let unsupported = status & !SEV_STATUS_ALLOWED;
+    if status & required != required || unsupported != 0 {
+        return Err(TeeError::SevFeatures { status, unsupported });
+    }
+    Ok(())
+}
+
+/// The hypervisor's GHCB features (GHCB spec "Hypervisor Feature Support"): bit 0, SEV-SNP.
+pub const HV_FEATURE_SNP: u64 = 1 << 0;
+
+/// The hypervisor features request (GHCB MSR protocol 0x080 → 0x081, features in
+/// GHCBData[63:12]; required from GHCB protocol version 2). A hypervisor that does not claim
+/// SNP support is refused (Linux terminates with GHCB_SNP_UNSUPPORTED).
+pub fn hv_features(hw: &mut impl Hardware) -> Result<u64, TeeError> {
+    let response = msr_call(hw, MSR_HV_FEATURES_REQ, MSR_HV_FEATURES_RESP)?;
+    let features = response >> 12;
+    if features & HV_FEATURE_SNP == 0 {
+        return Err(TeeError::MsrProtocol { request: MSR_HV_FEATURES_REQ, response });
+    }
+    Ok(features)
+}
+
+/// RMPADJUST's RDX for the VMPL check: target VMPL 1 (bits 7:0), no permissions (15:8), not a
+/// VMSA (16) — Linux `enforce_vmpl0` uses the same value.
+pub const RMPADJUST_VMPL1_NONE: u64 = 1;
+/// RMPADJUST return codes (APM vol. 3 "RMPADJUST"): 0 success, 2 FAIL_PERMISSION (the target
+/// VMPL is not less privileged than the current one).
+pub const RMPADJUST_SUCCESS: u32 = 0;
+pub const RMPADJUST_FAIL_PERMISSION: u32 = 2;
+
+/// The agent must run at VMPL0: only VMPL0 may change VMPL1's permissions, so RMPADJUST of one
+/// of its own private pages to VMPL1 succeeds exactly there. At any other VMPL a more privileged
+/// layer (an SVSM or a paravisor the host chose) could read and change the agent's memory, and
+/// the report's VMPL field would not be 0 — the agent refuses to start.
+pub fn check_vmpl0(hw: &mut impl Hardware, private_page_gpa: u64) -> Result<(), TeeError> {
+    match hw.rmpadjust(private_page_gpa, RMPADJUST_VMPL1_NONE) {
+        RMPADJUST_SUCCESS => Ok(()),
+        code => Err(TeeError::NotVmpl0 { code }),
     }
 }
 
@@ -299,10 +388,17 @@ impl Ghcb {
     }
 
     /// IOIO NAE event: SW_EXITINFO1 is the IOIO intercept's EXITINFO1 (APM vol. 2 "IOIO
-    /// Intercept", figure "EXITINFO1 for IOIO Intercept"), RAX the value written.
+    /// Intercept", figure "EXITINFO1 for IOIO Intercept"), RAX the value written — only its
+    /// `size` bytes, and 0 for IN: the rest of the register is the guest's and never goes into
+    /// the shared page (as Linux `vc_handle_ioio` masks it).
     pub fn io(port: u16, size: u8, write: bool, value: u32) -> Ghcb {
         let mut g = Ghcb::new();
-        g.set(ghcb::RAX, value.into());
+        let mask = match size {
+            1 => 0xFF,
+            2 => 0xFFFF,
+            _ => 0xFFFF_FFFF,
+        };
+        g.set(ghcb::RAX, if write { u64::from(value & mask) } else { 0 });
         g.exit(exit::IOIO, ioio_exit_info(port, size, !write), 0);
         g
     }
@@ -697,9 +793,38 @@ pub mod secrets {
 /// A VMPCK, held in private memory and zeroed when dropped.
 pub struct Vmpck(Zeroizing<[u8; 32]>);
 
+/// Takes what the agent needs out of the secrets page before anything else runs, and wipes the
+/// rest: VMPCK0 is copied into `keep` (the agent's key page, arch/memory.rs: outside every
+/// mapping a builder's page tables share), then all four VMPCKs are zeroed in the secrets page.
+/// VMPCK1–3 are the keys of less privileged VMPLs the agent never runs at; left in place they
+/// would let anything that later reads agent memory talk to the PSP. An all-zero VMPCK0 was
+/// never installed: `NoKey` (the page is wiped all the same).
+pub fn stash_vmpck0(secrets_page: &mut [u8; PAGE], keep: &mut [u8; 32]) -> Result<(), TeeError> {
+    let off = secrets::VMPCK[0];
+    keep.copy_from_slice(&secrets_page[off..off + secrets::VMPCK_LEN]);
+    for off in secrets::VMPCK {
+        zeroize::Zeroize::zeroize(&mut secrets_page[off..off + secrets::VMPCK_LEN]);
+    }
+    if keep.iter().all(|&b| b == 0) {
+        return Err(TeeError::NoKey);
+    }
+    Ok(())
+}
+
 impl Vmpck {
     pub fn from_bytes(key: [u8; 32]) -> Vmpck {
         Vmpck(Zeroizing::new(key))
+    }
+
+    /// Takes the key [`stash_vmpck0`] kept: copies it and zeroes the stash, so the key exists
+    /// once, in the channel that numbers its messages. All zero: `NoKey`.
+    pub fn take_stashed(stash: &mut [u8; 32]) -> Result<Vmpck, TeeError> {
+        let key = Zeroizing::new(*stash);
+        zeroize::Zeroize::zeroize(stash);
+        if key.iter().all(|&b| b == 0) {
+            return Err(TeeError::NoKey);
+        }
+        Ok(Vmpck(key))
     }
 
     /// Takes VMPCK`id` out of the secrets page: copies it and zeroes the page's copy, so the key
@@ -1111,6 +1236,9 @@ mod tests {
         fn pvalidate(&mut self, _: u64, _: PageSize, _: bool) -> Pvalidate {
             unreachable!()
         }
+        fn rmpadjust(&mut self, _: u64, _: u64) -> u32 {
+            unreachable!()
+        }
     }
 
     #[test]
@@ -1127,6 +1255,82 @@ mod tests {
         assert!(msr_page_state_change(&mut hw, 0x3000, PageState::Private).is_ok());
         assert_eq!(msr_page_state_change(&mut hw, 0x3000, PageState::Private), Err(TeeError::PageStateChange { gpa: 0x3000, error: 1 }));
         assert!(msr_page_state_change(&mut hw, 0x3000, PageState::Private).is_err(), "wrong response code");
+    }
+
+    /// RMPADJUST as APM vol. 3 "RMPADJUST" defines it for the check: the instruction may only
+    /// adjust a VMPL numerically greater than the caller's (FAIL_PERMISSION otherwise).
+    struct Vmpl(u8, Vec<(u64, u64)>);
+    impl Hardware for Vmpl {
+        fn msr_exit(&mut self, _: u64) -> u64 {
+            unreachable!()
+        }
+        fn ghcb_gpa(&self) -> u64 {
+            0
+        }
+        fn ghcb_exit(&mut self, _: &mut Ghcb) {
+            unreachable!()
+        }
+        fn pvalidate(&mut self, _: u64, _: PageSize, _: bool) -> Pvalidate {
+            unreachable!()
+        }
+        fn rmpadjust(&mut self, gpa: u64, attrs: u64) -> u32 {
+            self.1.push((gpa, attrs));
+            let target = (attrs & 0xFF) as u8;
+            if target <= self.0 { RMPADJUST_FAIL_PERMISSION } else { RMPADJUST_SUCCESS }
+        }
+    }
+
+    #[test]
+    fn the_agent_runs_only_at_vmpl0() {
+        let mut vmpl0 = Vmpl(0, vec![]);
+        assert_eq!(check_vmpl0(&mut vmpl0, 0x10_0000), Ok(()));
+        // Linux enforce_vmpl0: target VMPL 1, no permissions, not a VMSA (RDX = 1).
+        assert_eq!(vmpl0.1, vec![(0x10_0000, 1)]);
+        for below in 1..4 {
+            assert_eq!(check_vmpl0(&mut Vmpl(below, vec![]), 0x10_0000), Err(TeeError::NotVmpl0 { code: RMPADJUST_FAIL_PERMISSION }));
+        }
+    }
+
+    #[test]
+    fn sev_status_features_are_an_allow_list() {
+        // SEV | SEV-ES | SNP: what QEMU's sev-snp-guest launches by default.
+        assert_eq!(check_sev_status(0b111), Ok(()));
+        // Protections that ask nothing of the guest (Linux: not in SNP_FEATURES_IMPL_REQ).
+        for ok in [status_bit::DEBUG_SWAP, status_bit::PREVENT_HOST_IBS, status_bit::BTB_ISOLATION, status_bit::SMT_PROTECTION, status_bit::IBPB_ON_ENTRY] {
+            assert_eq!(check_sev_status(0b111 | ok), Ok(()), "{ok:#x}");
+        }
+        // Features the guest must implement (Linux SNP_FEATURES_IMPL_REQ, msr-index.h bit
+        // numbers) and bits not defined yet: refused, naming them.
+        for bad in [
+            status_bit::VTOM,
+            status_bit::REFLECT_VC,
+            status_bit::RESTRICTED_INJECTION,
+            status_bit::ALTERNATE_INJECTION,
+            status_bit::VMPL_SSS,
+            status_bit::SECURE_TSC,
+            status_bit::VMGEXIT_PARAMETER,
+            1 << 13,
+            1 << 15,
+            status_bit::VMSA_REG_PROT,
+            status_bit::SECURE_AVIC,
+            1 << 19,
+            1 << 63,
+        ] {
+            assert_eq!(check_sev_status(0b111 | bad), Err(TeeError::SevFeatures { status: 0b111 | bad, unsupported: bad }), "{bad:#x}");
+        }
+        // No SNP: refused (rom32.s already terminates SEV and SEV-ES guests).
+        assert!(check_sev_status(0b011).is_err());
+    }
+
+    #[test]
+    fn the_hypervisor_must_claim_snp_support() {
+        // GHCB spec "Hypervisor Feature Support": request 0x080, response 0x081 with the
+        // feature bitmap in [63:12]; bit 0 SEV-SNP, bit 1 AP creation.
+        let mut hw = Msr(vec![], vec![(0b11 << 12) | 0x081]);
+        assert_eq!(hv_features(&mut hw), Ok(0b11));
+        assert_eq!(hw.0, vec![0x080]);
+        assert!(hv_features(&mut Msr(vec![], vec![(0b10 << 12) | 0x081])).is_err(), "no SNP bit");
+        assert!(hv_features(&mut Msr(vec![], vec![(0b11 << 12) | 0x005])).is_err(), "wrong response code");
     }
 
     #[test]
@@ -1252,6 +1456,9 @@ mod tests {
             }
             buf[0..2].copy_from_slice(&(last as u16).to_le_bytes());
         }
+        fn rmpadjust(&mut self, _: u64, _: u64) -> u32 {
+            unreachable!()
+        }
         fn pvalidate(&mut self, gpa: u64, size: PageSize, validate: bool) -> Pvalidate {
             self.validated.push((gpa, size, validate));
             let eax = if self.size_mismatch && size == PageSize::Size2M { PVALIDATE_FAIL_SIZEMISMATCH } else { 0 };
@@ -1337,6 +1544,31 @@ mod tests {
         assert!(page[0x40..0x60].iter().all(|&b| b == 0x5A), "other keys untouched");
         assert!(matches!(Vmpck::take(&mut page, 0), Err(TeeError::NoKey)));
         assert!(matches!(Vmpck::take(&mut page, 4), Err(TeeError::NoKey)));
+    }
+
+    #[test]
+    fn every_vmpck_is_wiped_at_boot_and_vmpck0_kept_once() {
+        // SNP ABI "Secrets Page Format": VMPCK0..3 at 0x20, 0x40, 0x60, 0x80, 32 bytes each.
+        let mut page = [0u8; PAGE];
+        for (i, off) in secrets::VMPCK.iter().enumerate() {
+            page[*off..off + 32].fill(0xA0 + i as u8);
+        }
+        page[0x00] = 3; // the version, not a secret: left alone
+        let mut stash = [0u8; 32];
+        stash_vmpck0(&mut page, &mut stash).unwrap();
+        assert_eq!(stash, [0xA0; 32]);
+        assert!(page[0x20..0xA0].iter().all(|&b| b == 0), "VMPCK0-3 wiped");
+        assert_eq!(page[0], 3);
+        // The stash gives the key once.
+        let k = Vmpck::take_stashed(&mut stash).unwrap();
+        assert_eq!(*k.0, [0xA0; 32]);
+        assert_eq!(stash, [0; 32]);
+        assert!(matches!(Vmpck::take_stashed(&mut stash), Err(TeeError::NoKey)));
+        // No VMPCK0 installed: NoKey, and the other keys are wiped all the same.
+        let mut page = [0u8; PAGE];
+        page[0x60..0x80].fill(7);
+        assert_eq!(stash_vmpck0(&mut page, &mut stash), Err(TeeError::NoKey));
+        assert!(page.iter().all(|&b| b == 0));
     }
 
     #[test]
@@ -1447,6 +1679,9 @@ mod tests {
         fn pvalidate(&mut self, _: u64, _: PageSize, _: bool) -> Pvalidate {
             unreachable!()
         }
+        fn rmpadjust(&mut self, _: u64, _: u64) -> u32 {
+            unreachable!()
+        }
     }
 
     #[test]
@@ -1457,10 +1692,16 @@ mod tests {
         (g[0], g[2]) = (0x41, 0x3F8);
         assert_eq!(handle_vc(&mut hv, None, exit::IOIO, &[0xEE], None, &mut g), Ok(1));
         assert_eq!(hv.seen[0], (0x7B, 0x03F8_0210, 0x41));
-        // IN AL, 0x71 merges AL only.
+        // IN AL, 0x71 merges AL only, and hands the host none of RAX (issue 15, finding 8:
+        // the GHCB is shared; Linux vc_handle_ioio sends 0 for IN).
         g[0] = 0xAAAA_BBBB_CCCC_DDDD;
         assert_eq!(handle_vc(&mut hv, None, exit::IOIO, &[0xE4, 0x71], None, &mut g), Ok(2));
         assert_eq!(g[0], 0xAAAA_BBBB_CCCC_DD41);
+        assert_eq!(hv.seen[1].2, 0, "IN: RAX not shared");
+        // OUT DX, AL with RAX full of secrets: only AL goes out.
+        (g[0], g[2]) = (0x1234_5678_9ABC_DE42, 0x3F8);
+        assert_eq!(handle_vc(&mut hv, None, exit::IOIO, &[0xEE], None, &mut g), Ok(1));
+        assert_eq!(hv.seen[2].2, 0x42, "OUT AL: one byte");
         // RDMSR: EAX, EDX from the GHCB's RAX, RDX (low halves).
         g[1] = 0xC001_0131;
         assert_eq!(handle_vc(&mut hv, None, exit::MSR, &[0x0F, 0x32], None, &mut g), Ok(2));

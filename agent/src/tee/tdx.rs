@@ -128,10 +128,51 @@ pub fn vp_info(hw: &mut impl Hardware) -> Result<TdInfo, TeeError> {
     })
 }
 
+/// The TDs the agent runs in (checked right after TDG.VP.INFO, before anything else):
+/// - one vCPU (NUM_VCPUS 1, this is VCPU_INDEX 0): the agent is single-threaded, and every
+///   vCPU of a TD starts at the reset vector, so a second one would boot the image again over
+///   the running agent (rom32.s parks any such vCPU; this refuses the TD outright);
+/// - ATTRIBUTES.SEPT_VE_DISABLE: without it, touching a private page the host removed raises a
+///   #VE the guest must not handle (Linux `tdx_early_init` refuses to run without it except in
+///   a debug TD; the agent refuses always).
+pub fn check_td(info: &TdInfo) -> Result<(), TeeError> {
+    if info.num_vcpus != 1 || info.vcpu_index != 0 {
+        return Err(TeeError::TdConfiguration("the agent runs in a TD with exactly one vCPU"));
+    }
+    if info.attributes & ATTR_SEPT_VE_DISABLE == 0 {
+        return Err(TeeError::TdConfiguration("the TD lacks ATTRIBUTES.SEPT_VE_DISABLE"));
+    }
+    Ok(())
+}
+
 /// The shared bit is the GPA's top bit: GPAW 48 → bit 47, GPAW 52 → bit 51 (TDX Base
 /// Architecture spec, "GPA Space": the only widths a TD has).
 pub fn shared_bit(gpaw: u8) -> Option<u8> {
     matches!(gpaw, 48 | 52).then(|| gpaw - 1)
+}
+
+// ---------------------------------------------------------------------------------------------
+// TDG.VP.CPUIDVE.SET (ABI spec "TDG.VP.CPUIDVE.SET Leaf": RCX bit 0 = #VE on every CPUID in
+// supervisor mode, bit 1 = in user mode, the rest reserved-0; kept in TDX 1.5 for compatibility
+// beside TDG.VP.WR of the TDVPS fields CPUID_SUPERVISOR_VE / CPUID_USER_VE). The TDX module's
+// CPUID exit handler (intel/tdx-module src/td_dispatcher/vm_exits/td_cpuid.c) injects #VE for
+// any leaf when the CPL's flag is set, before it looks at its own tables or REDUCE_VE; without
+// it, ring 3 gets the module's virtualised values for most leaves and the host's (through a
+// #VE the agent would forward) for the rest.
+
+/// RCX for TDG.VP.CPUIDVE.SET: user-mode CPUID always raises #VE; the agent's own (ring 0)
+/// CPUID keeps the module's answers.
+pub const CPUIDVE_USER: u64 = 1 << 1;
+
+/// Makes every ring-3 CPUID raise #VE, so the sandbox answers it from its fixed table. A module
+/// that refuses leaves the builder's CPUID to the host: an error, which stops the TD.
+pub fn trap_user_cpuid(hw: &mut impl Hardware) -> Result<(), TeeError> {
+    let mut r = Regs { rax: leaf::VP_CPUIDVE_SET, rcx: CPUIDVE_USER, ..Default::default() };
+    hw.tdcall(&mut r);
+    if r.rax != status::SUCCESS {
+        return Err(TeeError::Tdcall { leaf: leaf::VP_CPUIDVE_SET, status: r.rax });
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -815,6 +856,100 @@ mod tests {
         let info = vp_info(&mut Module::default()).unwrap();
         assert_eq!(info, TdInfo { gpaw: 52, attributes: ATTR_SEPT_VE_DISABLE, num_vcpus: 1, max_vcpus: 4, vcpu_index: 0 });
         assert_eq!(shared_bit(info.gpaw), Some(51));
+    }
+
+    /// The TDX module's side of the startup checks, as its source behaves
+    /// (intel/tdx-module): TDG.VP.INFO reports the TD's configuration;
+    /// TDG.VP.CPUIDVE.SET (src/td_dispatcher/tdcall/tdg_vp_cpuidve_set.c) refuses reserved RCX
+    /// bits with OPERAND_INVALID and otherwise sets TDVPS.CPUID_SUPERVISOR_VE / CPUID_USER_VE;
+    /// the CPUID exit handler (src/td_dispatcher/vm_exits/td_cpuid.c) injects #VE for any leaf
+    /// when the flag of the current CPL is set, and otherwise answers most leaves itself.
+    struct Td {
+        num_vcpus: u32,
+        vcpu_index: u32,
+        attributes: u64,
+        /// A module without the leaf (an unknown leaf number is OPERAND_INVALID).
+        no_cpuidve: bool,
+        supervisor_ve: bool,
+        user_ve: bool,
+    }
+
+    impl Td {
+        fn new() -> Td {
+            Td { num_vcpus: 1, vcpu_index: 0, attributes: ATTR_SEPT_VE_DISABLE, no_cpuidve: false, supervisor_ve: false, user_ve: false }
+        }
+        /// Whether CPUID(leaf) at `cpl` raises #VE (else the module answers it).
+        fn cpuid_raises_ve(&self, leaf: u32, cpl: u8) -> bool {
+            if (0x4000_0000..=0x4FFF_FFFF).contains(&leaf) {
+                return true; // the hypervisor range always goes to the guest's #VE handler
+            }
+            if (cpl == 0 && self.supervisor_ve) || (cpl > 0 && self.user_ve) {
+                return true;
+            }
+            // Without the flag, the module answers leaves 0, 1, 7, 0x8000_0000.. from its
+            // tables (partly configured by the host at TDH.MNG.INIT): not the agent's table.
+            false
+        }
+    }
+
+    impl Hardware for Td {
+        fn tdcall(&mut self, r: &mut Regs) {
+            match r.rax {
+                leaf::VP_INFO => {
+                    *r = Regs { rax: 0, rcx: 52, rdx: self.attributes, r8: (8 << 32) | u64::from(self.num_vcpus), r9: u64::from(self.vcpu_index), ..*r }
+                }
+                leaf::VP_CPUIDVE_SET if !self.no_cpuidve => {
+                    if r.rcx >> 2 != 0 {
+                        r.rax = status::OPERAND_INVALID | 1; // operand id RCX
+                    } else {
+                        (self.supervisor_ve, self.user_ve) = (r.rcx & 1 != 0, r.rcx & 2 != 0);
+                        r.rax = status::SUCCESS;
+                    }
+                }
+                _ => r.rax = status::OPERAND_INVALID,
+            }
+        }
+        fn mr_report(&mut self, _: &[u8; 64], _: &mut [u8; TDREPORT_LEN]) -> u64 {
+            unreachable!()
+        }
+        fn get_quote(&mut self, _: &mut [u8]) -> u64 {
+            unreachable!()
+        }
+    }
+
+    #[test]
+    fn every_user_mode_cpuid_raises_ve_once_the_agent_asks() {
+        let mut td = Td::new();
+        // Before: ring 3 reads the module's (and the host's) values for the common leaves.
+        assert!(!td.cpuid_raises_ve(1, 3));
+        trap_user_cpuid(&mut td).unwrap();
+        for leaf in [0, 1, 7, 0xD, 0x21, 0x8000_0000, 0x8000_0002, 0x8000_0008, 0x4000_0000] {
+            assert!(td.cpuid_raises_ve(leaf, 3), "leaf {leaf:#x} from ring 3");
+        }
+        // The agent's own CPUID (the TDX signature leaf 0x21 at boot) stays the module's.
+        assert!(!td.cpuid_raises_ve(0x21, 0));
+        assert!(!td.supervisor_ve);
+        // A module that refuses the leaf leaves ring 3's CPUID to the host: an error.
+        let mut old = Td { no_cpuidve: true, ..Td::new() };
+        assert_eq!(trap_user_cpuid(&mut old), Err(TeeError::Tdcall { leaf: leaf::VP_CPUIDVE_SET, status: status::OPERAND_INVALID }));
+        assert!(!old.user_ve);
+    }
+
+    #[test]
+    fn the_agent_runs_only_in_a_one_vcpu_td_with_sept_ve_disable() {
+        let info = |td: &mut Td| vp_info(td).unwrap();
+        assert_eq!(check_td(&info(&mut Td::new())), Ok(()));
+        // A host that starts the TD with two vCPUs: refused (and rom32.s parks vCPU 1).
+        let two = info(&mut Td { num_vcpus: 2, ..Td::new() });
+        assert!(matches!(check_td(&two), Err(TeeError::TdConfiguration(_))));
+        let second = info(&mut Td { num_vcpus: 2, vcpu_index: 1, ..Td::new() });
+        assert!(check_td(&second).is_err());
+        // ATTRIBUTES without SEPT_VE_DISABLE (bit 28; Linux refuses it outside debug TDs).
+        let no_sept = info(&mut Td { attributes: 0, ..Td::new() });
+        assert_eq!(check_td(&no_sept), Err(TeeError::TdConfiguration("the TD lacks ATTRIBUTES.SEPT_VE_DISABLE")));
+        let debug_only = info(&mut Td { attributes: ATTR_DEBUG, ..Td::new() });
+        assert!(check_td(&debug_only).is_err(), "a debug TD gets no exception");
+        assert_eq!(ATTR_SEPT_VE_DISABLE, 1 << 28);
     }
 
     #[test]

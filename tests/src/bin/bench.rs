@@ -19,7 +19,7 @@ fn null_firmware() -> std::path::PathBuf {
 }
 
 fn main() {
-    let agent = integration_tests::agent_bin();
+    let agent = integration_tests::dev_agent_bin();
     let accel = Accel::Auto.resolve();
     let mut config = VmConfig::new(&agent);
     config.accel = accel;

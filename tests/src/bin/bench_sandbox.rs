@@ -69,7 +69,7 @@ fn main() {
     let runs: usize = std::env::var("BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
     let kvm_timeout = std::env::var("BENCH_KVM_TIMEOUT").ok().and_then(|v| v.parse().ok()).unwrap_or(900);
     let busybox = std::fs::read("/bin/busybox").expect("apt: busybox-static");
-    let mut tcg = VmConfig::new(integration_tests::agent_bin());
+    let mut tcg = VmConfig::new(integration_tests::dev_agent_bin());
     tcg.accel = Accel::Tcg;
     tcg.memory_mib = 1024;
     tcg.response_bytes = 64 << 20;
