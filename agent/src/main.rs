@@ -9,9 +9,13 @@
 //!    `--features dev`, also serves Ping, bulk transfers and Exec: `dev.rs`.)
 #![no_std]
 #![no_main]
+// `unsafe` lives in the arch layer only: everything else in the firmware binary (main, job,
+// dev) is safe code, as the whole portable library is (`#![forbid(unsafe_code)]` there).
+#![deny(unsafe_code)]
 
 extern crate alloc;
 
+#[allow(unsafe_code)]
 mod arch;
 #[cfg(feature = "dev")]
 mod dev;

@@ -7,7 +7,7 @@
 use agent::exec::Requested;
 use agent::proto::Type;
 use integration_tests::sandbox::{probe, probe_natively};
-use integration_tests::{overflow_test_bin, syscall_test_bin, vm_config};
+use integration_tests::{dev_vm_config, overflow_test_bin, syscall_test_bin, vm_config};
 use loader::vm::{Accel, VmConfig, VmError};
 use loader::{ExecOptions, ExecResult};
 use std::io::{Read, Write};
@@ -104,7 +104,7 @@ fn system_calls_with_nt_ac_id_set_work_as_on_linux() {
     // Through #UD (the release image), and through SYSCALL with the TD's SFMASK.
     let mut syscall_path = vm_config(Accel::Tcg);
     syscall_path.agent = syscall_test_bin().0;
-    for config in [vm_config(Accel::Tcg), syscall_path] {
+    for config in [dev_vm_config(Accel::Tcg), syscall_path] {
         let (r, serial) = probe_in(&config, &["probe", "flags-syscall"]);
         assert_eq!(r.status, 0, "{serial}");
         assert_eq!(String::from_utf8_lossy(&r.stdout), String::from_utf8_lossy(&native.stdout));
@@ -115,12 +115,12 @@ fn system_calls_with_nt_ac_id_set_work_as_on_linux() {
 fn a_syscall_straddling_two_pages_works_and_faults_as_on_linux() {
     let native = probe_natively(&["syscall-straddle"]);
     assert_eq!(native.status.code(), Some(0));
-    let (r, _) = probe_in(&vm_config(Accel::Tcg), &["probe", "syscall-straddle"]);
+    let (r, _) = probe_in(&dev_vm_config(Accel::Tcg), &["probe", "syscall-straddle"]);
     assert_eq!((r.status, String::from_utf8_lossy(&r.stdout)), (0, String::from_utf8_lossy(&native.stdout)));
     // Its second byte on a non-executable page: the fetch faults before any #UD, as natively.
     let native = probe_natively(&["syscall-straddle-nx"]);
     let signal = std::os::unix::process::ExitStatusExt::signal(&native.status).expect("a signal natively");
-    let (r, serial) = probe_in(&vm_config(Accel::Tcg), &["probe", "syscall-straddle-nx"]);
+    let (r, serial) = probe_in(&dev_vm_config(Accel::Tcg), &["probe", "syscall-straddle-nx"]);
     assert_eq!(r.status, 128 + signal, "{serial}");
 }
 
@@ -129,7 +129,7 @@ fn the_top_user_page_is_never_mapped() {
     let native = probe_natively(&["top-page"]);
     assert_eq!(native.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&native.stdout).contains("mmap top page -12"));
-    let (r, _) = probe_in(&vm_config(Accel::Tcg), &["probe", "top-page"]);
+    let (r, _) = probe_in(&dev_vm_config(Accel::Tcg), &["probe", "top-page"]);
     assert_eq!(r.status, 0);
     assert_eq!(String::from_utf8_lossy(&r.stdout), String::from_utf8_lossy(&native.stdout));
 }
@@ -299,8 +299,10 @@ fn nmi_at_system_call_entry(agent: std::path::PathBuf, elf: &Path, entry_symbol:
 
 #[test]
 fn an_nmi_at_the_system_call_entry_leaves_the_agent_intact() {
-    // The release image: EFER.SCE clear, `syscall` arrives as #UD on RSP0.
-    nmi_at_system_call_entry(integration_tests::agent_bin(), &release_elf(), "exception_stub_6", "#UD");
+    // EFER.SCE clear, `syscall` arrives as #UD on RSP0. The development image (Exec runs the
+    // builder), whose arch layer is the attested image's: the same entry code, its own ELF.
+    let dev_elf = integration_tests::root().join("target/dev/x86_64-unknown-none/firmware/agent");
+    nmi_at_system_call_entry(integration_tests::dev_agent_bin(), &dev_elf, "exception_stub_6", "#UD");
 }
 
 #[test]

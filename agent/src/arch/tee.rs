@@ -235,10 +235,16 @@ fn snp_init(cbit: u8) -> Result<(), TeeError> {
 pub fn log_platform() {
     let name = agent::statement::attestation_name(kind().attestation());
     match encryption() {
-        Encryption::CBit(b) => log::info!("platform: {name} (C-bit {b}, GHCB at {:#x})", ghcb_gpa()),
+        // What a first run on hardware needs to see (docs/running-on-*.md, the checklists):
+        // SEV_STATUS whole (never intercepted: no #VC), the VMPL (checked by `snp_init`), the TD's
+        // attributes and vCPU count (checked by `ptdx::check_td`).
+        Encryption::CBit(b) => {
+            let status = super::cpu::rdmsr(psnp::MSR_SEV_STATUS);
+            log::info!("platform: {name} (C-bit {b}, GHCB at {:#x}, SEV_STATUS {status:#x}, VMPL 0)", ghcb_gpa());
+        }
         Encryption::SharedBit(b) => {
             let attrs = TD_ATTRIBUTES.load(Ordering::Relaxed);
-            log::info!("platform: {name} (shared bit {b}, TD attributes {attrs:#x})");
+            log::info!("platform: {name} (shared bit {b}, TD attributes {attrs:#x}, 1 vCPU)");
             if attrs & ptdx::ATTR_DEBUG != 0 {
                 log::warn!("platform: this TD is a debug TD: its memory is not confidential");
             }
