@@ -233,14 +233,16 @@ fn main() {
     }
     let mut dep_rows = Vec::new();
     for (name, ver) in deps.keys() {
-        let stem = name.replace('-', "_");
+        // The library's file stem: the package name with `-` as `_` (or dropped, as md-5's
+        // `md5`).
+        let stems = [name.replace('-', "_"), name.replace('-', "")];
         // The newest dep-info of that crate in the firmware build (older ones may linger).
         let newest = std::fs::read_dir(firmware.join("deps"))
             .unwrap()
             .filter_map(|e| e.ok())
             .filter(|e| {
                 let n = e.file_name().to_string_lossy().to_string();
-                n.starts_with(&format!("{stem}-")) && n.ends_with(".d")
+                stems.iter().any(|stem| n.starts_with(&format!("{stem}-"))) && n.ends_with(".d")
             })
             .max_by_key(|e| e.metadata().and_then(|m| m.modified()).ok());
         let Some(d) = newest else {
