@@ -27,34 +27,40 @@ fn dep_info(path: &Path) -> Vec<PathBuf> {
     inputs.replace("\\ ", "\u{0}").split_whitespace().map(|s| PathBuf::from(s.replace('\u{0}', " "))).collect()
 }
 
-/// Lines of code in `text`: non-blank, not only a comment; `#[cfg(test)]` items skipped.
-fn count_lines(text: &str, asm: bool) -> usize {
-    let mut n = 0;
-    let mut in_block = false;
+/// The lines of `text` (index, line) outside `#[cfg(test)]` items: the attribute, and the item
+/// it applies to through its closing brace (or its `;`).
+fn non_test_lines(text: &str) -> Vec<(usize, &str)> {
+    let mut out = Vec::new();
     let mut skip_depth: Option<i64> = None; // brace depth inside a #[cfg(test)] item
     let mut pending_cfg_test = false;
-    for raw in text.lines() {
+    for (i, raw) in text.lines().enumerate() {
         let line = raw.trim();
         if let Some(depth) = skip_depth.as_mut() {
             *depth += braces(line);
             if *depth <= 0 && line.contains('}') {
                 skip_depth = None;
             }
-            continue;
-        }
-        if pending_cfg_test {
-            // The item the attribute applies to: skip through its closing brace (or `;`).
-            let d = braces(line);
+        } else if pending_cfg_test {
             pending_cfg_test = false;
+            let d = braces(line);
             if d > 0 {
                 skip_depth = Some(d);
             }
-            continue;
-        }
-        if line == "#[cfg(test)]" {
+        } else if line == "#[cfg(test)]" {
             pending_cfg_test = true;
-            continue;
+        } else {
+            out.push((i, raw));
         }
+    }
+    out
+}
+
+/// Lines of code in `text`: non-blank, not only a comment; `#[cfg(test)]` items skipped.
+fn count_lines(text: &str, asm: bool) -> usize {
+    let mut n = 0;
+    let mut in_block = false;
+    for (_, raw) in non_test_lines(text) {
+        let line = raw.trim();
         if in_block {
             if line.contains("*/") {
                 in_block = false;
@@ -128,29 +134,8 @@ fn has_safety(lines: &[&str], i: usize) -> bool {
 fn unsafe_sites(rel: &str, text: &str) -> Vec<Unsafe> {
     let lines: Vec<&str> = text.lines().collect();
     let mut out = Vec::new();
-    let mut skip_depth: Option<i64> = None;
-    let mut pending = false;
-    for (i, raw) in lines.iter().enumerate() {
+    for (i, raw) in non_test_lines(text) {
         let line = raw.trim();
-        if let Some(d) = skip_depth.as_mut() {
-            *d += braces(line);
-            if *d <= 0 && line.contains('}') {
-                skip_depth = None;
-            }
-            continue;
-        }
-        if pending {
-            pending = false;
-            let d = braces(line);
-            if d > 0 {
-                skip_depth = Some(d);
-            }
-            continue;
-        }
-        if line == "#[cfg(test)]" {
-            pending = true;
-            continue;
-        }
         if line.starts_with("//") {
             continue;
         }
