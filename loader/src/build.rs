@@ -539,9 +539,8 @@ mod tests {
         v
     }
 
-    /// Feeds a whole successful answer (one output, the statement, `evidence`) and finishes.
-    fn receive(d: &Path, statement: &[u8], evidence: Vec<u8>, tee: Tee) -> Result<(Vec<BuiltOutput>, Vec<u8>, Assembled), BuildError> {
-        let mut r = Receiver::new(d);
+    /// Feeds the frames of a whole successful answer: one output, the statement, `evidence`.
+    fn feed(r: &mut Receiver, statement: &[u8], evidence: &[u8]) {
         let f = |ty, payload: &[u8]| Frame { ty, payload: payload.to_vec() };
         let mut names = Vec::new();
         proto::encode_strings(&mut names, &["out", "/nix/store/11111111111111111111111111111111-x"]);
@@ -551,7 +550,13 @@ mod tests {
         r.frame(&f(Type::Statement, b""));
         r.frame(&f(Type::BulkBegin, &(statement.len() as u64).to_le_bytes()));
         r.frame(&f(Type::BulkData, statement));
-        r.frame(&f(Type::Evidence, &evidence));
+        r.frame(&f(Type::Evidence, evidence));
+    }
+
+    /// Feeds a whole successful answer (one output, the statement, `evidence`) and finishes.
+    fn receive(d: &Path, statement: &[u8], evidence: Vec<u8>, tee: Tee) -> Result<(Vec<BuiltOutput>, Vec<u8>, Assembled), BuildError> {
+        let mut r = Receiver::new(d);
+        feed(&mut r, statement, &evidence);
         assert_eq!(files(d), vec!["out.nar.partial"]);
         r.finish(DRV, &TeeConfig { tee, ..TeeConfig::default() }, None)
     }
@@ -645,16 +650,7 @@ mod tests {
             std::fs::write(&victim, b"precious").unwrap();
             std::os::unix::fs::symlink(&victim, d.join(link)).unwrap();
             let mut r = Receiver::new(&d);
-            let f = |ty, payload: &[u8]| Frame { ty, payload: payload.to_vec() };
-            let mut names = Vec::new();
-            proto::encode_strings(&mut names, &["out", "/nix/store/11111111111111111111111111111111-x"]);
-            r.frame(&f(Type::BuildOutput, &names));
-            r.frame(&f(Type::BulkBegin, &(NAR.len() as u64).to_le_bytes()));
-            r.frame(&f(Type::BulkData, NAR));
-            r.frame(&f(Type::Statement, b""));
-            r.frame(&f(Type::BulkBegin, &(st.len() as u64).to_le_bytes()));
-            r.frame(&f(Type::BulkData, &st));
-            r.frame(&f(Type::Evidence, &ev()));
+            feed(&mut r, &st, &ev());
             let e = r.finish(DRV, &TeeConfig::default(), None).unwrap_err();
             assert!(e.to_string().contains("symbolic link"), "{link}: {e}");
             assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
