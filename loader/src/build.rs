@@ -157,6 +157,10 @@ pub fn build_inputs(
     proto::encode_strings(&mut request, &[&inputs.drv_path]);
     proto::encode_strings(&mut request, &drv_paths);
     proto::encode_strings(&mut request, &input_paths);
+    if inputs.resolved {
+        // The request's fourth list: the mode (docs/build.md, "Resolved derivations").
+        proto::encode_strings(&mut request, &["resolved"]);
+    }
     let mut input_bytes = 0u64;
     let mut receiver = Receiver::new(out_dir);
     let mut store_error = None;
@@ -258,6 +262,15 @@ pub fn import(report: &BuildReport, policy: &measurement_tool::evidence::policy:
     if checked.statement != report.statement {
         return Err(BuildError::NotVerified("the bundle's statement is not the one received".into()));
     }
+    import_outputs(report, &store::Store::default())
+}
+
+/// Adds a build's outputs to `store`, re-hashing each NAR against the statement first, with
+/// their references as the agent found them and the derivation as deriver. The evidence is not
+/// checked against a policy here ([`import`] does that): a remote builder (`loader --serve`)
+/// imports what its own agent built, with the receiver's checks (binding, digests) passed, and
+/// leaves the policy to whoever consumes the outputs.
+pub fn import_outputs(report: &BuildReport, store: &store::Store) -> Result<(), BuildError> {
     let nars: Vec<Vec<u8>> = report
         .outputs
         .iter()
@@ -291,7 +304,7 @@ pub fn import(report: &BuildReport, policy: &measurement_tool::evidence::policy:
         .iter()
         .map(|&i| store::Import { path: &report.outputs[i].path, nar: &nars[i], references: &report.outputs[i].references, deriver: &report.drv_path })
         .collect();
-    store::import(&imports)?;
+    store::import_into(store, &imports)?;
     Ok(())
 }
 
@@ -675,7 +688,7 @@ mod tests {
 
     #[test]
     fn collateral_is_checked_before_the_vm_starts() {
-        let inputs = store::BuildInputs { drv_path: DRV.into(), drv: vec![], input_drvs: BTreeMap::new(), input_paths: vec![] };
+        let inputs = store::BuildInputs { drv_path: DRV.into(), drv: vec![], input_drvs: BTreeMap::new(), input_paths: vec![], resolved: false };
         let out = std::env::temp_dir().join(format!("loader-receiver-{}-collateral-out", std::process::id()));
         let missing = std::env::temp_dir().join(format!("loader-receiver-{}-no-such-collateral.json", std::process::id()));
         // No agent image and no QEMU are needed: the refusal comes first, and nothing is created.

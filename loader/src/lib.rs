@@ -11,6 +11,8 @@ pub mod build;
 /// From the agent's Evidence frame to `evidence.json`: the REPORT_DATA binding and the bundle.
 pub mod evidence;
 pub mod store;
+/// `loader --serve --write [--store URL]`: a Nix 2.8 remote builder (the `nix-store --serve` protocol).
+pub mod serve;
 pub mod vm;
 /// Watching QEMU's run state over QMP (a VM QEMU stopped without exiting).
 pub mod qmp;

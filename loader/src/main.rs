@@ -149,6 +149,18 @@ impl VmArgs {
 }
 
 fn main() -> anyhow::Result<()> {
+    // Nix's ssh:// store runs `<remote-program> --serve --write [--store URL]`: the loader's
+    // remote-builder mode (docs/hosting.md), recognised before the subcommands.
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().is_some_and(|a| a == "--serve" || a == "--write") {
+        let serve = loader::serve::ServeArgs::parse(&args)?;
+        let config = loader::serve::Config::from_env(&serve)?;
+        if let Err(e) = loader::serve::serve(&config, std::io::stdin().lock(), std::io::stdout()) {
+            eprintln!("loader --serve: {e}");
+            std::process::exit(1);
+        }
+        return Ok(());
+    }
     match Cli::parse() {
         Cli::Ping(args) => {
             let r = loader::ping(&args.config(DEV_IMAGE)).with_context(|| format!("pinging the agent {}", args.agent(DEV_IMAGE).display()))?;

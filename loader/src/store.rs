@@ -43,6 +43,69 @@ fn lines(bytes: Vec<u8>) -> Vec<String> {
     String::from_utf8_lossy(&bytes).lines().filter(|l| !l.is_empty()).map(str::to_string).collect()
 }
 
+/// A Nix store the loader reads from and imports into: the default one, or the one a
+/// `--store URL` names (`nix-store --serve --write --store URL`, as Nix's `remote-store=` passes
+/// it). Store paths are read from the file system under the store's root: `/` for the default
+/// store, the directory of a chroot store (`/DIR` or `local?root=/DIR`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Store {
+    pub url: Option<String>,
+}
+
+impl Store {
+    pub fn new(url: Option<String>) -> Store {
+        Store { url }
+    }
+
+    /// Where the store's files are on this machine.
+    pub fn root(&self) -> PathBuf {
+        let Some(url) = &self.url else { return PathBuf::from("/") };
+        if url.starts_with('/') {
+            return PathBuf::from(url.split('?').next().unwrap_or(url));
+        }
+        if let Some((scheme, query)) = url.split_once('?') {
+            if scheme == "local" || scheme == "local://" {
+                if let Some(root) = query.split('&').find_map(|kv| kv.strip_prefix("root=")) {
+                    return PathBuf::from(root);
+                }
+            }
+        }
+        PathBuf::from("/")
+    }
+
+    /// The file a store path is on this machine.
+    pub fn real_path(&self, store_path: &str) -> PathBuf {
+        self.root().join(store_path.trim_start_matches('/'))
+    }
+
+    /// `nix-store [--store URL]`.
+    pub fn nix_store(&self) -> Command {
+        let mut c = Command::new("nix-store");
+        if let Some(url) = &self.url {
+            c.arg("--store").arg(url);
+        }
+        c
+    }
+
+    /// The closure of `roots` (`nix-store --query --requisites`).
+    pub fn requisites<'a>(&self, roots: impl IntoIterator<Item = &'a String>) -> Result<Vec<String>, StoreError> {
+        let roots: Vec<&String> = roots.into_iter().collect();
+        if roots.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(lines(run(self.nix_store().arg("--query").arg("--requisites").args(roots))?))
+    }
+
+    /// The NAR of a store path, read from the file system under the store's root (byte for byte
+    /// `nix-store --dump`).
+    pub fn dump(&self, path: &str) -> Result<Vec<u8>, StoreError> {
+        let mut nar = Vec::new();
+        measurement_tool::nixfs::dump(&self.real_path(path), &mut |b| nar.extend_from_slice(b))
+            .map_err(|source| StoreError::Io { path: path.to_string(), source })?;
+        Ok(nar)
+    }
+}
+
 /// Everything the agent needs to build one derivation, as raw bytes from the local store.
 #[derive(Debug, Clone)]
 pub struct BuildInputs {
@@ -55,15 +118,25 @@ pub struct BuildInputs {
     /// The store paths the builder sees: the closure of the input sources and of the used
     /// outputs of the input derivations, in topological-ish (sorted) order.
     pub input_paths: Vec<String>,
+    /// The derivation is a resolved one (docs/build.md, "Resolved derivations"): its input
+    /// derivations were replaced by their outputs' closure, as a Nix 2.8 build hook sends it.
+    /// The `.drv` path names the original derivation; the agent cannot recompute it, and the
+    /// statement says so.
+    pub resolved: bool,
 }
 
 /// Gathers the build inputs of `drv_path` from the local store: the `.drv` files are read and
 /// parsed here (with the agent's own ATerm parser), so the only Nix command run is one
 /// `nix-store --query --requisites` for the input closure.
 pub fn gather(drv_path: &Path) -> Result<BuildInputs, StoreError> {
+    gather_from(&Store::default(), drv_path)
+}
+
+/// [`gather`] from the given store.
+pub fn gather_from(store: &Store, drv_path: &Path) -> Result<BuildInputs, StoreError> {
     use agent::nix::derivation;
     let drv_path = drv_path.to_string_lossy().to_string();
-    let read = |p: &str| std::fs::read(p).map_err(|source| StoreError::Io { path: p.to_string(), source });
+    let read = |p: &str| std::fs::read(store.real_path(p)).map_err(|source| StoreError::Io { path: p.to_string(), source });
     let parse = |p: &str, bytes: &[u8]| {
         derivation::parse(bytes).map_err(|e| StoreError::Parse { cmd: format!("reading {p}"), what: format!("{e:?}") })
     };
@@ -89,16 +162,12 @@ pub fn gather(drv_path: &Path) -> Result<BuildInputs, StoreError> {
         }
     }
     for root in &roots {
-        if !Path::new(root).exists() {
+        if !store.real_path(root).exists() {
             return Err(StoreError::MissingInput(root.clone()));
         }
     }
-    let input_paths = if roots.is_empty() {
-        Vec::new()
-    } else {
-        lines(run(Command::new("nix-store").arg("--query").arg("--requisites").args(&roots))?)
-    };
-    Ok(BuildInputs { drv_path, drv, input_drvs, input_paths })
+    let input_paths = store.requisites(&roots)?;
+    Ok(BuildInputs { drv_path, drv, input_drvs, input_paths, resolved: false })
 }
 
 /// The NAR serialisation of a store path, byte for byte what `nix-store --dump` gives (made
@@ -134,6 +203,11 @@ pub struct Import<'a> {
 /// Nix checks the NAR against nothing but itself here, which is why the caller must first have
 /// verified the evidence: import only outputs whose NAR hashes the statement attests.
 pub fn import(outputs: &[Import<'_>]) -> Result<(), StoreError> {
+    import_into(&Store::default(), outputs)
+}
+
+/// [`import`] into the given store.
+pub fn import_into(store: &Store, outputs: &[Import<'_>]) -> Result<(), StoreError> {
     fn int(buf: &mut Vec<u8>, n: u64) {
         buf.extend_from_slice(&n.to_le_bytes());
     }
@@ -157,7 +231,8 @@ pub fn import(outputs: &[Import<'_>]) -> Result<(), StoreError> {
     }
     int(&mut stream, 0);
     let cmd = "nix-store --import".to_string();
-    let mut child = Command::new("nix-store")
+    let mut child = store
+        .nix_store()
         .arg("--import")
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
