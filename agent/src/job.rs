@@ -74,11 +74,21 @@ fn run(input: &mut Reader, out: &mut Writer, request: &[u8]) -> Result<(), Stop>
     let lists = proto::decode_strings(request).and_then(|(a, r)| {
         let (b, r) = proto::decode_strings(r)?;
         let (c, r) = proto::decode_strings(r)?;
-        r.is_empty().then_some((a, b, c))
+        // An optional fourth list: the mode, `["resolved"]` for a resolved derivation.
+        let (mode, r) = if r.is_empty() { (Vec::new(), r) } else { proto::decode_strings(r)? };
+        r.is_empty().then_some((a, b, c, mode))
     });
-    let Some((drv, input_drv_paths, input_paths)) = lists else {
+    let Some((drv, input_drv_paths, input_paths, mode)) = lists else {
         return refuse(ErrorCode::BadPayload, "Build: malformed request");
     };
+    let resolved = match mode.as_slice() {
+        [] => false,
+        [m] if m == "resolved" => true,
+        _ => return refuse(ErrorCode::BadPayload, "Build: unknown mode"),
+    };
+    if resolved && !input_drv_paths.is_empty() {
+        return refuse(ErrorCode::BadPayload, "Build: a resolved derivation comes without input derivations");
+    }
     let [drv_path] = drv.as_slice() else { return refuse(ErrorCode::BadPayload, "Build: expected one .drv path") };
     if input_drv_paths.len() > MAX_INPUTS || input_paths.len() > MAX_INPUTS {
         return refuse(ErrorCode::BadPayload, "Build: too many inputs");
@@ -94,7 +104,8 @@ fn run(input: &mut Reader, out: &mut Writer, request: &[u8]) -> Result<(), Stop>
     }
 
     // 2. The plan: nothing the loader said is believed.
-    let plan = match plan::plan(drv_path, &aterm, &input_drvs) {
+    let planned = if resolved { plan::plan_resolved(drv_path, &aterm) } else { plan::plan(drv_path, &aterm, &input_drvs) };
+    let plan = match planned {
         Ok(p) => p,
         Err(e) => return refuse(ErrorCode::BadDerivation, e.to_string()),
     };
@@ -199,6 +210,7 @@ fn run(input: &mut Reader, out: &mut Writer, request: &[u8]) -> Result<(), Stop>
     let st = Statement {
         drv_path: drv_path.clone(),
         drv_sha256: plan.drv_sha256,
+        resolved: plan.resolved,
         outputs: outputs
             .iter()
             .map(|(name, (path, info))| statement::Output {

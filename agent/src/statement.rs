@@ -44,7 +44,10 @@ pub struct Input {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Statement {
     pub drv_path: String,
+    /// SHA-256 of the ATerm built: the `.drv`'s (`derivationDigest`), or for a resolved
+    /// derivation the resolved ATerm's (`resolvedDerivationDigest`, docs/build.md).
     pub drv_sha256: [u8; 32],
+    pub resolved: bool,
     pub outputs: Vec<Output>,
     pub inputs: Vec<Input>,
     pub agent_version: String,
@@ -102,7 +105,7 @@ impl Statement {
         string(&mut s, BUILD_TYPE);
         s.push_str(",\"externalParameters\":{\"derivation\":");
         string(&mut s, &self.drv_path);
-        s.push_str(",\"derivationDigest\":");
+        s.push_str(if self.resolved { ",\"resolvedDerivationDigest\":" } else { ",\"derivationDigest\":" });
         digest(&mut s, &self.drv_sha256);
         s.push_str("},\"resolvedDependencies\":[");
         for (i, d) in self.inputs.iter().enumerate() {
@@ -149,6 +152,7 @@ mod tests {
         let st = Statement {
             drv_path: "/nix/store/aaaa-x.drv".into(),
             drv_sha256: [1; 32],
+            resolved: false,
             outputs: vec![Output { name: "out".into(), path: "/nix/store/bbbb-x".into(), nar_sha256: [2; 32], references: vec!["/nix/store/cccc-\"y\"".into()] }],
             inputs: vec![Input { path: "/nix/store/dddd-z".into(), nar_sha256: [3; 32], references: vec!["/nix/store/dddd-z".into()] }],
             agent_version: "0.1.0".into(),
@@ -163,6 +167,11 @@ mod tests {
         assert!(j.ends_with("\"metadata\":{\"attestation\":\"none\"}}}}"));
         assert_eq!(j, st.clone().to_json());
         assert_eq!(report_data(j.as_bytes()).len(), 64);
+        // A resolved derivation's digest is under another name: a verifier that only knows
+        // `derivationDigest` finds none rather than a digest of something else.
+        let r = Statement { resolved: true, ..st.clone() }.to_json();
+        assert!(r.contains(&alloc::format!("\"resolvedDerivationDigest\":{{\"sha256\":\"{}\"}}", "01".repeat(32))));
+        assert!(!r.contains("\"derivationDigest\""));
         let _ = "x".to_string();
     }
 }

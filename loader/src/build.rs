@@ -530,6 +530,7 @@ mod tests {
         Statement {
             drv_path: DRV.into(),
             drv_sha256: [1; 32],
+            resolved: false,
             outputs: vec![Output { name: "out".into(), path: "/nix/store/11111111111111111111111111111111-x".into(), nar_sha256: Sha256::digest(NAR).into(), references: vec![] }],
             inputs: vec![],
             agent_version: agent::VERSION.into(),

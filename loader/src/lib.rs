@@ -13,6 +13,8 @@ pub mod evidence;
 pub mod store;
 /// `loader --serve --write [--store URL]`: a Nix 2.8 remote builder (the `nix-store --serve` protocol).
 pub mod serve;
+/// `loader publish`: kept evidence into a file:// binary cache beside the narinfos.
+pub mod publish;
 pub mod vm;
 /// Watching QEMU's run state over QMP (a VM QEMU stopped without exiting).
 pub mod qmp;

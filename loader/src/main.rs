@@ -75,6 +75,18 @@ enum Cli {
         #[arg(long, value_name = "FILE")]
         tdx_collateral: Option<PathBuf>,
     },
+    /// Publish the evidence a remote builder kept (`loader --serve`, LOADER_EVIDENCE_DIR) into a
+    /// file:// binary cache: after `nix copy --to file:///DIR PATHS`, every
+    /// `<hash-part>.narinfo` whose output has evidence gets `<hash-part>.attestation.json` beside
+    /// it (docs/hosting.md), which `measurement-tool verify-path --cache` reads.
+    Publish {
+        /// The evidence directory (default: $LOADER_EVIDENCE_DIR).
+        #[arg(long)]
+        evidence_dir: Option<PathBuf>,
+        /// The binary cache, file:///DIR.
+        #[arg(long)]
+        cache: String,
+    },
 }
 
 #[derive(clap::Args)]
@@ -162,6 +174,27 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     match Cli::parse() {
+        Cli::Publish { evidence_dir, cache } => {
+            let evidence_dir = match evidence_dir.or_else(|| std::env::var_os("LOADER_EVIDENCE_DIR").map(PathBuf::from)) {
+                Some(d) => d,
+                None => anyhow::bail!("give --evidence-dir DIR (or set LOADER_EVIDENCE_DIR)"),
+            };
+            let dir = loader::publish::cache_dir(&cache)?;
+            let r = loader::publish::publish(&evidence_dir, &dir).with_context(|| format!("publishing evidence into {cache}"))?;
+            for p in &r.published {
+                println!("published {p}");
+            }
+            for p in &r.without_evidence {
+                eprintln!("note: no evidence for {p} in {} (not built by this builder)", evidence_dir.display());
+            }
+            for (p, why) in &r.mismatched {
+                eprintln!("NOT published: {p}: {why}");
+            }
+            if !r.mismatched.is_empty() {
+                anyhow::bail!("{} path(s) in the cache disagree with their evidence", r.mismatched.len());
+            }
+            Ok(())
+        }
         Cli::Ping(args) => {
             let r = loader::ping(&args.config(DEV_IMAGE)).with_context(|| format!("pinging the agent {}", args.agent(DEV_IMAGE).display()))?;
             let kind = match r.attestation {

@@ -17,6 +17,10 @@ enum Cli {
     Reference(cli::reference::Args),
     /// Verify a build's evidence bundle: attestation, REPORT_DATA binding, outputs.
     Verify(cli::verify::Args),
+    /// Verify a store path against its attested build: NAR hash in the Nix database and on disk,
+    /// the evidence (--evidence FILE or --cache file:///DIR), the cache's narinfo and NAR, the
+    /// derivation (docs/consuming.md).
+    VerifyPath(cli::verify_path::Args),
     /// Verify raw hardware evidence: an SEV-SNP report or a TDX quote.
     VerifyReport(cli::verify_report::Args),
 }
@@ -28,6 +32,7 @@ fn main() -> anyhow::Result<()> {
         Cli::Measure(a) => cli::measure::run(a),
         Cli::VerifyReport(a) => cli::verify_report::run(a),
         Cli::Verify(a) => cli::verify::run(a),
+        Cli::VerifyPath(a) => cli::verify_path::run(a),
         Cli::Reference(a) => cli::reference::run(a),
     }
 }

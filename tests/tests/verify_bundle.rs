@@ -30,6 +30,7 @@ fn fixture(d: &Path) -> (String, PathBuf, Statement) {
     let st = Statement {
         drv_path: "/nix/store/00000000000000000000000000000000-x.drv".into(),
         drv_sha256: [7; 32],
+        resolved: false,
         outputs: vec![Output { name: "out".into(), path: path.clone(), nar_sha256: sha2::Sha256::digest(&nar).into(), references: vec![] }],
         inputs: vec![Input { path: "/nix/store/11111111111111111111111111111111-in".into(), nar_sha256: [9; 32], references: vec![] }],
         agent_version: agent::VERSION.into(),

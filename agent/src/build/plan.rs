@@ -38,6 +38,9 @@ pub struct Plan {
     pub fixed_inputs: BTreeMap<String, FixedOutput>,
     /// `__json`, parsed, for structured-attribute derivations.
     pub structured: Option<Json>,
+    /// A resolved derivation ([`plan_resolved`]): `drv_sha256` is the resolved ATerm's, and the
+    /// `.drv` path and input-addressed output paths are the client's, not recomputed here.
+    pub resolved: bool,
 }
 
 /// Why a build request is refused (before or after the inputs arrive).
@@ -68,6 +71,10 @@ pub enum PlanError {
     InputAtOutputPath(String),
     /// `__json` that does not parse.
     StructuredAttrs,
+    /// A resolved derivation that still has input derivations.
+    ResolvedWithInputDrvs,
+    /// A resolved derivation's output path whose name is not the one Nix gives that output.
+    ResolvedOutputName { output: String, path: String, expected: String },
 }
 
 impl core::fmt::Display for PlanError {
@@ -96,6 +103,10 @@ impl core::fmt::Display for PlanError {
             Self::DuplicateInput(p) => write!(f, "input '{p}' sent twice"),
             Self::InputAtOutputPath(p) => write!(f, "input '{p}' has the hash part of one of the derivation's own outputs"),
             Self::StructuredAttrs => write!(f, "__json is not valid JSON"),
+            Self::ResolvedWithInputDrvs => write!(f, "a resolved derivation has no input derivations"),
+            Self::ResolvedOutputName { output, path, expected } => {
+                write!(f, "output '{output}' of the resolved derivation is '{path}', whose name is not '{expected}'")
+            }
         }
     }
 }
@@ -144,7 +155,54 @@ pub fn plan(drv_path: &str, aterm: &[u8], input_drvs: &BTreeMap<String, Vec<u8>>
         None => None,
     };
     let drv_sha256 = Sha256::digest(aterm).into();
-    Ok(Plan { drv_path: claimed, drv, drv_sha256, outputs, fixed, roots, fixed_inputs, structured })
+    Ok(Plan { drv_path: claimed, drv, drv_sha256, outputs, fixed, roots, fixed_inputs, structured, resolved: false })
+}
+
+/// Checks a *resolved* build request: what a Nix 2.8 build hook sends a remote builder
+/// (`cmdBuildDerivation`) for a derivation with input derivations — the derivation with its
+/// input derivations removed and its input sources replaced by the closure of all its inputs.
+/// The original `.drv` and its input derivations are not sent, so the `.drv` path and the
+/// output paths of an input-addressed derivation cannot be recomputed here; the statement
+/// names the `.drv` path as claimed, with the SHA-256 of the resolved ATerm
+/// (`resolvedDerivationDigest`), and a verifier holding the `.drv` closure re-resolves it and
+/// compares (docs/build.md, "Resolved derivations"). What is still checked: the ATerm parses
+/// strictly and has no input derivations, the platform, each output path is a store path with
+/// the name Nix gives that output, a fixed output's path is recomputed from its declared hash,
+/// and (after the NARs arrive) the inputs are exactly the closure of the input sources.
+pub fn plan_resolved(drv_path: &str, aterm: &[u8]) -> Result<Plan, PlanError> {
+    let claimed = StorePath::parse(drv_path).map_err(DrvError::Path)?;
+    let drv = derivation::parse(aterm)?;
+    let name = claimed.name().strip_suffix(".drv").ok_or(DrvError::Unsupported("a .drv path must end in .drv"))?;
+    if !drv.input_drvs.is_empty() {
+        return Err(PlanError::ResolvedWithInputDrvs);
+    }
+    if drv.platform != SYSTEM {
+        return Err(PlanError::WrongSystem(drv.platform.clone()));
+    }
+    let fixed = drv.fixed_output()?;
+    let outputs = if fixed.is_some() {
+        // A fixed output's path depends only on its declared hash and name.
+        let lookup = |_: &str| None;
+        Resolver::new(&lookup).check_output_paths(&drv)?
+    } else {
+        let mut outputs = BTreeMap::new();
+        for (o, out) in &drv.outputs {
+            let path = StorePath::parse(&out.path).map_err(DrvError::Path)?;
+            let expected = crate::nix::store_path::output_path_name(name, o);
+            if path.name() != expected {
+                return Err(PlanError::ResolvedOutputName { output: o.clone(), path: out.path.clone(), expected });
+            }
+            outputs.insert(o.clone(), path);
+        }
+        outputs
+    };
+    let structured = match drv.env.get("__json") {
+        Some(text) => Some(json::parse(text).map_err(|_| PlanError::StructuredAttrs)?),
+        None => None,
+    };
+    let drv_sha256 = Sha256::digest(aterm).into();
+    let roots = drv.input_srcs.clone();
+    Ok(Plan { drv_path: claimed, drv, drv_sha256, outputs, fixed, roots, fixed_inputs: BTreeMap::new(), structured, resolved: true })
 }
 
 /// What the agent learnt about one input while unpacking it.
@@ -256,6 +314,7 @@ mod tests {
             roots: roots.iter().map(|s| s.to_string()).collect(),
             fixed_inputs: BTreeMap::new(),
             structured: None,
+            resolved: false,
         }
     }
 
@@ -345,5 +404,45 @@ mod tests {
         // Another derivation's bytes sent for the input: its outputs would become the roots.
         let forged = BTreeMap::from([(dep_path.clone(), other)]);
         assert_eq!(plan(&path, &aterm, &forged).unwrap_err(), PlanError::Derivation(DrvError::InputMismatch(dep_path)));
+    }
+
+    /// A resolved request: the ATerm's own outputs are taken as named (by the right names),
+    /// a fixed output's path is recomputed, input derivations are refused, the roots are the
+    /// input sources.
+    #[test]
+    fn a_resolved_derivation_is_checked_for_what_its_bytes_can_show() {
+        let (dep_path, _) = leaf("dep");
+        let claimed = "/nix/store/00000000000000000000000000000000-consumer.drv";
+        let out = "/nix/store/11111111111111111111111111111111-consumer";
+        let mut d = Derivation { platform: SYSTEM.into(), builder: "/bin/sh".into(), ..Derivation::default() };
+        d.outputs.insert("out".into(), derivation::Output { path: out.into(), hash_algo: String::new(), hash: String::new() });
+        d.input_srcs.insert("/nix/store/22222222222222222222222222222222-dep".into());
+        d.env.insert("name".into(), "consumer".into());
+        d.env.insert("out".into(), out.into());
+        let aterm = derivation::print(&d).into_bytes();
+        let p = plan_resolved(claimed, &aterm).unwrap();
+        assert!(p.resolved && p.fixed_inputs.is_empty());
+        assert_eq!(p.roots, d.input_srcs);
+        assert_eq!(p.outputs["out"].to_path(), out);
+        assert_eq!(p.drv_sha256, <[u8; 32]>::from(Sha256::digest(&aterm)));
+        // The full check refuses the same bytes: the path is not theirs.
+        assert!(matches!(plan(claimed, &aterm, &BTreeMap::new()), Err(PlanError::DrvPathMismatch { .. })));
+        // An output under another name.
+        let mut wrong = d.clone();
+        wrong.outputs.get_mut("out").unwrap().path = "/nix/store/11111111111111111111111111111111-other".into();
+        let e = plan_resolved(claimed, derivation::print(&wrong).as_bytes()).unwrap_err();
+        assert!(matches!(e, PlanError::ResolvedOutputName { ref expected, .. } if expected == "consumer"), "{e:?}");
+        // Input derivations left in.
+        let mut with_drvs = d.clone();
+        with_drvs.input_drvs.insert(dep_path, BTreeSet::from([String::from("out")]));
+        assert_eq!(plan_resolved(claimed, derivation::print(&with_drvs).as_bytes()).unwrap_err(), PlanError::ResolvedWithInputDrvs);
+        // A fixed output at a path its hash does not give.
+        let mut fod = d.clone();
+        let hash = Hash::sha256(b"content");
+        fod.outputs.insert("out".into(), derivation::Output { path: out.into(), hash_algo: "sha256".into(), hash: hash.to_hex() });
+        assert!(matches!(plan_resolved(claimed, derivation::print(&fod).as_bytes()), Err(PlanError::Derivation(DrvError::WrongOutputPath { .. }))));
+        let right = crate::nix::store_path::make_fixed_output_path(Method::Flat, &hash, "consumer").unwrap().to_path();
+        fod.outputs.get_mut("out").unwrap().path = right.clone();
+        assert_eq!(plan_resolved(claimed, derivation::print(&fod).as_bytes()).unwrap().outputs["out"].to_path(), right);
     }
 }

@@ -5,3 +5,4 @@ pub mod measure;
 pub mod verify_report;
 pub mod verify;
 pub mod reference;
+pub mod verify_path;

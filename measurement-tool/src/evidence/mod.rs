@@ -11,6 +11,8 @@
 pub use sev;
 pub mod bundle;
 pub mod check;
+/// The statement's derivation against the `.drv` files a verifier holds (resolved derivations).
+pub mod derivation;
 pub mod policy;
 pub mod reference;
 pub mod snp;
