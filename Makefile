@@ -8,7 +8,7 @@ AGENT_TARGET := x86_64-unknown-none
 AGENT_ELF := target/$(AGENT_TARGET)/firmware/agent
 AGENT_BIN := target/agent.bin
 REFERENCE := target/reference-measurements.json
-APT_PACKAGES := qemu-system-x86 nix-bin busybox-static binutils ovmf python3-venv
+APT_PACKAGES := qemu-system-x86 nix-bin busybox-static binutils ovmf python3-venv openssh-server openssh-client
 export AGENT_BIN := $(ROOT)/$(AGENT_BIN)
 
 # Reproducibility: no checkout path, no Cargo home path, no build id in the image.
