@@ -18,10 +18,11 @@ AGENT_RUSTFLAGS := --remap-path-prefix=$(ROOT)=/agent-src \
 	-C link-arg=-Tagent/linker.ld -C link-arg=--build-id=none \
 	-C relocation-model=static -C code-model=kernel
 
-.PHONY: help setup agent agent-dev agent-fault-test agent-overflow-test agent-syscall-test test demo bench fuzz audit clean
+.PHONY: help setup agent agent-dev agent-fault-test agent-overflow-test agent-syscall-test test demo demo-remote bench fuzz audit clean
 
 help:
 	@echo "make demo   - attested build of an example derivation (boots the agent under KVM or TCG)"
+	@echo "make demo-remote - nix-build through the loader as an SSH remote builder, then verify-path"
 	@echo "make test   - the full test suite (what CI runs)"
 	@echo "make bench  - benchmarks (figures go to docs/)"
 	@echo "make agent  - build the reproducible agent image $(AGENT_BIN)"
@@ -103,6 +104,11 @@ demo: agent
 	out=$$(nix-store --realise "$$drv" --option sandbox true --option substituters "" 2>/dev/null); \
 	echo "nix-store --realise: $$out NAR $$(nix-store -q --hash $$out)"; \
 	echo "loader build:        $$out NAR sha256:$$(nix-hash --type sha256 --to-base32 $$(sha256sum $(DEMO)/result/out.nar | cut -d' ' -f1))"
+
+# An unmodified nix-build using the loader as its remote builder over SSH (docs/hosting.md).
+demo-remote: agent
+	$(CARGO) build -q --locked -p loader -p measurement-tool
+	sh tests/demo-remote.sh
 
 bench: agent agent-dev
 	$(CARGO) run -q --release -p integration-tests --bin bench --locked | tee target/bench-boot.md

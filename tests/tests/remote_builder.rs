@@ -88,7 +88,17 @@ fn the_corpus_builds_through_nix_build_with_the_loader_as_remote_builder() {
 
     // A malformed connection and one of an unsupported version: clear errors, and the next
     // connection is served (one process per connection, as sshd starts them).
-    for (bytes, words) in [(vec![0u8; 16], "protocol mismatch"), ([0x390c9debu64.to_le_bytes(), 0x307u64.to_le_bytes()].concat(), "unsupported")] {
+    let hello = [0x390c9debu64.to_le_bytes(), 0x207u64.to_le_bytes()].concat();
+    let faults = [
+        (vec![0u8; 16], "protocol mismatch"),
+        ([0x390c9debu64.to_le_bytes(), 0x307u64.to_le_bytes()].concat(), "unsupported"),
+        ([&hello[..], &42u64.to_le_bytes()].concat(), "unknown serve command 42"),
+        // cmdBuildDerivation with a path string cut short.
+        ([&hello[..], &8u64.to_le_bytes(), &100u64.to_le_bytes(), b"/nix/store"].concat(), "closed"),
+        // cmdQueryValidPaths whose path list holds something that is not a store path.
+        ([&hello[..], &1u64.to_le_bytes(), &0u64.to_le_bytes(), &0u64.to_le_bytes(), &1u64.to_le_bytes(), &8u64.to_le_bytes(), b"/etc/pwd"].concat(), "not a store path"),
+    ];
+    for (bytes, words) in faults {
         let o = ssh_serve(&remote, &bytes);
         assert!(!o.status.success());
         assert!(String::from_utf8_lossy(&o.stderr).contains(words), "{}", String::from_utf8_lossy(&o.stderr));
