@@ -44,7 +44,7 @@ fn sorted_lines(s: &str) -> Vec<String> {
 /// Every `ok` case of the corpus, built by the remote builder for an unmodified `nix-build`:
 /// each output in the client's store is bit-identical (NAR hash) to Nix's own sandboxed build,
 /// with the same references; `verify-path` accepts each with `--allow-unattested` and refuses
-/// it without. Then the builder survives a malformed connection and still serves.
+/// it without.
 #[test]
 fn the_corpus_builds_through_nix_build_with_the_loader_as_remote_builder() {
     let remote = Remote::start("corpus");
@@ -86,8 +86,14 @@ fn the_corpus_builds_through_nix_build_with_the_loader_as_remote_builder() {
     // The corpus has derivations with input derivations: the build hook sent those resolved.
     assert!(resolved >= 5, "only {resolved} outputs came from resolved derivations");
 
-    // A malformed connection and one of an unsupported version: clear errors, and the next
-    // connection is served (one process per connection, as sshd starts them).
+}
+
+/// Malformed connections (a wrong magic, another protocol version, an unknown command, a
+/// request cut short, a path that is not a store path): a clear error each, and the next
+/// connection is served (one process per connection, as sshd starts them).
+#[test]
+fn malformed_connections_get_clear_errors_and_the_builder_keeps_serving() {
+    let remote = Remote::start("faults");
     let hello = [0x390c9debu64.to_le_bytes(), 0x207u64.to_le_bytes()].concat();
     let faults = [
         (vec![0u8; 16], "protocol mismatch"),
