@@ -121,6 +121,22 @@ impl Remote {
     /// `nix-build` of corpus attributes in the client's store, every build on the remote builder
     /// (`--max-jobs 0`).
     pub fn nix_build(&self, file: &Path, attrs: &[&str], jobs: usize) -> Output {
+        self.nix_build_via(file, attrs, &self.builders(jobs))
+    }
+
+    /// Another remote-program on the same sshd: `loader` with the wrapper's environment plus
+    /// `extra` (`VAR=value` lines), for fault injection (another agent image, say).
+    pub fn wrapper_with(&self, name: &str, extra: &str) -> PathBuf {
+        let base = std::fs::read_to_string(&self.wrapper).unwrap();
+        let w = self.dir.join(name);
+        std::fs::write(&w, base.replacen("exec ", &format!("export {extra}\nexec "), 1)).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&w, std::fs::Permissions::from_mode(0o755)).unwrap();
+        w
+    }
+
+    /// [`Remote::nix_build`] with a `--builders` value of the caller's.
+    pub fn nix_build_via(&self, file: &Path, attrs: &[&str], builders: &str) -> Output {
         let mut cmd = Command::new("nix-build");
         cmd.arg("--store").arg(&self.client).arg(file).args(["--argstr", "busyboxDir"]).arg(crate::e2e::busybox_dir());
         for a in attrs {
@@ -128,7 +144,7 @@ impl Remote {
         }
         cmd.args(["--no-out-link", "--max-jobs", "0", "--option", "substituters", ""])
             .arg("--builders")
-            .arg(self.builders(jobs))
+            .arg(builders)
             .env("NIX_SSHOPTS", self.ssh_opts());
         cmd.output().unwrap()
     }

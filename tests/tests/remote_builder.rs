@@ -145,6 +145,31 @@ fn a_failing_remote_build_gives_nix_s_error_and_imports_nothing() {
     assert!(kept.is_empty(), "evidence kept for a failed build: {kept:?}");
 }
 
+/// The agent dying mid-build (the fault-test image, which takes an exception at boot): the
+/// client gets a clear error naming it, nothing is imported or kept, and the next build on the
+/// same builder goes through.
+#[test]
+fn an_agent_that_dies_fails_the_build_cleanly_and_the_builder_keeps_serving() {
+    let remote = Remote::start("agent-dies");
+    let dying = remote.wrapper_with("loader-dying", &format!("LOADER_AGENT='{}'", integration_tests::fault_test_bin().display()));
+    let builders = format!("ssh://root@127.0.0.1?remote-program={}&remote-store={} x86_64-linux - 1", dying.display(), remote.builder.display());
+    let out = remote.nix_build_via(&corpus(), &["ok.single-file"], &builders);
+    assert!(!out.status.success());
+    let log = text(&out);
+    assert!(log.contains("attested build of") && log.contains("CPU exception vector 6"), "{log}");
+    let drv = e2e::instantiate("ok.single-file");
+    let json = nix_cmd().arg("show-derivation").arg(&drv).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    let path = v.as_object().unwrap().values().next().unwrap()["outputs"]["out"]["path"].as_str().unwrap().to_string();
+    for store in [&remote.client, &remote.builder] {
+        assert!(!Remote::nix_store(store, &["--check-validity", &path]).status.success(), "{path} valid in {}", store.display());
+    }
+    assert_eq!(std::fs::read_dir(&remote.evidence).map(|d| d.count()).unwrap_or(0), 0);
+    let again = remote.nix_build(&corpus(), &["ok.single-file"], 1);
+    assert!(again.status.success(), "{}", text(&again));
+    assert!(remote.evidence.join(format!("{}.attestation.json", hash_part(&path))).exists());
+}
+
 fn nix_cmd() -> Command {
     let mut c = Command::new("nix");
     c.args(["--extra-experimental-features", "nix-command"]);
