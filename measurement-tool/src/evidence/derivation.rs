@@ -126,3 +126,111 @@ fn check_resolved(statement: &serde_json::Value, drv_path: &str, digest: &str, r
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    //! A two-derivation closure made with the agent's Nix core (equal to Nix 2.8 on the
+    //! conformance corpus, tests/tests/nix_corpus.rs): `dep`, and `consumer` using its output.
+    use super::*;
+    use agent::nix::derivation::Output;
+    use serde_json::json;
+
+    const SRC: &str = "/nix/store/00000000000000000000000000000000-busybox";
+
+    /// A derivation with its output paths filled in as Nix computes them; its path and bytes.
+    fn finish(name: &str, mut d: Derivation, drvs: &BTreeMap<String, Vec<u8>>) -> (String, Derivation, Vec<u8>) {
+        d.outputs.insert("out".into(), Output { path: String::new(), hash_algo: String::new(), hash: String::new() });
+        d.env.insert("name".into(), name.into());
+        d.env.insert("out".into(), String::new());
+        let lookup = |p: &str| drvs.get(p).cloned();
+        let out = Resolver::new(&lookup).output_paths(&d).unwrap()["out"].to_path();
+        d.outputs.get_mut("out").unwrap().path = out.clone();
+        d.env.insert("out".into(), out);
+        let bytes = derivation::print(&d).into_bytes();
+        (derivation::drv_path(name, &bytes, &d).unwrap().to_path(), d, bytes)
+    }
+
+    struct Case {
+        drvs: BTreeMap<String, Vec<u8>>,
+        consumer: String,
+        consumer_out: String,
+        dep_out: String,
+        statement: serde_json::Value,
+    }
+
+    fn case() -> Case {
+        let base = Derivation { platform: "x86_64-linux".into(), builder: format!("{SRC}/bin/busybox"), input_srcs: [SRC.to_string()].into(), ..Derivation::default() };
+        let mut drvs = BTreeMap::new();
+        let (dep_path, dep, dep_bytes) = finish("dep", base.clone(), &drvs);
+        drvs.insert(dep_path.clone(), dep_bytes);
+        let mut c = base.clone();
+        c.input_drvs.insert(dep_path, ["out".to_string()].into());
+        let (consumer, c, c_bytes) = finish("consumer", c, &drvs);
+        drvs.insert(consumer.clone(), c_bytes);
+        let dep_out = dep.outputs["out"].path.clone();
+        let consumer_out = c.outputs["out"].path.clone();
+        // What the build hook sends: no input derivations, the inputs' closure as sources.
+        let resolved = Derivation { input_drvs: BTreeMap::new(), input_srcs: [SRC.to_string(), dep_out.clone()].into(), ..c };
+        let digest = hex::encode(Sha256::digest(derivation::print(&resolved).as_bytes()));
+        let statement = json!({
+            "subject": [{"name": consumer_out, "digest": {"sha256": "00"}, "annotations": {"output": "out", "references": []}}],
+            "predicate": {"buildDefinition": {
+                "externalParameters": {"derivation": consumer, "resolvedDerivationDigest": {"sha256": digest}},
+                "resolvedDependencies": [
+                    {"name": SRC, "digest": {"sha256": "00"}, "annotations": {"references": []}},
+                    {"name": dep_out, "digest": {"sha256": "00"}, "annotations": {"references": [SRC]}},
+                ]}}
+        });
+        Case { drvs, consumer, consumer_out, dep_out, statement }
+    }
+
+    fn check(c: &Case, st: &serde_json::Value) -> Result<DerivationCheck, Rejection> {
+        check_derivation(st, &|p| c.drvs.get(p).cloned())
+    }
+
+    #[test]
+    fn a_resolved_statement_is_re_resolved_from_the_drv_closure() {
+        let c = case();
+        assert_eq!(check(&c, &c.statement), Ok(DerivationCheck::Resolved));
+        // Without the .drv: refused, saying how to get it.
+        let none = check_derivation(&c.statement, &|_| None).unwrap_err();
+        assert!(none.actual.contains("nix-instantiate"), "{none}");
+        // Another digest (the builder built something else).
+        let mut st = c.statement.clone();
+        st["predicate"]["buildDefinition"]["externalParameters"]["resolvedDerivationDigest"]["sha256"] = json!("ab".repeat(32));
+        assert!(check(&c, &st).unwrap_err().actual.starts_with("re-resolved here"));
+        // A subject that is not the derivation's output.
+        let mut st = c.statement.clone();
+        st["subject"][0]["name"] = json!(c.dep_out);
+        assert_eq!(check(&c, &st).unwrap_err().check, "outputs");
+        // An input more, or one missing.
+        let mut st = c.statement.clone();
+        st["predicate"]["buildDefinition"]["resolvedDependencies"].as_array_mut().unwrap().push(json!({"name": "/nix/store/11111111111111111111111111111111-extra", "annotations": {"references": []}}));
+        assert_eq!(check(&c, &st).unwrap_err().check, "inputs");
+        let mut st = c.statement.clone();
+        st["predicate"]["buildDefinition"]["resolvedDependencies"].as_array_mut().unwrap().remove(0);
+        assert_eq!(check(&c, &st).unwrap_err().check, "inputs");
+        // The .drv's bytes at that path are not the .drv (the local store lies).
+        let mut drvs = c.drvs.clone();
+        let dep_path = drvs.keys().find(|k| **k != c.consumer).unwrap().clone();
+        let dep_bytes = drvs[&dep_path].clone();
+        drvs.insert(c.consumer.clone(), dep_bytes);
+        assert_eq!(check_derivation(&c.statement, &|p| drvs.get(p).cloned()).unwrap_err().check, "derivation");
+        assert!(c.consumer_out.ends_with("-consumer"));
+    }
+
+    #[test]
+    fn a_full_statement_stands_alone_and_matches_its_drv_when_present() {
+        let c = case();
+        let bytes = c.drvs[&c.consumer].clone();
+        let mut st = c.statement.clone();
+        st["predicate"]["buildDefinition"]["externalParameters"] = json!({"derivation": c.consumer, "derivationDigest": {"sha256": hex::encode(Sha256::digest(&bytes))}});
+        assert_eq!(check(&c, &st), Ok(DerivationCheck::Full { drv_compared: true }));
+        assert_eq!(check_derivation(&st, &|_| None), Ok(DerivationCheck::Full { drv_compared: false }));
+        st["predicate"]["buildDefinition"]["externalParameters"]["derivationDigest"]["sha256"] = json!("cd".repeat(32));
+        assert_eq!(check(&c, &st).unwrap_err().check, "derivation");
+        // Both digests, or neither: refused.
+        st["predicate"]["buildDefinition"]["externalParameters"]["resolvedDerivationDigest"] = json!({"sha256": "00"});
+        assert_eq!(check(&c, &st).unwrap_err().check, "statement");
+    }
+}
