@@ -113,6 +113,39 @@ fn malformed_connections_get_clear_errors_and_the_builder_keeps_serving() {
     assert!(again.status.success(), "{}", text(&again));
 }
 
+/// `cmdBuildPaths` (the legacy store's `buildPaths`, which Hydra uses; the 2.8 command line
+/// cannot issue it over ssh://): the `.drv` closure is in the builder's store, the loader reads
+/// it there and builds, input derivations whose outputs are missing first, each in its own VM
+/// with the full check; the answer is status 0, the outputs land in the builder's store with
+/// their evidence.
+#[test]
+fn build_paths_builds_a_derivation_from_the_builder_s_store() {
+    let remote = Remote::start("build-paths");
+    let drv = e2e::instantiate("ok.consumes-output");
+    let url = format!("ssh://root@127.0.0.1?remote-program={}&remote-store={}", remote.wrapper.display(), remote.builder.display());
+    let c = nix_cmd().args(["copy", "--derivation", "--to", &url]).arg(&drv).env("NIX_SSHOPTS", remote.ssh_opts()).output().unwrap();
+    assert!(c.status.success(), "{}", text(&c));
+    let mut req = [0x390c9debu64.to_le_bytes(), 0x207u64.to_le_bytes(), 6u64.to_le_bytes(), 1u64.to_le_bytes()].concat();
+    let s = format!("{}!out", drv.display());
+    req.extend_from_slice(&(s.len() as u64).to_le_bytes());
+    req.extend_from_slice(s.as_bytes());
+    req.resize(req.len() + (8 - s.len() % 8) % 8, 0);
+    for v in [0u64, 0, 0, 0, 0, 0] {
+        req.extend_from_slice(&v.to_le_bytes());
+    }
+    let o = ssh_serve(&remote, &req);
+    let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(o.status.success(), "{stderr}");
+    // Greeting (magic, version), then the status.
+    assert_eq!(o.stdout.len(), 24, "{stderr}");
+    assert_eq!(u64::from_le_bytes(o.stdout[16..24].try_into().unwrap()), 0, "{stderr}");
+    let native = e2e::realise_natively(&drv).unwrap();
+    let (_, path, hash) = &native[0];
+    let p = path.to_string_lossy();
+    assert_eq!(query(&remote.builder, "--hash", &p).unwrap(), *hash);
+    assert!(remote.evidence.join(format!("{}.attestation.json", hash_part(&p))).exists());
+}
+
 /// Runs `loader --serve --write --store BUILDER` over ssh with `input` as the whole request.
 fn ssh_serve(remote: &Remote, input: &[u8]) -> Output {
     let mut cmd = Command::new("ssh");

@@ -312,34 +312,65 @@ pub fn resolve(drv_path: &str, drv: &BasicDerivation) -> Result<(Vec<u8>, bool),
     Ok((aterm, computed.to_path() != drv_path))
 }
 
-/// `cmdBuildPaths`: `drv!outputs` paths whose `.drv` closure is in the builder host's store;
-/// each is built in its own VM, one after the other. The first failure is the answer.
+/// `cmdBuildPaths`: `drv!outputs` paths whose `.drv` closure is in the builder host's store.
+/// As Nix's `buildPaths`, input derivations whose used outputs are not valid are built first
+/// (each in its own VM, dependencies before their consumers); derivations whose outputs are all
+/// valid are not built again. The first failure is the answer.
 fn build_paths(config: &Config, paths: &[String], _settings: &BuildSettings) -> BuildResult {
     let start_time = now();
-    let mut outcome = Ok(());
-    for p in paths {
+    let outcome = paths.iter().try_for_each(|p| {
         let drv = p.split('!').next().unwrap_or(p);
         if !drv.ends_with(".drv") {
-            outcome = Err((Status::MiscFailure, format!("'{p}' is not a derivation: the loader builds derivations, it does not substitute")));
-            break;
+            return Err((Status::MiscFailure, format!("'{p}' is not a derivation: the loader builds derivations, it does not substitute")));
         }
-        let inputs = match store::gather_from(&config.store, Path::new(drv)) {
-            Ok(i) => i,
-            Err(e) => {
-                outcome = Err((Status::MiscFailure, format!("reading '{drv}' from the builder host's store: {e}")));
-                break;
-            }
-        };
-        if let Err(e) = attested_build(config, &inputs) {
-            outcome = Err(e);
-            break;
+        for d in build_order(&config.store, drv)? {
+            let inputs = store::gather_from(&config.store, Path::new(&d)).map_err(|e| (Status::MiscFailure, format!("reading '{d}' from the builder host's store: {e}")))?;
+            attested_build(config, &inputs)?;
         }
-    }
+        Ok(())
+    });
     let (status, error_msg) = match outcome {
         Ok(()) => (Status::Built, String::new()),
         Err((s, m)) => (s, m),
     };
     BuildResult { status, error_msg, times_built: 1, start_time, stop_time: now() }
+}
+
+/// The derivations to build for `drv`: those in its `.drv` closure with an output missing from
+/// the store (the requested one always), dependencies first. An iterative post-order walk: the
+/// graph's depth is the client's choice.
+fn build_order(store: &Store, drv: &str) -> Result<Vec<String>, (Status, String)> {
+    use agent::nix::derivation;
+    let read = |p: &str| -> Result<derivation::Derivation, (Status, String)> {
+        let bytes = std::fs::read(store.real_path(p)).map_err(|e| (Status::MiscFailure, format!("reading '{p}' from the builder host's store: {e}")))?;
+        derivation::parse(&bytes).map_err(|e| (Status::MiscFailure, format!("'{p}' does not parse: {e:?}")))
+    };
+    let mut order = Vec::new();
+    let mut done = std::collections::BTreeSet::new();
+    let mut stack = vec![(drv.to_string(), false)];
+    while let Some((p, expanded)) = stack.pop() {
+        if done.contains(&p) {
+            continue;
+        }
+        let d = read(&p)?;
+        let missing = d.outputs.values().any(|o| !store.real_path(&o.path).exists());
+        if expanded {
+            done.insert(p.clone());
+            if missing || p == drv {
+                order.push(p);
+            }
+            continue;
+        }
+        stack.push((p.clone(), true));
+        if missing || p == drv {
+            for dep in d.input_drvs.keys().rev() {
+                if !done.contains(dep) {
+                    stack.push((dep.clone(), false));
+                }
+            }
+        }
+    }
+    Ok(order)
 }
 
 static BUILDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
