@@ -316,6 +316,30 @@ fn substituted_outputs_verify_against_the_cache_and_tampering_is_refused() {
     assert!(!e.status.success() && text(&e).contains("REJECTED"), "{}", text(&e));
     std::fs::write(&ev_path, &good).unwrap();
 
+    // The inputs the agent received, against the builder client's own store (which has them):
+    // equal for the honest evidence; an unattested bundle re-made around a statement whose
+    // input hash was changed (a `none` bundle's REPORT_DATA is only a checksum) is refused by the
+    // input check.
+    let client_s = remote.client.to_string_lossy().to_string();
+    let honest = remote.evidence.join(format!("{}.attestation.json", hash_part(&consumer)));
+    let o = verify_path(&[&consumer, "--store", &client_s, "--evidence", &honest.to_string_lossy(), "--allow-unattested", "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v["inputs_checked"].as_u64().unwrap() >= 2, "{v}");
+    assert_eq!(v["inputs_not_in_store"].as_u64(), Some(0), "{v}");
+    let mut b: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&honest).unwrap()).unwrap();
+    let mut st: serde_json::Value = serde_json::from_slice(&b64.decode(b["statement"].as_str().unwrap()).unwrap()).unwrap();
+    let deps = st["predicate"]["buildDefinition"]["resolvedDependencies"].as_array_mut().unwrap();
+    let lib = deps.iter_mut().find(|d| d["name"].as_str().unwrap().ends_with("-dep-lib")).unwrap();
+    lib["digest"]["sha256"] = "ab".repeat(32).into();
+    let st = serde_json::to_vec(&st).unwrap();
+    b["statement"] = b64.encode(&st).into();
+    b["unsigned_report_data"] = hex::encode(<sha2::Sha512 as sha2::Digest>::digest(&st)).into();
+    let forged = remote.dir.join("forged-input.json");
+    std::fs::write(&forged, b.to_string()).unwrap();
+    let e = verify_path(&[&consumer, "--store", &client_s, "--evidence", &forged.to_string_lossy(), "--allow-unattested"]);
+    assert!(!e.status.success() && text(&e).contains("REJECTED: input"), "{}", text(&e));
+
     // The path modified in the consumer's store after it was substituted.
     let file = fresh.join(single.trim_start_matches('/'));
     let _ = Command::new("chmod").arg("u+w").arg(&file).status();

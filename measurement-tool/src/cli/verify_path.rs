@@ -12,7 +12,8 @@
 //!    hash, and the cache's NAR (uncompressed, or xz) hashes to it;
 //! 5. the derivation (`measurement_tool::evidence::derivation`): a resolved derivation (a remote
 //!    build) is re-resolved from the `.drv` closure in the store and must give the statement's
-//!    digest and outputs; a full build's `.drv`, when present, must have its digest.
+//!    digest and outputs; a full build's `.drv`, when present, must have its digest;
+//! 6. every input the statement records that the store holds has the NAR hash recorded.
 //!
 //! Any failure: `REJECTED: <check>: expected …, got …` and a non-zero exit.
 use super::verify_report::PolicyArgs;
@@ -172,6 +173,15 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         DerivationCheck::Resolved => "a resolved derivation (remote build), re-resolved from the .drv closure in the store: digest and outputs equal",
     };
 
+    // 6. The inputs the agent received, against this store: every one this store has must have
+    //    the NAR hash the agent recorded (it covers fixed-output inputs, whose declared hash the
+    //    agent cannot check in a resolved build). Inputs this store lacks are counted, not checked.
+    let inputs: Vec<(String, String)> = st["predicate"]["buildDefinition"]["resolvedDependencies"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|i| Some((i["name"].as_str()?.to_string(), i["digest"]["sha256"].as_str()?.to_string()))).collect())
+        .unwrap_or_default();
+    let (inputs_checked, inputs_absent) = check_inputs(a.store.as_deref(), &inputs)?;
+
     let why = if !c.attested {
         Some("made without a TEE (attestation none): nothing proves where or how the build ran; accepted because --allow-unattested was given")
     } else if !c.measurement_pinned {
@@ -190,6 +200,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                 "attestation": c.attestation, "measurement": c.measurement, "measurement_checked": c.measurement_pinned,
                 "nar_sha256": hex::encode(fs_hash), "output": subject.output, "derivation": c.derivation,
                 "derivation_check": drv_note, "evidence": evidence, "cache_checked": cache_checked,
+                "inputs_checked": inputs_checked, "inputs_not_in_store": inputs_absent,
             })
         );
     } else {
@@ -199,11 +210,48 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         }
         println!("  NAR sha256 {} (database, files and statement agree{})", hex::encode(fs_hash), if cache_checked { ", and the cache's narinfo and NAR" } else { "" });
         println!("  output '{}' of {}: {drv_note}", subject.output, c.derivation);
+        println!("  inputs: {inputs_checked} of {} equal to this store's (NAR hash), {inputs_absent} not in this store", inputs.len());
         if let Some(m) = &c.measurement {
             println!("  launch measurement {m}{}", if c.measurement_pinned { " (pinned)" } else { " (NOT checked)" });
         }
     }
     Ok(())
+}
+
+/// Compares the recorded input NAR hashes with the store's, for the inputs it has; returns
+/// (checked, absent).
+fn check_inputs(store: Option<&str>, inputs: &[(String, String)]) -> anyhow::Result<(usize, usize)> {
+    if inputs.is_empty() {
+        return Ok((0, 0));
+    }
+    let nix_store = || {
+        let mut c = Command::new("nix-store");
+        if let Some(s) = store {
+            c.arg("--store").arg(s);
+        }
+        c
+    };
+    let out = nix_store().args(["--check-validity", "--print-invalid"]).args(inputs.iter().map(|i| &i.0)).output().context("running nix-store --check-validity")?;
+    let invalid: std::collections::BTreeSet<String> = String::from_utf8_lossy(&out.stdout).lines().map(String::from).collect();
+    let present: Vec<&(String, String)> = inputs.iter().filter(|i| !invalid.contains(&i.0)).collect();
+    if present.is_empty() {
+        return Ok((0, inputs.len()));
+    }
+    let out = nix_store().args(["--query", "--hash"]).args(present.iter().map(|i| &i.0)).output().context("running nix-store --query --hash")?;
+    if !out.status.success() {
+        bail!("nix-store --query --hash: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    let hashes: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(String::from).collect();
+    if hashes.len() != present.len() {
+        bail!("nix-store --query --hash printed {} hashes for {} paths", hashes.len(), present.len());
+    }
+    for ((path, recorded), h) in present.iter().zip(&hashes) {
+        let local = parse_nix_hash(h).map(hex::encode).with_context(|| format!("nix-store printed '{h}'"))?;
+        if &local != recorded {
+            return Err(rejected("input", format!("{path} as this store has it, sha256 {local}"), format!("the agent received sha256 {recorded}")));
+        }
+    }
+    Ok((present.len(), inputs.len() - present.len()))
 }
 
 #[cfg(test)]
