@@ -138,13 +138,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             None => bail!("REJECTED: output: {name} is not a subject of the statement"),
         }
     }
-    let why = if !c.attested {
-        Some("made without a TEE (attestation none): nothing proves where or how the build ran; accepted because --allow-unattested was given")
-    } else if !c.measurement_pinned {
-        Some("the launch measurement was not checked (--any-measurement): nothing shows which code ran")
-    } else {
-        None
-    };
+    let why = not_verified_because(&c);
     if a.policy.json() {
         println!("{}", serde_json::json!({
             "verified": c.verified(), "attested": c.attested, "measurement_checked": c.measurement_pinned,
@@ -168,4 +162,16 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Why a bundle that passed its checks is still not "verified" (`None`: it is). Shared by
+/// `verify` and `verify-path` so both say the same thing.
+pub(super) fn not_verified_because(c: &check::Checked) -> Option<&'static str> {
+    if !c.attested {
+        Some("made without a TEE (attestation none): nothing proves where or how the build ran; accepted because --allow-unattested was given")
+    } else if !c.measurement_pinned {
+        Some("the launch measurement was not checked (--any-measurement): nothing shows which code ran")
+    } else {
+        None
+    }
 }

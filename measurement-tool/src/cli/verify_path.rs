@@ -16,6 +16,7 @@
 //! 6. every input the statement records that the store holds has the NAR hash recorded.
 //!
 //! Any failure: `REJECTED: <check>: expected …, got …` and a non-zero exit.
+use super::verify::not_verified_because;
 use super::verify_report::PolicyArgs;
 use anyhow::{bail, Context};
 use measurement_tool::evidence::bundle::{Bundle, UNATTESTED_WARNING};
@@ -182,13 +183,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         .unwrap_or_default();
     let (inputs_checked, inputs_absent) = check_inputs(a.store.as_deref(), &inputs)?;
 
-    let why = if !c.attested {
-        Some("made without a TEE (attestation none): nothing proves where or how the build ran; accepted because --allow-unattested was given")
-    } else if !c.measurement_pinned {
-        Some("the launch measurement was not checked (--any-measurement): nothing shows which code ran")
-    } else {
-        None
-    };
+    let why = not_verified_because(&c);
     if !c.attested {
         eprintln!("WARNING: {UNATTESTED_WARNING}");
     }
