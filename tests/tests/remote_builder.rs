@@ -442,3 +442,31 @@ fn qemu_killed_mid_build_fails_the_build_cleanly_and_the_builder_keeps_serving()
     assert!(log.contains("attested build of") && log.contains("QEMU") && log.contains("SIGKILL"), "no clear error: {log}");
     assert_nothing_kept_and_the_builder_serves_again(&remote, &path);
 }
+
+/// The SSH connection dropped mid-build (the client's `ssh` killed): the client fails with an
+/// error, the loader sees the connection end and stops the build (its QEMU ends, nothing is
+/// imported, no evidence is kept), and the builder serves the next connection.
+#[test]
+fn a_connection_dropped_mid_build_stops_the_build_and_the_builder_keeps_serving() {
+    let remote = Remote::start("ssh-dropped");
+    let (file, _drv, path) = hanging_derivation(&remote);
+    let mut client = remote.nix_build_spawn(&file, &["hang"], 1);
+    wait_for_build(&remote, &mut client);
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let serving = remote.serve_pids();
+    assert_eq!(serving.len(), 1, "one loader --serve for the one build");
+    // The client's ssh: the one holding this test's client key.
+    let key = remote.dir.join("client_key");
+    let key = key.to_string_lossy();
+    let ssh: Vec<u32> = integration_tests::remote::processes().into_iter().filter(|p| p.comm == "ssh" && p.args.iter().any(|a| *a == key)).map(|p| p.pid).collect();
+    assert!(!ssh.is_empty(), "the client's ssh was not found");
+    for pid in ssh {
+        integration_tests::remote::kill9(pid);
+    }
+    let out = client.wait_with_output().unwrap();
+    assert!(!out.status.success(), "the build succeeded with its connection dropped");
+    // Nix's own words for a connection that ended under it.
+    assert!(text(&out).contains("unexpected end-of-file"), "{}", text(&out));
+    wait_for(30, "the loader to end with its connection", || remote.serve_pids().is_empty().then_some(()));
+    assert_nothing_kept_and_the_builder_serves_again(&remote, &path);
+}
