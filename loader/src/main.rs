@@ -167,7 +167,7 @@ fn main() -> anyhow::Result<()> {
     if args.first().is_some_and(|a| a == "--serve" || a == "--write") {
         let serve = loader::serve::ServeArgs::parse(&args)?;
         let config = loader::serve::Config::from_env(&serve)?;
-        if let Err(e) = loader::serve::serve(&config, std::io::stdin().lock(), std::io::stdout()) {
+        if let Err(e) = loader::serve::serve_stdio(&config) {
             eprintln!("loader --serve: {e}");
             std::process::exit(1);
         }

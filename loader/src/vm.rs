@@ -10,6 +10,8 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Which QEMU accelerator to use.
@@ -106,6 +108,9 @@ pub struct VmConfig {
     /// More QEMU arguments, appended last (tests: a gdbstub and a QMP socket, to deliver
     /// events at chosen instants).
     pub extra_qemu_args: Vec<String>,
+    /// When set (by whoever holds the other end), the run stops: QEMU is killed and the run
+    /// fails with [`VmError::Cancelled`] (`loader --serve`: the client closed the connection).
+    pub cancel: Option<Arc<AtomicBool>>,
 }
 
 impl VmConfig {
@@ -120,6 +125,7 @@ impl VmConfig {
             work_dir: None,
             tee: crate::tee::TeeConfig::default(),
             extra_qemu_args: Vec::new(),
+            cancel: None,
         }
     }
 }
@@ -135,6 +141,8 @@ pub enum VmError {
     Qemu { status: String, stderr: String },
     #[error("the agent stopped with {failure} (QEMU status {status}); serial log:\n{serial}")]
     AgentFailure { failure: String, status: i32, serial: String },
+    #[error("cancelled {0}")]
+    Cancelled(&'static str),
     #[error("the agent did not finish within {0:?}; serial log:\n{1}")]
     Timeout(Duration, String),
     #[error("malformed response from the agent: {0}")]
@@ -396,6 +404,10 @@ pub fn run(
     crate::tee::require_kvm(config.tee.tee, accel == Accel::Kvm)?;
     crate::tee::check_host(&config.tee, &config.qemu)?;
 
+    let cancelled = || config.cancel.as_ref().is_some_and(|c| c.load(Ordering::SeqCst));
+    if cancelled() {
+        return Err(VmError::Cancelled("before QEMU started"));
+    }
     let qmp_path = dir.path.join("qmp.sock");
     let stderr_path = dir.path.join("qemu.stderr");
     let stderr_file = File::create(&stderr_path).map_err(io("creating QEMU's stderr log"))?;
@@ -437,6 +449,9 @@ pub fn run(
         }
         if start.elapsed() > config.timeout {
             return Err(VmError::Timeout(config.timeout, serial()));
+        }
+        if cancelled() {
+            return Err(VmError::Cancelled("while the agent ran (QEMU stopped)"));
         }
         if last_status.elapsed() >= Duration::from_secs(1) {
             last_status = Instant::now();

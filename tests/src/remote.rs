@@ -46,14 +46,19 @@ impl Remote {
         // sshd's privilege-separation directory (the package's tmpfiles.d makes it at boot).
         std::fs::create_dir_all("/run/sshd").expect("creating /run/sshd (sshd needs it; the tests run as root)");
         let evidence = dir.join("evidence");
+        // The loader's temporary files (its VMs' disks, outputs waiting to be imported) go here:
+        // the fault tests find a build's QEMU by it and check that nothing is left behind.
+        let tmp = dir.join("tmp");
+        std::fs::create_dir_all(&tmp).unwrap();
         let wrapper = dir.join("loader-remote");
         let loader = crate::bin("loader");
         std::fs::write(
             &wrapper,
             format!(
-                "#!/bin/sh\n# What a provider's remote-program looks like (docs/hosting.md).\nexport LOADER_EVIDENCE_DIR='{}' LOADER_AGENT='{}' LOADER_ACCEL=tcg LOADER_MEMORY_MIB=1536\nexec '{}' \"$@\"\n",
+                "#!/bin/sh\n# What a provider's remote-program looks like (docs/hosting.md).\nexport LOADER_EVIDENCE_DIR='{}' LOADER_AGENT='{}' LOADER_ACCEL=tcg LOADER_MEMORY_MIB=1536 TMPDIR='{}'\nexec '{}' \"$@\"\n",
                 evidence.display(),
                 crate::agent_bin().display(),
+                tmp.display(),
                 loader.display()
             ),
         )
@@ -137,6 +142,15 @@ impl Remote {
 
     /// [`Remote::nix_build`] with a `--builders` value of the caller's.
     pub fn nix_build_via(&self, file: &Path, attrs: &[&str], builders: &str) -> Output {
+        self.nix_build_command(file, attrs, builders).output().unwrap()
+    }
+
+    /// [`Remote::nix_build`] started, not waited for (output piped).
+    pub fn nix_build_spawn(&self, file: &Path, attrs: &[&str], jobs: usize) -> Child {
+        self.nix_build_command(file, attrs, &self.builders(jobs)).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
+    }
+
+    fn nix_build_command(&self, file: &Path, attrs: &[&str], builders: &str) -> Command {
         let mut cmd = Command::new("nix-build");
         cmd.arg("--store").arg(&self.client).arg(file).args(["--argstr", "busyboxDir"]).arg(crate::e2e::busybox_dir());
         for a in attrs {
@@ -146,7 +160,26 @@ impl Remote {
             .arg("--builders")
             .arg(builders)
             .env("NIX_SSHOPTS", self.ssh_opts());
-        cmd.output().unwrap()
+        cmd
+    }
+
+    /// The `loader --serve` processes serving this builder (their command line names its store).
+    pub fn serve_pids(&self) -> Vec<u32> {
+        let store = self.builder.to_string_lossy();
+        processes().into_iter().filter(|p| p.comm == "loader" && p.args.iter().any(|a| a == "--serve") && p.args.iter().any(|a| *a == store)).map(|p| p.pid).collect()
+    }
+
+    /// The QEMU processes this builder's loaders started (their disks are under `dir/tmp`),
+    /// whoever their parent is now.
+    pub fn qemu_pids(&self) -> Vec<u32> {
+        let tmp = self.dir.join("tmp");
+        let tmp = tmp.to_string_lossy();
+        processes().into_iter().filter(|p| p.comm.starts_with("qemu-system") && p.args.iter().any(|a| a.contains(&*tmp))).map(|p| p.pid).collect()
+    }
+
+    /// What is left in the loader's temporary directory (`dir/tmp`).
+    pub fn tmp_entries(&self) -> Vec<String> {
+        std::fs::read_dir(self.dir.join("tmp")).map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect()).unwrap_or_default()
     }
 
     /// `nix-store --store STORE ARGS…`.
@@ -155,8 +188,41 @@ impl Remote {
     }
 }
 
+/// A process as `/proc` shows it.
+pub struct Process {
+    pub pid: u32,
+    pub ppid: u32,
+    pub comm: String,
+    pub args: Vec<String>,
+}
+
+/// Every process visible in `/proc` (those that vanish while it is read are skipped).
+pub fn processes() -> Vec<Process> {
+    let mut v = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        let (Ok(stat), Ok(cmdline)) = (std::fs::read_to_string(e.path().join("stat")), std::fs::read(e.path().join("cmdline"))) else { continue };
+        // `pid (comm) state ppid …`: comm may hold spaces and parentheses, so split at the last ')'.
+        let Some((head, tail)) = stat.rsplit_once(')') else { continue };
+        let comm = head.split_once('(').map(|(_, c)| c.to_string()).unwrap_or_default();
+        let ppid = tail.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
+        let args = cmdline.split(|&b| b == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+        v.push(Process { pid, ppid, comm, args });
+    }
+    v
+}
+
+/// `kill -9 PID` (one process, by its id).
+pub fn kill9(pid: u32) {
+    let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+}
+
 impl Drop for Remote {
     fn drop(&mut self) {
+        // A fault test that failed may leave its build's QEMU running: end those (by id) only.
+        for pid in self.qemu_pids() {
+            kill9(pid);
+        }
         let _ = self.sshd.kill();
         let _ = self.sshd.wait();
         if std::env::var_os("KEEP_REMOTE").is_none() {

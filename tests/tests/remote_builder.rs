@@ -352,3 +352,121 @@ fn substituted_outputs_verify_against_the_cache_and_tampering_is_refused() {
     std::fs::File::open(&file).unwrap().read_to_string(&mut s).unwrap();
     assert_eq!(s, "hello\nx");
 }
+
+/// A derivation whose builder never ends (`while :; do :; done`: time does not pass in the
+/// sandbox, so `sleep` would return at once): a build that is certainly under way when a test
+/// injects its fault. Returns the file, its `.drv` and its output path.
+fn hanging_derivation(remote: &Remote) -> (std::path::PathBuf, String, String) {
+    let file = remote.dir.join("hang.nix");
+    let lib = integration_tests::root().join("tests/e2e/lib.nix");
+    std::fs::write(
+        &file,
+        format!("{{ busyboxDir }}:\nlet l = import {} {{ inherit busyboxDir; }}; in\n{{ hang = l.mk {{ name = \"hangs\"; script = \"while :; do :; done\"; }}; }}\n", lib.display()),
+    )
+    .unwrap();
+    let i = Command::new("nix-instantiate").arg(&file).args(["--argstr", "busyboxDir"]).arg(e2e::busybox_dir()).args(["-A", "hang"]).output().unwrap();
+    assert!(i.status.success(), "{}", text(&i));
+    let drv = String::from_utf8_lossy(&i.stdout).trim().to_string();
+    (file, drv.clone(), output_of(&drv))
+}
+
+/// The `out` path of a `.drv` (`nix show-derivation`).
+fn output_of(drv: &str) -> String {
+    let json = nix_cmd().arg("show-derivation").arg(drv).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    v.as_object().unwrap().values().next().unwrap()["outputs"]["out"]["path"].as_str().unwrap().to_string()
+}
+
+/// Polls `f` every 100 ms until it returns something, for at most `secs` seconds.
+fn wait_for<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        if let Some(t) = f() {
+            return t;
+        }
+        assert!(std::time::Instant::now() < end, "waited {secs} s for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// The QEMU of the build `client` (a `nix-build`) started; if it does not start, the client's
+/// output says why.
+fn wait_for_build(remote: &Remote, client: &mut std::process::Child) -> u32 {
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while std::time::Instant::now() < end {
+        if let Some(pid) = remote.qemu_pids().first() {
+            return *pid;
+        }
+        if client.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let _ = client.kill();
+    let mut log = String::new();
+    let _ = client.stderr.take().unwrap().read_to_string(&mut log);
+    panic!("the build's QEMU did not start; nix-build said:\n{log}");
+}
+
+/// After a fault: the output is in neither store (not valid, nothing on disk), no evidence was
+/// kept, no QEMU of this builder runs, the loader's temporary directory is empty, and the next
+/// build on the same builder goes through.
+fn assert_nothing_kept_and_the_builder_serves_again(remote: &Remote, path: &str) {
+    for store in [&remote.client, &remote.builder] {
+        assert!(!Remote::nix_store(store, &["--check-validity", path]).status.success(), "{path} is valid in {}", store.display());
+        assert!(!store.join(path.trim_start_matches('/')).exists(), "{path} left in {}", store.display());
+    }
+    let kept: Vec<_> = std::fs::read_dir(&remote.evidence).map(|d| d.flatten().map(|e| e.file_name()).collect()).unwrap_or_default();
+    assert!(kept.is_empty(), "evidence kept for a build that did not finish: {kept:?}");
+    wait_for(30, "the build's QEMU to be gone", || remote.qemu_pids().is_empty().then_some(()));
+    wait_for(30, "the loader's temporary files to be removed", || remote.tmp_entries().is_empty().then_some(()));
+    let again = remote.nix_build(&corpus(), &["ok.single-file"], 1);
+    assert!(again.status.success(), "the builder does not serve after the fault: {}", text(&again));
+}
+
+/// QEMU killed (SIGKILL) while the builder runs: the client gets a clear error naming it,
+/// nothing is imported on either side, no evidence is kept, nothing is left running or on disk,
+/// and the builder serves the next build.
+#[test]
+fn qemu_killed_mid_build_fails_the_build_cleanly_and_the_builder_keeps_serving() {
+    let remote = Remote::start("qemu-killed");
+    let (file, _drv, path) = hanging_derivation(&remote);
+    let mut client = remote.nix_build_spawn(&file, &["hang"], 1);
+    let qemu = wait_for_build(&remote, &mut client);
+    // Let the agent boot and take its inputs: the VM is the build, it never ends by itself.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    integration_tests::remote::kill9(qemu);
+    let out = client.wait_with_output().unwrap();
+    assert!(!out.status.success(), "the build succeeded with its QEMU killed");
+    let log = text(&out);
+    assert!(log.contains("attested build of") && log.contains("QEMU") && log.contains("SIGKILL"), "no clear error: {log}");
+    assert_nothing_kept_and_the_builder_serves_again(&remote, &path);
+}
+
+/// The SSH connection dropped mid-build (the client's `ssh` killed): the client fails with an
+/// error, the loader sees the connection end and stops the build (its QEMU ends, nothing is
+/// imported, no evidence is kept), and the builder serves the next connection.
+#[test]
+fn a_connection_dropped_mid_build_stops_the_build_and_the_builder_keeps_serving() {
+    let remote = Remote::start("ssh-dropped");
+    let (file, _drv, path) = hanging_derivation(&remote);
+    let mut client = remote.nix_build_spawn(&file, &["hang"], 1);
+    wait_for_build(&remote, &mut client);
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let serving = remote.serve_pids();
+    assert_eq!(serving.len(), 1, "one loader --serve for the one build");
+    // The client's ssh: the one holding this test's client key.
+    let key = remote.dir.join("client_key");
+    let key = key.to_string_lossy();
+    let ssh: Vec<u32> = integration_tests::remote::processes().into_iter().filter(|p| p.comm == "ssh" && p.args.iter().any(|a| *a == key)).map(|p| p.pid).collect();
+    assert!(!ssh.is_empty(), "the client's ssh was not found");
+    for pid in ssh {
+        integration_tests::remote::kill9(pid);
+    }
+    let out = client.wait_with_output().unwrap();
+    assert!(!out.status.success(), "the build succeeded with its connection dropped");
+    // Nix's own words for a connection that ended under it.
+    assert!(text(&out).contains("unexpected end-of-file"), "{}", text(&out));
+    wait_for(30, "the loader to end with its connection", || remote.serve_pids().is_empty().then_some(()));
+    assert_nothing_kept_and_the_builder_serves_again(&remote, &path);
+}

@@ -27,6 +27,7 @@ use crate::vm::{Accel, VmConfig};
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use wire::{BasicDerivation, BuildResult, BuildSettings, Status, WireError};
 
@@ -205,9 +206,47 @@ impl Delegate {
     }
 }
 
+/// Watches the connection's output (the session's stdout under sshd) for its reader going away:
+/// `poll` reports an error or hang-up on a pipe or socket whose other end is closed (sshd
+/// closes the session's pipes when the SSH connection drops), and the returned flag is set, which
+/// cancels the build in progress ([`VmConfig::cancel`]). The client closing only its sending side
+/// (an end of input) is not a hang-up: the answer to a request already sent is still wanted.
+/// On anything that is not a pipe or socket (a file), poll never reports, and nothing is set.
+pub fn watch_hangup(fd: impl std::os::fd::AsFd + Send + 'static) -> Arc<AtomicBool> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let flag = Arc::new(AtomicBool::new(false));
+    let set = flag.clone();
+    std::thread::spawn(move || loop {
+        let mut fds = [PollFd::new(fd.as_fd(), PollFlags::empty())];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(n) if n > 0 => {
+                if fds[0].revents().is_some_and(|r| r.intersects(PollFlags::POLLERR | PollFlags::POLLHUP | PollFlags::POLLNVAL)) {
+                    set.store(true, Ordering::SeqCst);
+                    return;
+                }
+            }
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(_) => return,
+        }
+    });
+    flag
+}
+
+/// [`serve`] on this process's stdin and stdout (as sshd runs it), with the connection watched
+/// for a hang-up ([`watch_hangup`]).
+pub fn serve_stdio(config: &Config) -> Result<(), ServeError> {
+    let hangup = watch_hangup(std::io::stdout());
+    serve(config, std::io::stdin().lock(), std::io::stdout(), Some(hangup))
+}
+
 /// Serves one connection: `input`/`output` are the client's (stdin and stdout under sshd).
 /// Returns when the client closes the connection; a malformed request ends it with an error.
-pub fn serve(config: &Config, input: impl Read, output: impl Write + Send + 'static) -> Result<(), ServeError> {
+/// `hangup`, once set, cancels the build in progress and those after it: its QEMU is killed,
+/// nothing is imported, no evidence is kept.
+pub fn serve(config: &Config, input: impl Read, output: impl Write + Send + 'static, hangup: Option<Arc<AtomicBool>>) -> Result<(), ServeError> {
+    let mut config = config.clone();
+    config.vm.cancel = hangup;
+    let config = &config;
     let mut input = BufReader::new(input);
     let out: Shared = Arc::new(Mutex::new(Box::new(output)));
     let client_version = wire::read_hello(&mut input)?;
@@ -401,6 +440,10 @@ fn attested_build(config: &Config, inputs: &BuildInputs) -> Result<(), (Status, 
             BuildError::Refused { text, .. } => (Status::PermanentFailure, text),
             other => (Status::MiscFailure, format!("attested build of '{}': {other}", inputs.drv_path)),
         })?;
+        // The client went away after the VM finished: the build is abandoned whole.
+        if config.vm.cancel.as_ref().is_some_and(|c| c.load(Ordering::SeqCst)) {
+            return Err((Status::MiscFailure, format!("attested build of '{}': the client closed the connection; nothing kept", inputs.drv_path)));
+        }
         keep_evidence(evidence_dir, &report).map_err(|e| (Status::MiscFailure, e))?;
         build::import_outputs(&report, store).map_err(|e| (Status::MiscFailure, format!("importing the outputs of '{}' into the builder host's store: {e}", inputs.drv_path)))?;
         eprintln!("loader: built {} in a fresh agent VM ({:.2} s, attestation: {})", inputs.drv_path, report.timings.total.as_secs_f64(), report.attestation);
@@ -453,6 +496,28 @@ mod tests {
         assert_eq!(Store::new(Some("/srv/b".into())).real_path("/nix/store/x"), PathBuf::from("/srv/b/nix/store/x"));
         assert_eq!(Store::new(Some("local?root=/srv/c".into())).real_path("/nix/store/x"), PathBuf::from("/srv/c/nix/store/x"));
         assert_eq!(Store::new(Some("daemon".into())).real_path("/nix/store/x"), PathBuf::from("/nix/store/x"));
+    }
+
+    /// A pipe whose reader closes is a hang-up; a reader that stays (even one that never reads)
+    /// is not, nor is a regular file.
+    #[test]
+    fn a_hang_up_is_the_reader_going_away() {
+        let wait = |f: &AtomicBool, ms| {
+            let end = std::time::Instant::now() + std::time::Duration::from_millis(ms);
+            while std::time::Instant::now() < end && !f.load(Ordering::SeqCst) {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            f.load(Ordering::SeqCst)
+        };
+        let (reader, writer) = std::io::pipe().unwrap();
+        let flag = watch_hangup(writer);
+        assert!(!wait(&flag, 200), "a hang-up with the reader still there");
+        drop(reader);
+        assert!(wait(&flag, 5000), "the reader closed, no hang-up seen");
+        let file = std::fs::File::create(std::env::temp_dir().join(format!("hangup-{}", std::process::id()))).unwrap();
+        let flag = watch_hangup(file);
+        assert!(!wait(&flag, 200), "a regular file is never hung up");
+        let _ = std::fs::remove_file(std::env::temp_dir().join(format!("hangup-{}", std::process::id())));
     }
 
     #[test]
