@@ -18,7 +18,7 @@ AGENT_RUSTFLAGS := --remap-path-prefix=$(ROOT)=/agent-src \
 	-C link-arg=-Tagent/linker.ld -C link-arg=--build-id=none \
 	-C relocation-model=static -C code-model=kernel
 
-.PHONY: help setup agent agent-dev agent-fault-test agent-overflow-test agent-syscall-test test demo demo-remote bench fuzz audit clean
+.PHONY: help setup agent agent-dev agent-fault-test agent-overflow-test agent-syscall-test test demo demo-remote bench fuzz fuzz-tools fuzz-cmin audit clean
 
 help:
 	@echo "make demo   - attested build of an example derivation (boots the agent under KVM or TCG)"
@@ -27,7 +27,7 @@ help:
 	@echo "make bench  - benchmarks (figures go to docs/)"
 	@echo "make agent  - build the reproducible agent image $(AGENT_BIN)"
 	@echo "make agent-dev - the development image (Ping, Bulk, Exec) $(AGENT_DEV_BIN)"
-	@echo "make fuzz   - run each fuzz target for a bounded time"
+	@echo "make fuzz   - run each fuzz target for FUZZ_SECONDS (default 60); make fuzz-cmin minimises the corpora"
 	@echo "make audit  - the guest's TCB: own lines per layer, every unsafe site, image dependencies"
 
 # Idempotent, and quick when everything is already there.
@@ -117,14 +117,38 @@ bench: agent agent-dev
 	$(CARGO) run -q --release -p integration-tests --bin bench_sandbox --locked | tee target/bench-sandbox.md
 	$(CARGO) run -q --release -p integration-tests --bin bench_remote --locked | tee target/bench-remote.md
 
-# Each fuzz target for FUZZ_SECONDS (libFuzzer via cargo-fuzz; needs the nightly toolchain).
+# Each fuzz target (fuzz/fuzz_targets/*.rs) for FUZZ_SECONDS with libFuzzer (cargo-fuzz, nightly
+# toolchain; both installed if missing). The committed corpus fuzz/corpus/<target> seeds the run;
+# what libFuzzer finds goes to target/fuzz-corpus/<target>, crashes to fuzz/artifacts/<target>.
+# `make fuzz-cmin` merges both into the minimal set in fuzz/corpus. The stable short run of every
+# target is tests/tests/fuzz_corpus.rs (part of `make test`); figures are in docs/fuzzing.md.
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS := aterm nar frames snp_report tdx_quote
-fuzz: setup
+FUZZ_TARGETS ?= $(basename $(notdir $(wildcard fuzz/fuzz_targets/*.rs)))
+FUZZ_FLAGS ?= -rss_limit_mb=2048 -timeout=10
+# No AddressSanitizer: the agent's library forbids `unsafe`, and without ASan libFuzzer runs about
+# twice as many executions (overflow checks and debug assertions stay on).
+FUZZ_BUILD ?= -s none
+fuzz-tools:
+	@rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
 	@command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+
+fuzz: setup fuzz-tools
 	@for t in $(FUZZ_TARGETS); do \
 	  echo "fuzz: $$t for $(FUZZ_SECONDS) s"; \
-	  (cd fuzz && cargo +nightly fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048) || exit 1; \
+	  mkdir -p target/fuzz-corpus/$$t; \
+	  (cd fuzz && cargo +nightly fuzz run $(FUZZ_BUILD) $$t ../target/fuzz-corpus/$$t corpus/$$t -- \
+	    -max_total_time=$(FUZZ_SECONDS) $(FUZZ_FLAGS) -print_final_stats=1) || exit 1; \
+	done
+
+# Minimises each committed corpus together with what `make fuzz` found (libFuzzer -merge=1: the
+# smallest set with the same coverage), in place.
+fuzz-cmin: fuzz-tools
+	@for t in $(FUZZ_TARGETS); do \
+	  echo "fuzz-cmin: $$t"; \
+	  rm -rf target/fuzz-cmin/$$t && mkdir -p target/fuzz-cmin/$$t target/fuzz-corpus/$$t && \
+	  (cd fuzz && cargo +nightly fuzz run $(FUZZ_BUILD) $$t ../target/fuzz-cmin/$$t corpus/$$t ../target/fuzz-corpus/$$t -- \
+	    -merge=1 $(FUZZ_FLAGS)) || exit 1; \
+	  rm -rf fuzz/corpus/$$t && cp -r target/fuzz-cmin/$$t fuzz/corpus/$$t; \
 	done
 
 # The guest's trusted computing base, counted from the source and the firmware build's dep-info

@@ -1,7 +1,3 @@
-//! The TDX quote parser on arbitrary bytes: never panics.
+//! The `tdx_quote` target: see `agent_fuzz::tdx_quote` (fuzz/src/lib.rs) and docs/fuzzing.md.
 #![no_main]
-use libfuzzer_sys::fuzz_target;
-
-fuzz_target!(|data: &[u8]| {
-    let _ = dcap_qvl::quote::Quote::parse(data);
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| agent_fuzz::tdx_quote(data));

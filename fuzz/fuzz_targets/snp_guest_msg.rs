@@ -1,0 +1,3 @@
+//! The `snp_guest_msg` target: see `agent_fuzz::snp_guest_msg` (fuzz/src/lib.rs) and docs/fuzzing.md.
+#![no_main]
+libfuzzer_sys::fuzz_target!(|data: &[u8]| agent_fuzz::snp_guest_msg(data));
