@@ -142,6 +142,8 @@ pub fn build_inputs(
     mut on_progress: impl FnMut(Progress),
     dump: &dyn Fn(&str) -> Result<Vec<u8>, StoreError>,
 ) -> Result<BuildReport, BuildError> {
+    // A KVM that cannot run the builder is refused before anything is written.
+    vm::check_sandbox_accel(config)?;
     // The collateral is checked before the VM starts: a wrong file must not cost a build.
     let collateral = match (&config.tee.tdx_collateral, config.tee.tee) {
         (None, _) => None,
