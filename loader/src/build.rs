@@ -308,6 +308,9 @@ struct Receiver {
     log: Vec<u8>,
     received: u64,
     error: Option<String>,
+    /// Every `*.nar.partial` file created, so that a failure at any point (a write that fails
+    /// on a full disk drops the open file with the state) removes them all.
+    partials: Vec<PathBuf>,
 }
 
 enum State {
@@ -321,7 +324,7 @@ enum State {
 
 impl Receiver {
     fn new(dir: &Path) -> Self {
-        Receiver { dir: dir.to_path_buf(), state: State::Idle, outputs: Vec::new(), statement: None, evidence: None, log: Vec::new(), received: 0, error: None }
+        Receiver { dir: dir.to_path_buf(), state: State::Idle, outputs: Vec::new(), statement: None, evidence: None, log: Vec::new(), received: 0, error: None, partials: Vec::new() }
     }
 
     fn fail(&mut self, e: impl Into<String>) {
@@ -352,6 +355,7 @@ impl Receiver {
             (State::OutputBegin { name, path }, Type::BulkBegin) => {
                 let Some(total) = proto::parse_u64(&f.payload) else { return self.fail("malformed BulkBegin") };
                 let partial = self.dir.join(format!("{name}.nar.partial"));
+                self.partials.push(partial.clone());
                 match create_fresh(&partial) {
                     Ok(file) => self.state = State::Output { name, path, file, partial, left: total, total, hasher: Sha256::new() },
                     Err(e) => self.fail(e.to_string()),
@@ -407,11 +411,13 @@ impl Receiver {
 
     /// Removes every partial file.
     fn discard(&mut self) {
-        if let State::Output { partial, .. } = std::mem::replace(&mut self.state, State::Idle) {
-            let _ = std::fs::remove_file(partial);
-        }
-        for (_, _, partial, _, _) in self.outputs.drain(..) {
-            let _ = std::fs::remove_file(partial);
+        self.state = State::Idle;
+        self.outputs.clear();
+        for partial in self.partials.drain(..) {
+            // Only what this build created: a name we never got to create may be someone's.
+            if std::fs::symlink_metadata(&partial).is_ok_and(|m| m.file_type().is_file()) {
+                let _ = std::fs::remove_file(partial);
+            }
         }
     }
 
@@ -561,6 +567,26 @@ mod tests {
         feed(&mut r, statement, &evidence);
         assert_eq!(files(d), vec!["out.nar.partial"]);
         r.finish(DRV, &TeeConfig { tee, ..TeeConfig::default() }, None)
+    }
+
+    #[test]
+    fn an_output_that_fails_mid_transfer_leaves_no_partial_file() {
+        // The open partial file belongs to the receiver's state, which a failure drops: the
+        // file must still be removed (it was left behind, e.g. on a full disk).
+        let d = dir("mid-transfer");
+        let f = |ty, payload: &[u8]| Frame { ty, payload: payload.to_vec() };
+        let mut names = Vec::new();
+        proto::encode_strings(&mut names, &["out", "/nix/store/11111111111111111111111111111111-x"]);
+        let mut r = Receiver::new(&d);
+        r.frame(&f(Type::BuildOutput, &names));
+        r.frame(&f(Type::BulkBegin, &4u64.to_le_bytes()));
+        r.frame(&f(Type::BulkData, b"12"));
+        assert_eq!(files(&d), vec!["out.nar.partial"]);
+        r.frame(&f(Type::BulkData, b"345")); // longer than announced: the receiver fails
+        assert!(r.error.is_some());
+        r.discard();
+        assert_eq!(files(&d), Vec::<String>::new());
+        let _ = std::fs::remove_dir_all(&d);
     }
 
     fn milan_report() -> Vec<u8> {
