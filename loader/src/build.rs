@@ -311,6 +311,8 @@ struct Receiver {
     /// Every `*.nar.partial` file created, so that a failure at any point (a write that fails
     /// on a full disk drops the open file with the state) removes them all.
     partials: Vec<PathBuf>,
+    /// A local write that failed (a full disk): the host's fault, not a malformed answer.
+    write_error: Option<(String, std::io::Error)>,
 }
 
 enum State {
@@ -324,7 +326,7 @@ enum State {
 
 impl Receiver {
     fn new(dir: &Path) -> Self {
-        Receiver { dir: dir.to_path_buf(), state: State::Idle, outputs: Vec::new(), statement: None, evidence: None, log: Vec::new(), received: 0, error: None, partials: Vec::new() }
+        Receiver { dir: dir.to_path_buf(), state: State::Idle, outputs: Vec::new(), statement: None, evidence: None, log: Vec::new(), received: 0, error: None, partials: Vec::new(), write_error: None }
     }
 
     fn fail(&mut self, e: impl Into<String>) {
@@ -367,7 +369,8 @@ impl Receiver {
                     return self.fail("output longer than announced");
                 }
                 if let Err(e) = file.write_all(&f.payload) {
-                    return self.fail(format!("writing {}: {e}", partial.display()));
+                    self.write_error = Some((format!("writing {}", partial.display()), e));
+                    return self.fail("a local write failed");
                 }
                 hasher.update(&f.payload);
                 self.received += f.payload.len() as u64;
@@ -432,6 +435,9 @@ impl Receiver {
     }
 
     fn check(&mut self, drv_path: &str, tee: &crate::tee::TeeConfig, collateral: Option<serde_json::Value>) -> Result<(Vec<BuiltOutput>, Vec<u8>, Assembled), BuildError> {
+        if let Some((what, source)) = self.write_error.take() {
+            return Err(BuildError::Io { what, source });
+        }
         if let Some(e) = &self.error {
             return Err(BuildError::Response(e.clone()));
         }
@@ -567,6 +573,22 @@ mod tests {
         feed(&mut r, statement, &evidence);
         assert_eq!(files(d), vec!["out.nar.partial"]);
         r.finish(DRV, &TeeConfig { tee, ..TeeConfig::default() }, None)
+    }
+
+    #[test]
+    fn an_answer_that_ends_after_the_statement_publishes_nothing() {
+        // QEMU gone after the statement, before the evidence: the outputs and the statement
+        // arrived, the evidence did not.
+        let d = dir("no-evidence");
+        let st = statement(AttestationKind::None);
+        let mut r = Receiver::new(&d);
+        feed(&mut r, &st, b"");
+        r.evidence = None;
+        assert_eq!(files(&d), vec!["out.nar.partial"]);
+        let e = r.finish(DRV, &TeeConfig::default(), None).map(|_| ()).unwrap_err();
+        assert!(e.to_string().contains("no statement or evidence"), "{e}");
+        assert_eq!(files(&d), Vec::<String>::new());
+        let _ = std::fs::remove_dir_all(&d);
     }
 
     #[test]
