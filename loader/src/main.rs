@@ -200,9 +200,10 @@ fn main() -> anyhow::Result<()> {
             for (code, text) in &r.errors {
                 eprintln!("loader: the agent refused the program (error {code}): {text}");
             }
-            // Killed by a signal (a fault, a limit): say what the agent saw, not just 128 + n.
-            if r.status >= 128 {
-                for note in r.notes.iter().filter(|n| !n.contains("unimplemented syscall")) {
+            // Killed by a signal (a fault, a limit): say what the agent saw, not just 128 + n;
+            // a failure after one of the sandbox's limits refused something: which limit.
+            if r.status != 0 {
+                for note in r.notes.iter().filter(|n| !n.contains("unimplemented syscall") && (r.status >= 128 || n.contains("limit reached"))) {
                     eprintln!("loader: {note}");
                 }
             }

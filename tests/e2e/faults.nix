@@ -14,4 +14,8 @@ in {
     cat ${input} > $out
   ''; };
   small = mk { name = "fault-small"; script = "echo small > $out"; };
+  # The agent's own limits (tests/tests/faults.rs: the_agents_limits_are_named).
+  files-limit = mk { name = "files-limit"; script = "dd if=/dev/zero of=$out bs=1048576 count=4096"; };
+  memory-limit = mk { name = "memory-limit"; script = "awk 'BEGIN { s = \"0123456789abcdef\"; while (1) s = s s }' && echo > $out"; };
+  log-limit = mk { name = "log-limit"; script = "yes; echo > $out"; };
 }

@@ -235,3 +235,33 @@ fn a_full_output_disk_publishes_nothing_and_the_next_build_works() {
     build(&config(), &instantiate("small"), &dir).expect("the next build");
     assert_eq!(files(&dir), vec!["evidence.json", "out.nar"]);
 }
+
+/// The agent's own limits, hit by a builder: the build fails with an error that names the limit
+/// (the sandbox's file system, memory across processes, the log), nothing is published, and the
+/// next build works. (Processes and CPU time: `agent::sandbox` unit test
+/// `every_limit_that_refuses_is_recorded_and_named`; the build's CPU limit is an hour.)
+#[test]
+fn the_agents_limits_are_named_in_the_error() {
+    let dir = out_dir("limits");
+    let mut c = config();
+    c.memory_mib = 512;
+    // A 64 MiB response disk: the log may use a quarter of it.
+    c.response_bytes = 64 << 20;
+    for (attr, words) in [
+        ("files-limit", "the sandbox's limits were reached: the sandbox's file system is full"),
+        ("memory-limit", "the sandbox's limits were reached: memory ("),
+        ("log-limit", "was killed by signal 25; the sandbox's limits were reached: log size (1677721"),
+    ] {
+        match build(&c, &instantiate(attr), &dir) {
+            Err(BuildError::Refused { code, text, .. }) => {
+                assert_eq!(code, agent::proto::ErrorCode::BuildFailed as u32, "{attr}: {text}");
+                assert!(text.contains(words), "{attr}: {text}");
+            }
+            other => panic!("{attr}: expected the builder to fail on a limit, got {other:?}"),
+        }
+        assert_eq!(files(&dir), Vec::<String>::new(), "{attr}: files left behind");
+    }
+    build(&c, &instantiate("small"), &dir).expect("the next build");
+    assert_eq!(files(&dir), vec!["evidence.json", "out.nar"]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
