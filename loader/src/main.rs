@@ -203,8 +203,15 @@ fn main() -> anyhow::Result<()> {
             // Killed by a signal (a fault, a limit): say what the agent saw, not just 128 + n;
             // a failure after one of the sandbox's limits refused something: which limit.
             if r.status != 0 {
-                for note in r.notes.iter().filter(|n| !n.contains("unimplemented syscall") && (r.status >= 128 || n.contains("limit reached"))) {
+                // The notes about the program (its processes, the limits, a deadlock), not the boot's.
+                let about_it = |n: &&String| n.contains("pid ") || n.contains("limit") || n.contains("deadlock");
+                let notes: Vec<&String> = r.notes.iter().filter(about_it).filter(|n| r.status >= 128 || n.contains("limit reached")).collect();
+                for note in &notes {
                     eprintln!("loader: {note}");
+                }
+                // A signal another process sent, or one the program raised: no fault to report.
+                if r.status > 128 && !notes.iter().any(|n| n.contains("signal")) {
+                    eprintln!("loader: the program was killed by signal {}", r.status - 128);
                 }
             }
             std::io::stdout().flush()?;

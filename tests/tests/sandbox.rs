@@ -287,6 +287,15 @@ fn loader_exec_says_why_a_program_was_killed() {
     assert_eq!(out.status.code(), Some(139), "{stderr}");
     assert!(stderr.contains("killed by signal 11: exception 14 (error 0x"), "{stderr}");
     assert!(stderr.contains(") at rip 0x"), "{stderr}");
+    // A signal sent, not a fault: the signal, and not the boot's notes.
+    let out = Command::new(integration_tests::bin("loader"))
+        .args(["exec", "--accel", "tcg", "--memory", "512", "--agent"])
+        .arg(integration_tests::dev_agent_bin())
+        .args(["--", "/bin/busybox", "sh", "-c", "kill -TERM $$"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!((out.status.code(), stderr.as_ref()), (Some(143), "loader: the program was killed by signal 15\n"));
 }
 
 /// On a PVM host (docs/sandbox.md, "KVM on a PVM host"): `--accel auto` picks TCG and says why,
