@@ -211,8 +211,8 @@ impl Liveness {
     }
 
     /// Records what is seen at `now`: bytes of response and of serial log so far, and QEMU's
-    /// CPU time so far. Returns how long the run has been silent.
-    pub fn observe(&mut self, response: u64, serial: u64, cpu: Duration, now: Instant) -> Duration {
+    /// CPU time so far (asked for once per window). Returns how long the run has been silent.
+    pub fn observe(&mut self, response: u64, serial: u64, cpu: impl FnOnce() -> Duration, now: Instant) -> Duration {
         if (response, serial) != self.marks {
             self.marks = (response, serial);
             self.last_sign = now;
@@ -220,6 +220,7 @@ impl Liveness {
         let (start, cpu_at_start) = self.window;
         let wall = now.saturating_duration_since(start);
         if wall >= LIVENESS_WINDOW {
+            let cpu = cpu();
             if cpu.saturating_sub(cpu_at_start).as_secs_f64() >= BUSY_SHARE * wall.as_secs_f64() {
                 self.last_sign = now;
             }
@@ -620,7 +621,7 @@ pub fn run(
         if start.elapsed() > timeout {
             return Err(VmError::Timeout { limit: timeout, given: !config.timeout.is_zero(), tail: serial_tail(&serial(), TAIL_LINES) });
         }
-        let silent = liveness.observe(reader.pos, serial_len, cpu_time(pid), Instant::now());
+        let silent = liveness.observe(reader.pos, serial_len, || cpu_time(pid), Instant::now());
         if !config.silence.is_zero() && silent >= config.silence {
             return Err(VmError::Silent { limit: config.silence, tail: serial_tail(&serial(), TAIL_LINES) });
         }
@@ -679,7 +680,7 @@ mod tests {
     fn liveness_counts_output_serial_and_computing_qemu_as_signs_of_life() {
         let t0 = Instant::now();
         let s = |n: u64| t0 + Duration::from_secs(n);
-        let cpu = Duration::from_secs;
+        let cpu = |n: u64| move || Duration::from_secs(n);
         // QEMU stopped: nothing moves, silence grows with the wall clock.
         let mut l = Liveness::new(t0);
         assert_eq!(l.observe(0, 0, cpu(0), s(30)), Duration::from_secs(30));
@@ -694,10 +695,10 @@ mod tests {
         for n in (5..=300).step_by(5) {
             assert_eq!(l.observe(0, 0, cpu(n / 2), s(n)), Duration::ZERO, "busy at {n} s");
         }
-        let idle = cpu(150);
+        let idle = Duration::from_secs(150);
         let mut silent = Duration::ZERO;
         for n in (305..=400).step_by(5) {
-            silent = l.observe(0, 0, idle + Duration::from_millis(n - 300), s(n));
+            silent = l.observe(0, 0, || idle + Duration::from_millis(n - 300), s(n));
         }
         assert_eq!(silent, Duration::from_secs(100));
     }
