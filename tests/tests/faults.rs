@@ -70,7 +70,9 @@ fn signal_at(signal: &'static str, trigger: impl Fn(&VmEvent<'_>) -> bool + Send
         let mut fired = f.lock().unwrap();
         if !*fired && trigger(e) {
             let p = pid.lock().unwrap().expect("QEMU started");
-            *fired = Command::new("kill").arg(signal).arg(p.to_string()).stderr(std::process::Stdio::null()).status().unwrap().success();
+            // The shell's own `kill` (procps, which has /bin/kill, is not in every install).
+            let kill = format!("kill {signal} {p}");
+            *fired = Command::new("sh").args(["-c", &kill]).stderr(std::process::Stdio::null()).status().unwrap().success();
         }
     }));
     (observer, fired)
