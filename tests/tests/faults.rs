@@ -187,6 +187,42 @@ fn a_stopped_qemu_is_ended_by_the_silence_limit() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A VM paused through QMP (`stop`, as a management tool or a QEMU error would) while the
+/// builder runs is noticed over the loader's own QMP socket within seconds, not at a limit.
+#[test]
+fn a_paused_vm_is_noticed_over_qmp() {
+    let drv = instantiate("phases");
+    let dir = out_dir("paused");
+    let socket = std::env::temp_dir().join(format!("faults-qmp-{}.sock", std::process::id()));
+    let s = socket.clone();
+    let mut c = config();
+    // A second QMP monitor for the test (QEMU serves one client per monitor).
+    c.extra_qemu_args = vec!["-qmp".into(), format!("unix:{},server=on,wait=off", socket.display())];
+    let paused = Arc::new(Mutex::new(false));
+    let p = paused.clone();
+    c.observer = Some(Observer(Arc::new(move |e: &VmEvent<'_>| {
+        let mut paused = p.lock().unwrap();
+        if !*paused && is_frame(e, agent::proto::Type::Output) {
+            let mut qmp = loader::qmp::Qmp::connect(&s, Instant::now() + Duration::from_secs(5)).expect("the test's QMP socket");
+            qmp.execute("stop").unwrap();
+            *paused = true;
+        }
+    })));
+    let start = Instant::now();
+    let r = build(&c, &drv, &dir);
+    let _ = std::fs::remove_file(&socket);
+    assert!(*paused.lock().unwrap());
+    match r {
+        Err(BuildError::Vm(VmError::Stopped { state, .. })) => assert_eq!(state, "paused"),
+        other => panic!("expected the pause to be reported, got {other:?}"),
+    }
+    assert!(start.elapsed() < Duration::from_secs(60), "{:?}", start.elapsed());
+    assert_eq!(files(&dir), Vec::<String>::new());
+    build(&config(), &instantiate("small"), &dir).expect("the next build");
+    assert_eq!(files(&dir), vec!["evidence.json", "out.nar"]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// The total time limit ends a run that is alive but too long, and says it was that limit.
 #[test]
 fn the_total_time_limit_says_it_ended_the_build() {
