@@ -295,7 +295,7 @@ pub enum VmError {
     #[error("the agent stopped without saying Bye (QEMU status {status}): a platform failure (under SEV-SNP a termination request ends QEMU this way); serial log:\n{serial}")]
     NoBye { status: i32, serial: String },
     /// QEMU stopped the VM without exiting (see `qmp`): internal error, panic, I/O error.
-    #[error("QEMU stopped the VM ({state}) without exiting: a platform failure; QEMU said: {stderr}; serial log:\n{serial}")]
+    #[error("QEMU stopped the VM ({state}) without exiting: a platform failure; QEMU said: {stderr}; last lines of the serial log:\n{serial}")]
     Stopped { state: String, stderr: String, serial: String },
     /// `--accel kvm` for a sandboxed program on a PVM host ([`check_sandbox_accel`]).
     #[error("--accel kvm cannot run sandboxed programs on this host: {PVM_EXPLANATION} (or set {ALLOW_PVM_ENV}=1 to see it fail)")]
@@ -631,7 +631,7 @@ pub fn run(
                 Some(Ok(state)) => {
                     if let Some(state) = stopped.observe(&state, Instant::now()) {
                         if guard.0.try_wait().map_err(io("waiting for QEMU"))?.is_none() {
-                            return Err(VmError::Stopped { state, stderr: stderr(), serial: serial() });
+                            return Err(VmError::Stopped { state, stderr: stderr(), serial: serial_tail(&serial(), TAIL_LINES) });
                         }
                     }
                 }
