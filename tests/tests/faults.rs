@@ -1,6 +1,8 @@
-//! Faults from outside the agent, each ending with "nothing partial published, the next build
-//! works" (issue 20): QEMU killed at each phase of a build, a QEMU that stops (SIGSTOP) ended by
-//! the silence limit, and the output directory's disk filling while NARs stream.
+//! Faults, each ending with "nothing partial published, the next build works" (issue 20): QEMU
+//! killed at each phase of a build, a QEMU that stops (SIGSTOP) ended by the silence limit, a VM
+//! paused over QMP, the total time limit, the output directory's disk filling while NARs
+//! stream, and the agent's own limits hit by a builder (the error names the limit).
+//! (docs/build.md, "Faults" and "Time limits".)
 //!
 //! The phases are found through the loader's test hook (`VmConfig::observer`: QEMU's pid, each
 //! frame as it arrives, the serial log's text), and QEMU is killed from inside it, so the loader
