@@ -148,10 +148,12 @@ fn run(input: &mut Reader, out: &mut Writer, request: &[u8]) -> Result<(), Stop>
     let log_bytes = MAX_LOG.min(out.room() / 4);
     let mut kernel = start_builder(fs, &plan, heap, log_bytes)?;
     let status = run_sandbox(&mut kernel, out)?;
+    // A failed builder that ran into one of the sandbox's limits: the error names it.
+    let limits = kernel.limits_reached_text().map(|t| format!("; the sandbox's limits were reached: {t}")).unwrap_or_default();
     match status {
         Status::Exited(0) => {}
-        Status::Exited(c) => return refuse(ErrorCode::BuildFailed, format!("builder for '{drv_path}' failed with exit code {c}")),
-        Status::Signaled(s) => return refuse(ErrorCode::BuildFailed, format!("builder for '{drv_path}' was killed by signal {s}")),
+        Status::Exited(c) => return refuse(ErrorCode::BuildFailed, format!("builder for '{drv_path}' failed with exit code {c}{limits}")),
+        Status::Signaled(s) => return refuse(ErrorCode::BuildFailed, format!("builder for '{drv_path}' was killed by signal {s}{limits}")),
     }
 
     // 5. The outputs: exist, hashed, scanned, checked.

@@ -142,6 +142,8 @@ pub fn build_inputs(
     mut on_progress: impl FnMut(Progress),
     dump: &dyn Fn(&str) -> Result<Vec<u8>, StoreError>,
 ) -> Result<BuildReport, BuildError> {
+    // A KVM that cannot run the builder is refused before anything is written.
+    vm::check_sandbox_accel(config)?;
     // The collateral is checked before the VM starts: a wrong file must not cost a build.
     let collateral = match (&config.tee.tdx_collateral, config.tee.tee) {
         (None, _) => None,
@@ -319,6 +321,11 @@ struct Receiver {
     log: Vec<u8>,
     received: u64,
     error: Option<String>,
+    /// Every `*.nar.partial` file created, so that a failure at any point (a write that fails
+    /// on a full disk drops the open file with the state) removes them all.
+    partials: Vec<PathBuf>,
+    /// A local write that failed (a full disk): the host's fault, not a malformed answer.
+    write_error: Option<(String, std::io::Error)>,
 }
 
 enum State {
@@ -332,7 +339,7 @@ enum State {
 
 impl Receiver {
     fn new(dir: &Path) -> Self {
-        Receiver { dir: dir.to_path_buf(), state: State::Idle, outputs: Vec::new(), statement: None, evidence: None, log: Vec::new(), received: 0, error: None }
+        Receiver { dir: dir.to_path_buf(), state: State::Idle, outputs: Vec::new(), statement: None, evidence: None, log: Vec::new(), received: 0, error: None, partials: Vec::new(), write_error: None }
     }
 
     fn fail(&mut self, e: impl Into<String>) {
@@ -363,6 +370,7 @@ impl Receiver {
             (State::OutputBegin { name, path }, Type::BulkBegin) => {
                 let Some(total) = proto::parse_u64(&f.payload) else { return self.fail("malformed BulkBegin") };
                 let partial = self.dir.join(format!("{name}.nar.partial"));
+                self.partials.push(partial.clone());
                 match create_fresh(&partial) {
                     Ok(file) => self.state = State::Output { name, path, file, partial, left: total, total, hasher: Sha256::new() },
                     Err(e) => self.fail(e.to_string()),
@@ -374,7 +382,8 @@ impl Receiver {
                     return self.fail("output longer than announced");
                 }
                 if let Err(e) = file.write_all(&f.payload) {
-                    return self.fail(format!("writing {}: {e}", partial.display()));
+                    self.write_error = Some((format!("writing {}", partial.display()), e));
+                    return self.fail("a local write failed");
                 }
                 hasher.update(&f.payload);
                 self.received += f.payload.len() as u64;
@@ -418,11 +427,13 @@ impl Receiver {
 
     /// Removes every partial file.
     fn discard(&mut self) {
-        if let State::Output { partial, .. } = std::mem::replace(&mut self.state, State::Idle) {
-            let _ = std::fs::remove_file(partial);
-        }
-        for (_, _, partial, _, _) in self.outputs.drain(..) {
-            let _ = std::fs::remove_file(partial);
+        self.state = State::Idle;
+        self.outputs.clear();
+        for partial in self.partials.drain(..) {
+            // Only what this build created: a name we never got to create may be someone's.
+            if std::fs::symlink_metadata(&partial).is_ok_and(|m| m.file_type().is_file()) {
+                let _ = std::fs::remove_file(partial);
+            }
         }
     }
 
@@ -437,6 +448,9 @@ impl Receiver {
     }
 
     fn check(&mut self, drv_path: &str, tee: &crate::tee::TeeConfig, collateral: Option<serde_json::Value>) -> Result<(Vec<BuiltOutput>, Vec<u8>, Assembled), BuildError> {
+        if let Some((what, source)) = self.write_error.take() {
+            return Err(BuildError::Io { what, source });
+        }
         if let Some(e) = &self.error {
             return Err(BuildError::Response(e.clone()));
         }
@@ -573,6 +587,42 @@ mod tests {
         feed(&mut r, statement, &evidence);
         assert_eq!(files(d), vec!["out.nar.partial"]);
         r.finish(DRV, &TeeConfig { tee, ..TeeConfig::default() }, None)
+    }
+
+    #[test]
+    fn an_answer_that_ends_after_the_statement_publishes_nothing() {
+        // QEMU gone after the statement, before the evidence: the outputs and the statement
+        // arrived, the evidence did not.
+        let d = dir("no-evidence");
+        let st = statement(AttestationKind::None);
+        let mut r = Receiver::new(&d);
+        feed(&mut r, &st, b"");
+        r.evidence = None;
+        assert_eq!(files(&d), vec!["out.nar.partial"]);
+        let e = r.finish(DRV, &TeeConfig::default(), None).map(|_| ()).unwrap_err();
+        assert!(e.to_string().contains("no statement or evidence"), "{e}");
+        assert_eq!(files(&d), Vec::<String>::new());
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn an_output_that_fails_mid_transfer_leaves_no_partial_file() {
+        // The open partial file belongs to the receiver's state, which a failure drops: the
+        // file must still be removed (it was left behind, e.g. on a full disk).
+        let d = dir("mid-transfer");
+        let f = |ty, payload: &[u8]| Frame { ty, payload: payload.to_vec() };
+        let mut names = Vec::new();
+        proto::encode_strings(&mut names, &["out", "/nix/store/11111111111111111111111111111111-x"]);
+        let mut r = Receiver::new(&d);
+        r.frame(&f(Type::BuildOutput, &names));
+        r.frame(&f(Type::BulkBegin, &4u64.to_le_bytes()));
+        r.frame(&f(Type::BulkData, b"12"));
+        assert_eq!(files(&d), vec!["out.nar.partial"]);
+        r.frame(&f(Type::BulkData, b"345")); // longer than announced: the receiver fails
+        assert!(r.error.is_some());
+        r.discard();
+        assert_eq!(files(&d), Vec::<String>::new());
+        let _ = std::fs::remove_dir_all(&d);
     }
 
     fn milan_report() -> Vec<u8> {

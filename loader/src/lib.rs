@@ -188,6 +188,7 @@ pub fn exec(config: &VmConfig, program: &[u8], argv: &[&str], on_output: impl Fn
 
 /// [`exec`] with files and limits.
 pub fn exec_with(config: &VmConfig, program: &[u8], argv: &[&str], options: &ExecOptions, mut on_output: impl FnMut(u8, &[u8])) -> Result<ExecResult, VmError> {
+    vm::check_sandbox_accel(config)?;
     let run = vm::run(config, |r| exec_request(r, program, argv, options), |f| {
         if f.ty == Type::Output && !f.payload.is_empty() {
             on_output(f.payload[0], &f.payload[1..]);

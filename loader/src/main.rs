@@ -96,12 +96,21 @@ struct VmArgs {
     /// `exec`: the attested image serves nothing but one Build).
     #[arg(long)]
     agent: Option<PathBuf>,
-    /// QEMU accelerator (auto: KVM when /dev/kvm is usable, else TCG).
+    /// QEMU accelerator (auto: KVM when /dev/kvm is usable, runs at hardware speed and is not
+    /// PVM, else TCG; the reason is printed when it picks TCG).
     #[arg(long, value_enum, default_value = "auto")]
     accel: Accel,
     /// Guest memory in MiB.
     #[arg(long, default_value_t = 2048)]
     memory: u64,
+    /// The total time limit in seconds (default: 600 under KVM and in a TEE, 3600 under TCG,
+    /// which emulates every instruction; docs/build.md, "Time limits").
+    #[arg(long, value_name = "SECONDS")]
+    timeout: Option<u64>,
+    /// End the run after this many seconds without a sign of life: no frame from the agent, no
+    /// serial output, QEMU not computing (a paused or stopped QEMU, a hung agent); 0 = never.
+    #[arg(long, value_name = "SECONDS", default_value_t = loader::vm::DEFAULT_SILENCE.as_secs())]
+    silence: u64,
     /// Keep the VM's disks and serial log in this directory (default: a temporary one, removed).
     #[arg(long)]
     work_dir: Option<PathBuf>,
@@ -143,7 +152,18 @@ impl VmArgs {
     fn config(&self, default_agent: &str) -> VmConfig {
         let mut c = VmConfig::new(self.agent(default_agent));
         c.accel = self.accel;
+        if self.accel == Accel::Auto && self.tee == loader::tee::Tee::None {
+            let (accel, why) = self.accel.choose();
+            if let Some(why) = why {
+                eprintln!("loader: --accel auto: {why}");
+            }
+            c.accel = accel;
+        }
         c.memory_mib = self.memory;
+        if let Some(t) = self.timeout {
+            c.timeout = std::time::Duration::from_secs(t.max(1));
+        }
+        c.silence = std::time::Duration::from_secs(self.silence);
         c.work_dir = self.work_dir.clone();
         c.tee.tee = self.tee;
         if let Some(q) = &self.tdx_qgs {
@@ -225,10 +245,18 @@ fn main() -> anyhow::Result<()> {
             for (code, text) in &r.errors {
                 eprintln!("loader: the agent refused the program (error {code}): {text}");
             }
-            // Killed by a signal (a fault, a limit): say what the agent saw, not just 128 + n.
-            if r.status >= 128 {
-                for note in r.notes.iter().filter(|n| !n.contains("unimplemented syscall")) {
+            // Killed by a signal (a fault, a limit): say what the agent saw, not just 128 + n;
+            // a failure after one of the sandbox's limits refused something: which limit.
+            if r.status != 0 {
+                // The notes about the program (its processes, the limits, a deadlock), not the boot's.
+                let about_it = |n: &&String| n.contains("pid ") || n.contains("limit") || n.contains("deadlock");
+                let notes: Vec<&String> = r.notes.iter().filter(about_it).filter(|n| r.status >= 128 || n.contains("limit reached")).collect();
+                for note in &notes {
                     eprintln!("loader: {note}");
+                }
+                // A signal another process sent, or one the program raised: no fault to report.
+                if r.status > 128 && !notes.iter().any(|n| n.contains("signal")) {
+                    eprintln!("loader: the program was killed by signal {}", r.status - 128);
                 }
             }
             std::io::stdout().flush()?;

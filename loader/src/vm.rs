@@ -17,23 +17,59 @@ use std::time::{Duration, Instant};
 /// Which QEMU accelerator to use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Accel {
-    /// KVM when /dev/kvm opens read-write, else TCG.
+    /// KVM when /dev/kvm is usable, runs guests at hardware speed and is not PVM; else TCG.
     Auto,
     Kvm,
     Tcg,
 }
 
 impl Accel {
-    /// Resolves `Auto`: KVM when it works, else TCG. "Works" means /dev/kvm opens read-write
-    /// *and* a vCPU runs at hardware speed: some nested hosts offer a KVM that runs guest code
-    /// 40x slower than TCG (see docs/channel.md). The verdict is cached for this host boot.
+    /// Resolves `Auto`: KVM when it works, else TCG. "Works" means /dev/kvm opens read-write,
+    /// is not PVM ([`kvm_is_pvm`]: sandboxed programs cannot make system calls under it) *and*
+    /// a vCPU runs at hardware speed: some nested hosts offer a KVM that runs guest code 40x
+    /// slower than TCG (see docs/channel.md). The verdict is cached for this host boot.
     pub fn resolve(self) -> Accel {
+        self.choose().0
+    }
+
+    /// [`Accel::resolve`], with the reason when `Auto` does not pick KVM (for the user).
+    pub fn choose(self) -> (Accel, Option<String>) {
         match self {
-            Accel::Auto if kvm_usable() && kvm_fast() => Accel::Kvm,
-            Accel::Auto => Accel::Tcg,
-            other => other,
+            Accel::Auto if !kvm_usable() => (Accel::Tcg, Some("/dev/kvm cannot be opened read-write: using TCG".into())),
+            Accel::Auto if kvm_is_pvm() => (Accel::Tcg, Some("using TCG: /dev/kvm here is PVM (kvm_pvm), under which every sandboxed program dies at its first system call (docs/sandbox.md, \"KVM on a PVM host\")".into())),
+            Accel::Auto if !kvm_fast() => {
+                (Accel::Tcg, Some("using TCG: this host's KVM runs guest code slower than TCG (a 5 M-iteration probe took over 1 s; docs/channel.md)".into()))
+            }
+            Accel::Auto => (Accel::Kvm, None),
+            other => (other, None),
         }
     }
+}
+
+/// Whether the host's KVM is PVM, the Pagetable-based Virtual Machine (Ant Group's `kvm_pvm`
+/// module): a paravirtual hypervisor that runs guests at hardware CPL 3 without VMX or SVM.
+pub fn kvm_is_pvm() -> bool {
+    Path::new("/sys/module/kvm_pvm").exists()
+}
+
+/// Why the sandbox cannot run under PVM (docs/sandbox.md, "KVM on a PVM host").
+pub const PVM_EXPLANATION: &str = "/dev/kvm here is PVM (the kvm_pvm module: a paravirtual hypervisor that runs the whole guest at hardware CPL 3, no VMX/SVM). \
+Under PVM the hardware's EFER.SCE is always set and its LSTAR is PVM's own switcher, so a sandboxed program's `syscall` never raises the #UD the agent relies on; \
+PVM delivers it per its paravirtual ABI (to the guest's LSTAR, for a guest kernel that registered a PVM vCPU structure), which the agent is not, \
+so the program faults at LSTAR in user mode (#PF, error 0x14/0x15) and dies with SIGSEGV at its first system call. Use --accel tcg (--accel auto picks it here)";
+
+/// Environment variable that lets `exec` and `build` run under `--accel kvm` on a PVM host
+/// anyway (to reproduce the fault above).
+pub const ALLOW_PVM_ENV: &str = "NIX_AGENT_ALLOW_PVM";
+
+/// Refuses to run sandboxed programs (Exec, Build) under explicitly requested KVM when that
+/// KVM is PVM (`Auto` never picks it there).
+pub fn check_sandbox_accel(config: &VmConfig) -> Result<(), VmError> {
+    let allowed = std::env::var_os(ALLOW_PVM_ENV).is_some_and(|v| v == "1");
+    if config.accel == Accel::Kvm && config.tee.tee == crate::tee::Tee::None && kvm_is_pvm() && !allowed {
+        return Err(VmError::Pvm);
+    }
+    Ok(())
 }
 
 /// Whether /dev/kvm can be opened read-write.
@@ -98,7 +134,12 @@ pub struct VmConfig {
     pub memory_mib: u64,
     /// Size of the response disk (sparse on the host).
     pub response_bytes: u64,
+    /// The total time limit of a run, from QEMU's start; `Duration::ZERO` (the default) means
+    /// the accelerator's default, [`default_timeout`].
     pub timeout: Duration,
+    /// The silence limit: a run that shows no sign of life for this long ends (no frame
+    /// committed, no serial output, QEMU not computing: [`Liveness`]). Zero disables it.
+    pub silence: Duration,
     pub qemu: PathBuf,
     /// Where the disks and the serial log go (a fresh temporary directory by default).
     pub work_dir: Option<PathBuf>,
@@ -111,7 +152,113 @@ pub struct VmConfig {
     /// When set (by whoever holds the other end), the run stops: QEMU is killed and the run
     /// fails with [`VmError::Cancelled`] (`loader --serve`: the client closed the connection).
     pub cancel: Option<Arc<AtomicBool>>,
+    /// A test hook: told when QEMU starts and of every frame and serial line as the loader
+    /// sees them, so a test can stop or kill QEMU at a chosen phase of a job.
+    pub observer: Option<Observer>,
 }
+
+/// What an [`Observer`] is told, in order.
+#[derive(Debug)]
+pub enum VmEvent<'a> {
+    /// QEMU's process started.
+    Started { pid: u32 },
+    /// A frame the agent committed (before the loader acts on it).
+    Frame(&'a Frame),
+    /// New text in the serial log.
+    Serial(&'a str),
+}
+
+/// A callback on [`VmEvent`]s (see [`VmConfig::observer`]).
+#[derive(Clone)]
+pub struct Observer(pub std::sync::Arc<dyn Fn(&VmEvent<'_>) + Send + Sync>);
+
+impl std::fmt::Debug for Observer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Observer")
+    }
+}
+
+/// The total time limit when none is given: a run under KVM (which every TEE launch is) gets
+/// 600 s, one under TCG 3600 s, because TCG emulates every guest instruction (5-40x slower
+/// than hardware for a builder: docs/sandbox.md, "Performance"), so the same build takes that
+/// much longer. docs/build.md, "Time limits".
+pub fn default_timeout(accel: Accel, tee: crate::tee::Tee) -> Duration {
+    match (accel, tee) {
+        (_, crate::tee::Tee::Snp | crate::tee::Tee::Tdx) | (Accel::Kvm, _) => Duration::from_secs(600),
+        _ => Duration::from_secs(3600),
+    }
+}
+
+/// The default silence limit (docs/build.md, "Time limits").
+pub const DEFAULT_SILENCE: Duration = Duration::from_secs(60);
+
+/// QEMU counts as computing over a window when it used at least this share of one CPU.
+pub const BUSY_SHARE: f64 = 0.10;
+
+/// How often QEMU's CPU use is sampled.
+pub const LIVENESS_WINDOW: Duration = Duration::from_secs(5);
+
+/// Tells a run that is alive from one that is stuck: alive while the agent commits response
+/// bytes, writes to the serial log, or QEMU computes (uses at least [`BUSY_SHARE`] of a CPU
+/// over a [`LIVENESS_WINDOW`]). A builder that computes for an hour without output is alive
+/// (the total time limit bounds it); a QEMU that is stopped (SIGSTOP, a paused VM), or an
+/// agent halted waiting for nothing, is silent.
+#[derive(Debug)]
+pub struct Liveness {
+    last_sign: Instant,
+    marks: (u64, u64),
+    window: (Instant, Duration),
+}
+
+impl Liveness {
+    pub fn new(now: Instant) -> Self {
+        Liveness { last_sign: now, marks: (0, 0), window: (now, Duration::ZERO) }
+    }
+
+    /// Records what is seen at `now`: bytes of response and of serial log so far, and QEMU's
+    /// CPU time so far (asked for once per window). Returns how long the run has been silent.
+    pub fn observe(&mut self, response: u64, serial: u64, cpu: impl FnOnce() -> Duration, now: Instant) -> Duration {
+        if (response, serial) != self.marks {
+            self.marks = (response, serial);
+            self.last_sign = now;
+        }
+        let (start, cpu_at_start) = self.window;
+        let wall = now.saturating_duration_since(start);
+        if wall >= LIVENESS_WINDOW {
+            let cpu = cpu();
+            if cpu.saturating_sub(cpu_at_start).as_secs_f64() >= BUSY_SHARE * wall.as_secs_f64() {
+                self.last_sign = now;
+            }
+            self.window = (now, cpu);
+        }
+        now.saturating_duration_since(self.last_sign)
+    }
+}
+
+/// The CPU time (user + system) a process has used, from /proc (zero if unreadable).
+fn cpu_time(pid: u32) -> Duration {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return Duration::ZERO };
+    // Fields after the command name (which may hold spaces, inside parentheses): state is
+    // field 3, utime 14, stime 15, in clock ticks (USER_HZ, 100 on Linux).
+    let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, r)| r.split_whitespace().collect()).unwrap_or_default();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    Duration::from_millis((ticks(11) + ticks(12)) * 10)
+}
+
+/// The last `lines` lines of a serial log.
+pub fn serial_tail(serial: &str, lines: usize) -> String {
+    let all: Vec<&str> = serial.lines().collect();
+    let from = all.len().saturating_sub(lines);
+    let mut tail = String::new();
+    if from > 0 {
+        tail.push_str(&format!("[… {from} earlier lines]\n"));
+    }
+    tail.push_str(&all[from..].join("\n"));
+    tail
+}
+
+/// How many serial lines an error carries.
+const TAIL_LINES: usize = 40;
 
 impl VmConfig {
     pub fn new(agent: impl Into<PathBuf>) -> Self {
@@ -120,12 +267,14 @@ impl VmConfig {
             accel: Accel::Auto,
             memory_mib: 2048,
             response_bytes: 64 << 30,
-            timeout: Duration::from_secs(600),
+            timeout: Duration::ZERO,
+            silence: DEFAULT_SILENCE,
             qemu: PathBuf::from("qemu-system-x86_64"),
             work_dir: None,
             tee: crate::tee::TeeConfig::default(),
             extra_qemu_args: Vec::new(),
             cancel: None,
+            observer: None,
         }
     }
 }
@@ -143,15 +292,22 @@ pub enum VmError {
     AgentFailure { failure: String, status: i32, serial: String },
     #[error("cancelled {0}")]
     Cancelled(&'static str),
-    #[error("the agent did not finish within {0:?}; serial log:\n{1}")]
-    Timeout(Duration, String),
+    /// The total time limit ended the run.
+    #[error("the total time limit ended the run: the agent did not finish within {} s ({}); last lines of the serial log:\n{tail}", limit.as_secs(), if *given { "--timeout" } else { "the default for this accelerator; raise it with --timeout" })]
+    Timeout { limit: Duration, given: bool, tail: String },
+    /// The silence limit ended the run.
+    #[error("the silence limit ended the run: no sign of life for {} s (no frame from the agent, no serial output, QEMU not computing: stopped, paused or hung); last lines of the serial log:\n{tail}", limit.as_secs())]
+    Silent { limit: Duration, tail: String },
     #[error("malformed response from the agent: {0}")]
     Response(String),
     #[error("the agent stopped without saying Bye (QEMU status {status}): a platform failure (under SEV-SNP a termination request ends QEMU this way); serial log:\n{serial}")]
     NoBye { status: i32, serial: String },
     /// QEMU stopped the VM without exiting (see `qmp`): internal error, panic, I/O error.
-    #[error("QEMU stopped the VM ({state}) without exiting: a platform failure; QEMU said: {stderr}; serial log:\n{serial}")]
+    #[error("QEMU stopped the VM ({state}) without exiting: a platform failure; QEMU said: {stderr}; last lines of the serial log:\n{serial}")]
     Stopped { state: String, stderr: String, serial: String },
+    /// `--accel kvm` for a sandboxed program on a PVM host ([`check_sandbox_accel`]).
+    #[error("--accel kvm cannot run sandboxed programs on this host: {PVM_EXPLANATION} (or set {ALLOW_PVM_ENV}=1 to see it fail)")]
+    Pvm,
     /// The TEE asked for cannot be launched on this host (what is missing is listed).
     #[error(transparent)]
     Tee(#[from] crate::tee::Unavailable),
@@ -293,6 +449,15 @@ impl ResponseReader {
     }
 }
 
+/// The text of a file from byte `from` on (lossy UTF-8).
+fn read_from(path: &Path, from: u64) -> Option<String> {
+    let mut f = File::open(path).ok()?;
+    f.seek(SeekFrom::Start(from)).ok()?;
+    let mut bytes = Vec::new();
+    f.read_to_end(&mut bytes).ok()?;
+    Some(String::from_utf8_lossy(&bytes).into_owned())
+}
+
 /// Failure codes the agent reports through isa-debug-exit (agent `arch::power::Failure`).
 fn describe_failure(code: i32) -> String {
     match code {
@@ -418,7 +583,17 @@ pub fn run(
         .stderr(stderr_file)
         .spawn()
         .map_err(|source| VmError::Spawn { qemu: config.qemu.display().to_string(), source })?;
+    let pid = child.id();
     let mut guard = QemuGuard(child);
+    let observe = |e: &VmEvent<'_>| {
+        if let Some(o) = &config.observer {
+            (o.0)(e)
+        }
+    };
+    observe(&VmEvent::Started { pid });
+    let timeout = if config.timeout.is_zero() { default_timeout(accel, config.tee.tee) } else { config.timeout };
+    let mut liveness = Liveness::new(start);
+    let mut serial_seen = 0u64;
     let stderr = || std::fs::read_to_string(&stderr_path).unwrap_or_default();
     // QMP is a watchdog, not a dependency: without it the timeout still ends the run.
     let mut qmp = crate::qmp::Qmp::connect(&qmp_path, start + Duration::from_secs(5)).ok();
@@ -437,6 +612,7 @@ pub fn run(
             if f.ty == Type::Hello && timings.boot_to_ready.is_zero() {
                 timings.boot_to_ready = start.elapsed();
             }
+            observe(&VmEvent::Frame(&f));
             on_frame(&f);
             frames.push(f);
         }
@@ -444,11 +620,22 @@ pub fn run(
     let status: ExitStatus = loop {
         let new = reader.poll()?;
         handle(new, &mut frames, &mut timings);
+        let serial_len = std::fs::metadata(&serial_path).map(|m| m.len()).unwrap_or(0);
+        if config.observer.is_some() && serial_len > serial_seen {
+            if let Some(text) = read_from(&serial_path, serial_seen) {
+                observe(&VmEvent::Serial(&text));
+            }
+        }
+        serial_seen = serial_len;
         if let Some(status) = guard.0.try_wait().map_err(io("waiting for QEMU"))? {
             break status;
         }
-        if start.elapsed() > config.timeout {
-            return Err(VmError::Timeout(config.timeout, serial()));
+        if start.elapsed() > timeout {
+            return Err(VmError::Timeout { limit: timeout, given: !config.timeout.is_zero(), tail: serial_tail(&serial(), TAIL_LINES) });
+        }
+        let silent = liveness.observe(reader.pos, serial_len, || cpu_time(pid), Instant::now());
+        if !config.silence.is_zero() && silent >= config.silence {
+            return Err(VmError::Silent { limit: config.silence, tail: serial_tail(&serial(), TAIL_LINES) });
         }
         if cancelled() {
             return Err(VmError::Cancelled("while the agent ran (QEMU stopped)"));
@@ -459,7 +646,7 @@ pub fn run(
                 Some(Ok(state)) => {
                     if let Some(state) = stopped.observe(&state, Instant::now()) {
                         if guard.0.try_wait().map_err(io("waiting for QEMU"))?.is_none() {
-                            return Err(VmError::Stopped { state, stderr: stderr(), serial: serial() });
+                            return Err(VmError::Stopped { state, stderr: stderr(), serial: serial_tail(&serial(), TAIL_LINES) });
                         }
                     }
                 }
@@ -484,4 +671,75 @@ pub fn run(
         return Err(VmError::NoBye { status: code, serial: serial() });
     }
     Ok(Run { frames, timings, serial: serial(), accel })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tee::Tee;
+
+    #[test]
+    fn the_default_time_limit_is_scaled_to_the_accelerator() {
+        assert_eq!(default_timeout(Accel::Kvm, Tee::None), Duration::from_secs(600));
+        assert_eq!(default_timeout(Accel::Tcg, Tee::None), Duration::from_secs(3600));
+        // A TEE is always launched under KVM, whatever the accelerator asked for.
+        for accel in [Accel::Auto, Accel::Kvm, Accel::Tcg] {
+            assert_eq!(default_timeout(accel, Tee::Snp), Duration::from_secs(600));
+            assert_eq!(default_timeout(accel, Tee::Tdx), Duration::from_secs(600));
+        }
+        assert!(VmConfig::new("agent.bin").timeout.is_zero(), "no limit given: the accelerator's default");
+        assert_eq!(VmConfig::new("agent.bin").silence, DEFAULT_SILENCE);
+    }
+
+    #[test]
+    fn liveness_counts_output_serial_and_computing_qemu_as_signs_of_life() {
+        let t0 = Instant::now();
+        let s = |n: u64| t0 + Duration::from_secs(n);
+        let cpu = |n: u64| move || Duration::from_secs(n);
+        // QEMU stopped: nothing moves, silence grows with the wall clock.
+        let mut l = Liveness::new(t0);
+        assert_eq!(l.observe(0, 0, cpu(0), s(30)), Duration::from_secs(30));
+        assert_eq!(l.observe(0, 0, cpu(0), s(61)), Duration::from_secs(61));
+        // A frame or a serial line resets it.
+        assert_eq!(l.observe(100, 0, cpu(0), s(62)), Duration::ZERO);
+        assert_eq!(l.observe(100, 10, cpu(0), s(70)), Duration::ZERO);
+        assert_eq!(l.observe(100, 10, cpu(0), s(80)), Duration::from_secs(10));
+        // A quiet builder that computes (QEMU busy) is alive; an idle QEMU (under 10 % of a
+        // CPU over each window) is not.
+        let mut l = Liveness::new(t0);
+        for n in (5..=300).step_by(5) {
+            assert_eq!(l.observe(0, 0, cpu(n / 2), s(n)), Duration::ZERO, "busy at {n} s");
+        }
+        let idle = Duration::from_secs(150);
+        let mut silent = Duration::ZERO;
+        for n in (305..=400).step_by(5) {
+            silent = l.observe(0, 0, || idle + Duration::from_millis(n - 300), s(n));
+        }
+        assert_eq!(silent, Duration::from_secs(100));
+    }
+
+    #[test]
+    fn a_serial_tail_is_the_last_lines() {
+        let log: String = (1..=100).map(|i| format!("line {i}\n")).collect();
+        let tail = serial_tail(&log, 3);
+        assert_eq!(tail, "[… 97 earlier lines]\nline 98\nline 99\nline 100");
+        assert_eq!(serial_tail("a\nb\n", 40), "a\nb");
+    }
+
+    #[test]
+    fn the_cpu_time_of_a_running_process_is_read_from_proc() {
+        let me = std::process::id();
+        let before = cpu_time(me);
+        let t = Instant::now();
+        let mut x = 0u64;
+        // Spin until /proc shows the time used (a loaded machine may give this thread little).
+        while cpu_time(me) < before + Duration::from_millis(100) && t.elapsed() < Duration::from_secs(20) {
+            for _ in 0..100_000 {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+            }
+        }
+        std::hint::black_box(x);
+        assert!(cpu_time(me) >= before + Duration::from_millis(100), "{before:?} -> {:?}", cpu_time(me));
+        assert_eq!(cpu_time(u32::MAX), Duration::ZERO);
+    }
 }

@@ -287,4 +287,51 @@ fn loader_exec_says_why_a_program_was_killed() {
     assert_eq!(out.status.code(), Some(139), "{stderr}");
     assert!(stderr.contains("killed by signal 11: exception 14 (error 0x"), "{stderr}");
     assert!(stderr.contains(") at rip 0x"), "{stderr}");
+    // A signal sent, not a fault: the signal, and not the boot's notes.
+    let out = Command::new(integration_tests::bin("loader"))
+        .args(["exec", "--accel", "tcg", "--memory", "512", "--agent"])
+        .arg(integration_tests::dev_agent_bin())
+        .args(["--", "/bin/busybox", "sh", "-c", "kill -TERM $$"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!((out.status.code(), stderr.as_ref()), (Some(143), "loader: the program was killed by signal 15\n"));
+}
+
+/// On a PVM host (docs/sandbox.md, "KVM on a PVM host"): `--accel auto` picks TCG and says why,
+/// explicit KVM is refused for Exec with the reason, and — allowed anyway — the program dies at
+/// its first system call exactly as the explanation says: a user-mode fetch fault at LSTAR
+/// (never written on the #UD path, so 0).
+#[test]
+fn pvm_kvm_is_refused_for_sandboxed_programs() {
+    if !loader::vm::kvm_is_pvm() || !loader::vm::kvm_usable() {
+        eprintln!("SKIPPED: /dev/kvm is not PVM here (no /sys/module/kvm_pvm); nothing to refuse");
+        return;
+    }
+    let r = loader::exec(&dev_vm_config(Accel::Kvm), b"not even run", &["x"], |_, _| {});
+    assert!(matches!(r, Err(loader::vm::VmError::Pvm)), "{r:?}");
+    assert!(r.unwrap_err().to_string().contains("dies with SIGSEGV at its first system call"));
+    assert_eq!(Accel::Auto.resolve(), Accel::Tcg);
+
+    let loader = |accel: &str, allow: bool| {
+        let mut c = Command::new(integration_tests::bin("loader"));
+        c.args(["exec", "--accel", accel, "--memory", "512", "--agent"]).arg(integration_tests::dev_agent_bin());
+        c.args(["--", "/bin/busybox", "echo", "hi"]).env("RUST_BACKTRACE", "0");
+        if allow {
+            c.env(loader::vm::ALLOW_PVM_ENV, "1");
+        }
+        c.output().unwrap()
+    };
+    let refused = loader("kvm", false);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("is PVM") && stderr.contains("--accel tcg"), "{stderr}");
+    let auto = loader("auto", false);
+    let stderr = String::from_utf8_lossy(&auto.stderr);
+    assert_eq!((auto.status.code(), &auto.stdout[..]), (Some(0), &b"hi\n"[..]), "{stderr}");
+    assert!(stderr.contains("--accel auto: using TCG: /dev/kvm here is PVM"), "{stderr}");
+    let allowed = loader("kvm", true);
+    let stderr = String::from_utf8_lossy(&allowed.stderr);
+    assert_eq!(allowed.status.code(), Some(139), "{stderr}");
+    assert!(stderr.contains("killed by signal 11: exception 14 (error 0x14, address 0x0) at rip 0x0"), "{stderr}");
 }

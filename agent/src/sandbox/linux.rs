@@ -74,6 +74,10 @@ impl<M: Memory> Kernel<M> {
             Ok(o) => o,
             Err(e) => Out::Ret(e.ret()),
         };
+        // The file system's limits are the only source of ENOSPC in the sandbox.
+        if matches!(out, Out::Ret(v) if v == Errno::ENOSPC.ret()) {
+            self.reached(Limit::Files, Errno::ENOSPC);
+        }
         match out {
             Out::Ret(v) => {
                 self.pm(pid).regs.gpr[RAX] = v as u64;
@@ -643,7 +647,8 @@ impl<M: Memory> Kernel<M> {
                 // A buffer to allocate must fit under the memory limit (Linux: a pipe page
                 // the memory cgroup refuses is ENOMEM).
                 if p.unallocated() && self.memory_used() + PIPE_CAP as u64 > self.limits.memory {
-                    return Err(Errno::ENOMEM);
+                    drop(p);
+                    return Err(self.reached(Limit::Memory, Errno::ENOMEM));
                 }
                 let room = PIPE_CAP - p.len();
                 if room == 0 || (data.len() <= 4096 && room < data.len()) {
@@ -673,6 +678,7 @@ impl<M: Memory> Kernel<M> {
                     self.log_written += n as u64;
                 }
                 if n < data.len() {
+                    self.limits_reached.insert(Limit::Log);
                     let limit = self.limits.log_bytes;
                     self.notes.push(alloc::format!("sandbox: log limit of {limit} bytes reached (pid {pid}); ending the build"));
                     self.end(1, Status::Signaled(sig::SIGXFSZ));
@@ -2052,6 +2058,42 @@ mod tests {
         assert_eq!(h.step(nr::READ, &[3, SCRATCH, 1]), Step::Block);
         h.k.exec(child, b"/nix/store/0000-busybox/busybox", vec![b"sh".to_vec()], vec![]).unwrap();
         assert_eq!(h.k.process(1).unwrap().state, State::Runnable);
+    }
+
+    #[test]
+    fn every_limit_that_refuses_is_recorded_and_named() {
+        let fresh = || boot_with(Limits { memory: 160 << 20, processes: 4, cpu_ticks: 100, log_bytes: 100 << 10 });
+        let noted = |h: &H, words: &str| h.k.notes.iter().filter(|n| n.starts_with("sandbox: limit reached: ") && n.contains(words)).count();
+        // Processes: the fourth fork is refused.
+        let mut h = fresh();
+        while h.call(nr::FORK, &[]) >= 0 {}
+        assert_eq!(h.call(nr::FORK, &[]), Errno::EAGAIN.ret());
+        assert_eq!(h.k.limits_reached.iter().copied().collect::<Vec<_>>(), vec![Limit::Processes]);
+        assert_eq!(noted(&h, "processes (4 alive at once)"), 1, "noted once: {:?}", h.k.notes);
+        // Memory: a mapping past the limit.
+        let mut h = fresh();
+        assert_eq!(h.call(nr::MMAP, &[0, 161 << 20, 3, 0x22, u64::MAX, 0]), Errno::ENOMEM.ret());
+        assert_eq!(noted(&h, "memory (167772160 bytes across all processes)"), 1, "{:?}", h.k.notes);
+        // The file system: a file grown past its 64 MiB.
+        let mut h = fresh();
+        let path = h.s(SCRATCH, "/build/big");
+        let fd = h.call(nr::OPEN, &[path, u64::from(O_CREAT | O_WRONLY), 0o644]);
+        assert!(fd >= 0);
+        assert_eq!(h.call(nr::FTRUNCATE, &[fd as u64, 100 << 20]), Errno::ENOSPC.ret());
+        assert_eq!(noted(&h, "the sandbox's file system is full (67108864 bytes of files or 10000 inodes)"), 1, "{:?}", h.k.notes);
+        // The log: past 100 KiB of stdout the build ends with SIGXFSZ.
+        let mut h = fresh();
+        assert_eq!(h.step(nr::WRITE, &[1, SCRATCH, 0x10000]), Step::Ret(0x10000));
+        assert_eq!(h.step(nr::WRITE, &[1, SCRATCH, 0x10000]), Step::Ended);
+        assert_eq!(h.k.finished(), Some(Status::Signaled(sig::SIGXFSZ)));
+        assert!(h.k.limits_reached.contains(&Limit::Log));
+        // CPU time: charged past 100 ticks.
+        let mut h = fresh();
+        assert!(h.k.charge(101));
+        assert!(h.k.limits_reached.contains(&Limit::CpuTime));
+        assert_eq!(h.k.limits_reached_text().unwrap(), "CPU time (100 ticks of 10 ms)");
+        // None reached: nothing to say.
+        assert_eq!(fresh().k.limits_reached_text(), None);
     }
 
     #[test]

@@ -92,6 +92,21 @@ pub struct Limits {
     pub log_bytes: u64,
 }
 
+/// A limit of [`Limits`] (or of the file system) that refused something during a build.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Limit {
+    /// The file system's bytes or inodes (`ENOSPC`).
+    Files,
+    /// Memory across all processes (`ENOMEM` from the accounting).
+    Memory,
+    /// Processes alive at once (`EAGAIN` from fork).
+    Processes,
+    /// Bytes of stdout and stderr (`SIGXFSZ`).
+    Log,
+    /// CPU time (`SIGXCPU`).
+    CpuTime,
+}
+
 /// User registers, saved at every event (hardware encoding order for `gpr`). The arch layer's
 /// entry code relies on this exact layout (`repr(C)`: gpr at 0, rip 128, rflags 136, fs_base
 /// 144, the FXSAVE area at 160).
@@ -330,6 +345,8 @@ pub struct Kernel<M: Memory> {
     pub notes: Vec<String>,
     unimplemented: BTreeSet<u64>,
     pub limits: Limits,
+    /// The limits that refused something so far (each noted once when first reached).
+    pub limits_reached: BTreeSet<Limit>,
     /// CPU time charged, in timer ticks: ring 3 and the agent's share.
     pub ticks: u64,
     pub agent_ticks: u64,
@@ -357,6 +374,7 @@ impl<M: Memory> Kernel<M> {
             notes: Vec::new(),
             unimplemented: BTreeSet::new(),
             limits,
+            limits_reached: BTreeSet::new(),
             ticks: 0,
             agent_ticks: 0,
             log_written: 0,
@@ -492,6 +510,33 @@ impl<M: Memory> Kernel<M> {
 
     /// Memory charged to the limit: user pages and page tables of every process, and pipe
     /// buffers.
+    /// Records that `limit` refused something (a note the first time), and gives `e` back.
+    pub(crate) fn reached(&mut self, limit: Limit, e: Errno) -> Errno {
+        if self.limits_reached.insert(limit) {
+            let what = self.describe(limit);
+            self.notes.push(alloc::format!("sandbox: limit reached: {what}"));
+        }
+        e
+    }
+
+    /// A limit in words, with its value in this kernel.
+    pub fn describe(&self, limit: Limit) -> String {
+        let l = &self.limits;
+        match limit {
+            Limit::Files => alloc::format!("the sandbox's file system is full ({} bytes of files or {} inodes)", self.fs.limit_bytes, self.fs.limit_inodes),
+            Limit::Memory => alloc::format!("memory ({} bytes across all processes)", l.memory),
+            Limit::Processes => alloc::format!("processes ({} alive at once)", l.processes),
+            Limit::Log => alloc::format!("log size ({} bytes of stdout and stderr)", l.log_bytes),
+            Limit::CpuTime => alloc::format!("CPU time ({} ticks of 10 ms)", l.cpu_ticks),
+        }
+    }
+
+    /// Every limit reached, in words (for the error that ends a build).
+    pub fn limits_reached_text(&self) -> Option<String> {
+        let all: Vec<String> = self.limits_reached.iter().map(|&l| self.describe(l)).collect();
+        (!all.is_empty()).then(|| all.join("; "))
+    }
+
     pub fn memory_used(&self) -> u64 {
         self.procs.values().map(|p| p.mapped()).sum::<u64>() + self.pipe_memory.get()
     }
@@ -500,7 +545,7 @@ impl<M: Memory> Kernel<M> {
     pub(crate) fn map(&mut self, pid: Pid, va: u64, len: u64, prot: Prot) -> Result<(), Errno> {
         let new = len - self.p(pid).regions.overlap(va, va + len) + tables_for(len);
         if self.memory_used().saturating_add(new) > self.limits.memory {
-            return Err(Errno::ENOMEM);
+            return Err(self.reached(Limit::Memory, Errno::ENOMEM));
         }
         self.pm(pid).mem.map(va, len, prot)?;
         let p = self.pm(pid);
@@ -574,7 +619,7 @@ impl<M: Memory> Kernel<M> {
         let old: u64 = self.p(pid).mapped();
         let need: u64 = image.segments.iter().map(|s| s.pages().1 - s.pages().0).sum::<u64>() + STACK_SIZE;
         if self.memory_used() - old + need > self.limits.memory {
-            return Err(Errno::ENOMEM);
+            return Err(self.reached(Limit::Memory, Errno::ENOMEM));
         }
         {
             let p = self.pm(pid);
@@ -637,12 +682,12 @@ impl<M: Memory> Kernel<M> {
     pub fn fork(&mut self, pid: Pid, vfork: bool) -> Result<Pid, Errno> {
         let live = self.procs.values().filter(|p| !matches!(p.state, State::Zombie(_))).count();
         if live >= self.limits.processes {
-            return Err(Errno::EAGAIN);
+            return Err(self.reached(Limit::Processes, Errno::EAGAIN));
+        }
+        if self.memory_used().saturating_add(self.p(pid).mapped()) > self.limits.memory {
+            return Err(self.reached(Limit::Memory, Errno::ENOMEM));
         }
         let parent = self.p(pid);
-        if self.memory_used().saturating_add(parent.mapped()) > self.limits.memory {
-            return Err(Errno::ENOMEM);
-        }
         let mem = parent.mem.fork()?;
         let child_pid = self.next_pid;
         let mut regs = parent.regs;
@@ -783,6 +828,7 @@ impl<M: Memory> Kernel<M> {
             return false;
         }
         if self.result.is_none() {
+            self.limits_reached.insert(Limit::CpuTime);
             let (all, agent) = (self.ticks, self.agent_ticks);
             self.notes.push(alloc::format!("sandbox: CPU time limit reached after {all} ticks ({agent} of them in the agent); ending the build"));
             self.end(1, Status::Signaled(sig::SIGXCPU));
