@@ -51,6 +51,23 @@ impl From<Errno> for Out {
     }
 }
 
+/// `set*id` to the builder's own id (or -1, "unchanged") succeeds; anything else is EPERM.
+fn ids_ok(ids: &[u64], own: u32) -> R {
+    if ids.iter().all(|&v| v as u32 == u32::MAX || v as u32 == own) {
+        Ok(0)
+    } else {
+        Err(Errno::EPERM)
+    }
+}
+
+/// Which of the in-kernel copies (`sendfile`, `splice`, `copy_file_range`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Copy {
+    Sendfile,
+    Splice,
+    FileRange,
+}
+
 /// `chown` to the builder's own ids (or -1, "unchanged") succeeds; anything else is EPERM.
 fn chown_ok(uid: u64, gid: u64) -> R {
     let keep = |v: u64, own: u32| v as u32 == u32::MAX || v as u32 == own;
@@ -280,6 +297,71 @@ impl<M: Memory> Kernel<M> {
                 _ => Err(Errno::EINVAL),
             }),
             nr::SET_ROBUST_LIST | nr::MADVISE | nr::FADVISE64 => ret(Ok(0)),
+            // What a configure/make/gcc run asks for besides (issue 16: their ENOSYS log lines).
+            201 /* time */ => ret(if a[0] != 0 { self.put(pid, a[0], &CLOCK_SECONDS.to_le_bytes()) } else { Ok(()) }.map(|_| CLOCK_SECONDS)),
+            137 /* statfs */ => ret(self.at(pid, AT_FDCWD, a[0], true).and_then(|_| self.statfs(pid, a[1]))),
+            138 /* fstatfs */ => ret(self.fd(pid, a[0]).and_then(|_| self.statfs(pid, a[1]))),
+            99 /* sysinfo */ => ret(self.sysinfo(pid, a[0])),
+            98 /* getrusage */ => ret(if a[0] as i64 != 0 && a[0] as i64 != -1 && a[0] as i64 != 1 { Err(Errno::EINVAL) } else { self.put(pid, a[1], &[0; 144]).map(|_| 0) }),
+            100 /* times */ => {
+                // No time passes: no CPU time used, and the tick count of the fixed clock.
+                let r = if a[0] != 0 { self.put(pid, a[0], &[0; 32]) } else { Ok(()) };
+                ret(r.map(|_| CLOCK_SECONDS * 100))
+            }
+            27 /* mincore */ => ret(self.mincore(pid, a[0], a[1], a[2])),
+            40 /* sendfile */ => self.copy_fds(pid, Copy::Sendfile, a[1], 0, a[0], a[2], a[3]),
+            275 /* splice */ => self.copy_fds(pid, Copy::Splice, a[0], a[1], a[2], a[3], a[4]),
+            326 /* copy_file_range */ => {
+                if a[5] != 0 {
+                    return ret(Err(Errno::EINVAL));
+                }
+                self.copy_fds(pid, Copy::FileRange, a[0], a[1], a[2], a[3], a[4])
+            }
+            // Extended attributes: none, and none can be set (EOPNOTSUPP, as a file system
+            // without xattr support answers; coreutils and tar go on without them).
+            188..=190 => ret(if n == 190 { self.fd(pid, a[0]).map(|_| ()) } else { self.at(pid, AT_FDCWD, a[0], n == 188).map(|_| ()) }.and(Err(Errno::EOPNOTSUPP))),
+            191..=193 | 197..=199 => ret(if n == 193 || n == 199 { self.fd(pid, a[0]).map(|_| ()) } else { self.at(pid, AT_FDCWD, a[0], n == 191 || n == 197).map(|_| ()) }.and(Err(Errno::ENODATA))),
+            194..=196 => ret(if n == 196 { self.fd(pid, a[0]).map(|_| 0) } else { self.at(pid, AT_FDCWD, a[0], n == 194).map(|_| 0) }),
+            // glibc falls back to clone when clone3 is ENOSYS; not a gap worth a note.
+            435 /* clone3 */ => ret(Err(Errno::ENOSYS)),
+            // The other identity calls: the builder may "change" to its own ids only.
+            113 | 117 /* setreuid, setresuid */ => ret(ids_ok(&a[..if n == 113 { 2 } else { 3 }], UID)),
+            114 | 119 /* setregid, setresgid */ => ret(ids_ok(&a[..if n == 114 { 2 } else { 3 }], GID)),
+            118 | 120 /* getresuid, getresgid */ => {
+                let id = if n == 118 { UID } else { GID };
+                ret([a[0], a[1], a[2]].iter().try_for_each(|&va| self.put(pid, va, &id.to_le_bytes())).map(|_| 0))
+            }
+            122 /* setfsuid */ => ret(Ok(UID as i64)),
+            123 /* setfsgid */ => ret(Ok(GID as i64)),
+            116 /* setgroups */ => ret(Err(Errno::EPERM)),
+            81 /* fchdir */ => ret(self.fchdir(pid, a[0])),
+            // No sockets in the sandbox (Nix's has only a loopback interface; nothing here
+            // listens): creating one is EAFNOSUPPORT, and every socket call on a descriptor
+            // is ENOTSOCK (EBADF for a closed one).
+            41 | 53 /* socket, socketpair */ => ret(Err(Errno::EAFNOSUPPORT)),
+            42..=52 | 54 | 55 | 288 | 299 | 307 => ret(self.fd(pid, a[0]).and(Err(Errno::ENOTSOCK))),
+            // Resource limits the old way (prlimit64 is the real one).
+            97 /* getrlimit */ => ret(self.prlimit(pid, 0, a[0], 0, a[1])),
+            160 /* setrlimit */ => ret(self.prlimit(pid, 0, a[0], a[1], 0)),
+            // Time does not pass: timers never fire.
+            37 /* alarm */ => ret(Ok(0)),
+            36 | 38 /* getitimer, setitimer */ => {
+                let out = if n == 36 { a[1] } else { a[2] };
+                ret(if out != 0 { self.put(pid, out, &[0; 32]) } else { Ok(()) }.map(|_| 0))
+            }
+            140 /* getpriority */ => ret(Ok(20)),
+            141 /* setpriority */ => ret(Ok(0)),
+            // One CPU for the sandbox: setting the affinity to it is fine.
+            203 /* sched_setaffinity */ => ret(Ok(0)),
+            73 /* flock */ => ret(self.fd(pid, a[0]).map(|_| 0)),
+            162 /* sync */ => ret(Ok(0)),
+            306 /* syncfs */ => ret(self.fd(pid, a[0]).map(|_| 0)),
+            26 /* msync */ | 149..=152 /* mlock, munlock, mlockall, munlockall */ => ret(Ok(0)),
+            271 /* ppoll */ => {
+                // The timeout (a timespec or NULL for none) decides blocking, as poll's.
+                let timeout = if a[2] == 0 { -1 } else { self.get(pid, a[2], &mut [0u8; 16]).map(|_| 0)? };
+                self.poll(pid, a[0], a[1], timeout)
+            }
             // glibc probes rseq and copes without it; not a gap worth a note.
             nr::RSEQ => ret(Err(Errno::ENOSYS)),
             _ => {
@@ -1007,6 +1089,136 @@ impl<M: Memory> Kernel<M> {
         }
         self.put(pid, buf, &p)?;
         Ok(p.len() as i64)
+    }
+
+    fn fchdir(&mut self, pid: Pid, fd: u64) -> R {
+        let ino = self.fd_ino(pid, fd).map_err(|_| Errno::ENOTDIR)?;
+        if !self.fs.get(ino)?.is_dir() {
+            return Err(Errno::ENOTDIR);
+        }
+        self.fs.access(ino, X_OK)?;
+        self.pm(pid).cwd = ino;
+        Ok(0)
+    }
+
+    /// `struct statfs` of the sandbox's one file system, described as the tmpfs it is like:
+    /// its byte and inode limits as the totals.
+    fn statfs(&mut self, pid: Pid, buf: u64) -> R {
+        const TMPFS_MAGIC: u64 = 0x0102_1994;
+        let blocks = self.fs.limit_bytes / PAGE;
+        let free = self.fs.limit_bytes.saturating_sub(self.fs.used_bytes()) / PAGE;
+        let files = self.fs.limit_inodes as u64;
+        let ffree = files.saturating_sub(self.fs.live_inodes() as u64);
+        // f_type f_bsize f_blocks f_bfree f_bavail f_files f_ffree f_fsid f_namelen f_frsize f_flags
+        let words = [TMPFS_MAGIC, PAGE, blocks, free, free, files, ffree, 0, 255, PAGE, 0x20 /* ST_RELATIME */];
+        let mut b = [0u8; 120];
+        for (i, w) in words.iter().enumerate() {
+            b[8 * i..8 * i + 8].copy_from_slice(&w.to_le_bytes());
+        }
+        self.put(pid, buf, &b)?;
+        Ok(0)
+    }
+
+    /// `struct sysinfo`: uptime 1 s (the fixed clock), the memory limit as RAM, what is left
+    /// of it as free, no swap, the number of processes.
+    fn sysinfo(&mut self, pid: Pid, buf: u64) -> R {
+        let mut b = [0u8; 112];
+        b[0..8].copy_from_slice(&(CLOCK_SECONDS as u64).to_le_bytes());
+        b[32..40].copy_from_slice(&self.limits.memory.to_le_bytes());
+        b[40..48].copy_from_slice(&self.limits.memory.saturating_sub(self.memory_used()).to_le_bytes());
+        b[80..82].copy_from_slice(&(self.procs.len() as u16).to_le_bytes());
+        b[104..108].copy_from_slice(&1u32.to_le_bytes());
+        self.put(pid, buf, &b)?;
+        Ok(0)
+    }
+
+    /// `mincore`: every mapped page is resident; an unmapped one is ENOMEM.
+    fn mincore(&mut self, pid: Pid, addr: u64, len: u64, vec: u64) -> R {
+        if !addr.is_multiple_of(PAGE) {
+            return Err(Errno::EINVAL);
+        }
+        let len = page_up(len).ok_or(Errno::ENOMEM)?;
+        if !user_range(addr, len) {
+            return Err(Errno::ENOMEM);
+        }
+        if self.p(pid).regions.overlap(addr, addr + len) != len {
+            return Err(Errno::ENOMEM);
+        }
+        let n = (len / PAGE) as usize;
+        if n > MAX_RW {
+            return Err(Errno::EINVAL);
+        }
+        self.put(pid, vec, &alloc::vec![1u8; n])?;
+        Ok(0)
+    }
+
+    /// `sendfile(out, in, *off, count)`, `splice(in, *off_in, out, *off_out, len, flags)` and
+    /// `copy_file_range(in, *off_in, out, *off_out, len, 0)`: one read and one write in the
+    /// kernel, at most [`MAX_RW`] bytes, never more than the destination pipe has room for (so
+    /// nothing read is lost when the write would block). An offset pointer is read and
+    /// advanced instead of the descriptor's offset.
+    #[allow(clippy::too_many_arguments)]
+    fn copy_fds(&mut self, pid: Pid, kind: Copy, fin: u64, off_in: u64, fout: u64, off_out: u64, len: u64) -> Result<Out, Errno> {
+        let (ein, eout) = (self.fd(pid, fin)?, self.fd(pid, fout)?);
+        if ein.ofd.borrow().flags & O_ACCMODE == O_WRONLY || eout.ofd.borrow().flags & O_ACCMODE == 0 {
+            return Err(Errno::EBADF);
+        }
+        let is_file = |e: &FdEntry, k: &Self| match e.ofd.borrow().object {
+            Object::Inode(i) => k.fs.get(i).map(|n| matches!(n.kind, Kind::File(_))).unwrap_or(false),
+            _ => false,
+        };
+        let is_pipe = |e: &FdEntry| matches!(e.ofd.borrow().object, Object::Pipe(_));
+        if let Object::Inode(i) = eout.ofd.borrow().object {
+            if self.fs.get(i)?.is_dir() {
+                return Err(Errno::EISDIR);
+            }
+        }
+        match kind {
+            Copy::Sendfile if !is_file(&ein, self) => return Err(Errno::EINVAL),
+            Copy::Splice if !is_pipe(&ein) && !is_pipe(&eout) => return Err(Errno::EINVAL),
+            Copy::Splice if (is_pipe(&ein) && off_in != 0) || (is_pipe(&eout) && off_out != 0) => return Err(Errno::ESPIPE),
+            Copy::FileRange if !is_file(&ein, self) || !is_file(&eout, self) => return Err(Errno::EINVAL),
+            Copy::FileRange if eout.ofd.borrow().flags & O_APPEND != 0 => return Err(Errno::EBADF),
+            _ => {}
+        }
+        let at_in = if off_in != 0 { Some(self.get_u64(pid, off_in)?) } else { None };
+        let at_out = if off_out != 0 { Some(self.get_u64(pid, off_out)?) } else { None };
+        if at_in.is_some_and(|o| o > i64::MAX as u64) || at_out.is_some_and(|o| o > i64::MAX as u64) {
+            return Err(Errno::EINVAL);
+        }
+        let mut len = (len as usize).min(MAX_RW);
+        if len == 0 {
+            return Ok(Out::Ret(0));
+        }
+        if let Object::Pipe(end) = &eout.ofd.borrow().object {
+            let p = end.pipe.borrow();
+            if p.readers > 0 {
+                let room = PIPE_CAP - p.len();
+                if room == 0 {
+                    return if eout.ofd.borrow().flags & O_NONBLOCK != 0 { Err(Errno::EAGAIN) } else { Ok(Out::Block) };
+                }
+                len = len.min(room);
+            }
+        }
+        let mut buf = alloc::vec![0u8; len];
+        let n = match self.read_ofd(&ein.ofd, &mut buf, at_in)? {
+            Out::Ret(n) => n as usize,
+            o => return Ok(o),
+        };
+        if n == 0 {
+            return Ok(Out::Ret(0));
+        }
+        let w = match self.write_ofd(pid, &eout.ofd, &buf[..n], at_out)? {
+            Out::Ret(w) => w,
+            o => return Ok(o),
+        };
+        if let Some(o) = at_in {
+            self.put(pid, off_in, &(o + n as u64).to_le_bytes())?;
+        }
+        if let Some(o) = at_out {
+            self.put(pid, off_out, &(o + w as u64).to_le_bytes())?;
+        }
+        Ok(Out::Ret(w))
     }
 
     // ---- memory ----

@@ -563,16 +563,32 @@ impl<M: Memory> Kernel<M> {
             a.extend_from_slice(&path);
             a
         };
+        // The interpreter a dynamically linked program names (`PT_INTERP`, the dynamic loader):
+        // resolved from the working directory like any path, a regular file the process may
+        // execute, an ELF that names no interpreter itself (binfmt_elf's `open_exec` and
+        // `load_elf_interp`).
+        let interp = match &image.interp {
+            None => None,
+            Some(ip) => {
+                let ii = self.fs.resolve(cwd, ip, true)?;
+                let node = self.fs.get(ii)?;
+                let Kind::File(data) = &node.kind else { return Err(Errno::EACCES) };
+                self.fs.access(ii, super::fs::X_OK)?;
+                Some((elf::parse_interp(data).map_err(|_| Errno::ELIBBAD)?, ii))
+            }
+        };
         let mut random = [0u8; 16];
         self.random(&mut random);
-        let spec = StackSpec { argv: &argv, envp: &envp, execfn: &execfn, random, uid: UID as u64, gid: GID as u64, hwcap: 0x178b_fbff };
+        let base = interp.as_ref().map_or(0, |(i, _)| i.bias);
+        let spec = StackSpec { argv: &argv, envp: &envp, execfn: &execfn, random, uid: UID as u64, gid: GID as u64, hwcap: 0x178b_fbff, base };
         let (stack, sp) = elf::build_stack(STACK_TOP, &image, &spec).map_err(|_| Errno::E2BIG)?;
         if stack.len() as u64 > STACK_SIZE / 2 {
             return Err(Errno::E2BIG);
         }
         // Point of no return: from here a failure ends the process.
         let old: u64 = self.p(pid).mapped();
-        let need: u64 = image.segments.iter().map(|s| s.pages().1 - s.pages().0).sum::<u64>() + STACK_SIZE;
+        let pages = |img: &elf::Image| img.segments.iter().map(|s| s.pages().1 - s.pages().0).sum::<u64>();
+        let need: u64 = pages(&image) + interp.as_ref().map_or(0, |(i, _)| pages(i)) + STACK_SIZE;
         if self.memory_used() - old + need > self.limits.memory {
             return Err(Errno::ENOMEM);
         }
@@ -581,26 +597,20 @@ impl<M: Memory> Kernel<M> {
             p.mem.clear();
             p.regions.clear();
         }
+        self.load_image(pid, &image, ino)?;
+        let entry = match &interp {
+            Some((i, ii)) => {
+                self.load_image(pid, i, *ii)?;
+                i.entry
+            }
+            None => image.entry,
+        };
         let rw = Prot { read: true, write: true, exec: false };
-        for s in &image.segments {
-            let (a, b) = s.pages();
-            self.map(pid, a, b - a, rw)?;
-        }
-        // Straight from the file's bytes (no copy: a program may be as large as the file system).
-        let Kind::File(file) = &self.fs.get(ino)?.kind else { return Err(Errno::EACCES) };
-        let mem = &mut self.procs.get_mut(&pid).ok_or(Errno::ESRCH)?.mem;
-        for s in &image.segments {
-            mem.poke(s.vaddr, &file[s.offset as usize..(s.offset + s.filesz) as usize]).map_err(|_| Errno::EFAULT)?;
-        }
-        for s in &image.segments {
-            let (a, b) = s.pages();
-            self.pm(pid).mem.protect(a, b - a, s.prot)?;
-        }
         self.map(pid, STACK_TOP - STACK_SIZE, STACK_SIZE, rw)?;
         self.pm(pid).mem.poke(sp, &stack).map_err(|_| Errno::EFAULT)?;
         let mut closing = Vec::new();
         let p = self.pm(pid);
-        p.regs = Regs { rip: image.entry, rflags: 0x202, ..Regs::default() };
+        p.regs = Regs { rip: entry, rflags: 0x202, ..Regs::default() };
         p.regs.gpr[RSP] = sp;
         if path != PROC_SELF_EXE {
             p.exe_path = absolute;
@@ -619,6 +629,26 @@ impl<M: Memory> Kernel<M> {
             self.put_fd(e);
         }
         self.release_vfork_parent(pid);
+        Ok(())
+    }
+
+    /// Maps an image's segments and fills them from the file `ino`, then gives each its rights.
+    fn load_image(&mut self, pid: Pid, image: &elf::Image, ino: Ino) -> Result<(), Errno> {
+        let rw = Prot { read: true, write: true, exec: false };
+        for s in &image.segments {
+            let (a, b) = s.pages();
+            self.map(pid, a, b - a, rw)?;
+        }
+        // Straight from the file's bytes (no copy: a program may be as large as the file system).
+        let Kind::File(file) = &self.fs.get(ino)?.kind else { return Err(Errno::EACCES) };
+        let mem = &mut self.procs.get_mut(&pid).ok_or(Errno::ESRCH)?.mem;
+        for s in &image.segments {
+            mem.poke(s.vaddr, &file[s.offset as usize..(s.offset + s.filesz) as usize]).map_err(|_| Errno::EFAULT)?;
+        }
+        for s in &image.segments {
+            let (a, b) = s.pages();
+            self.pm(pid).mem.protect(a, b - a, s.prot)?;
+        }
         Ok(())
     }
 
