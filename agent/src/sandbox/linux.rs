@@ -21,6 +21,10 @@ const AT_SYMLINK_NOFOLLOW: u64 = 0x100;
 const AT_REMOVEDIR: u64 = 0x200;
 const AT_SYMLINK_FOLLOW: u64 = 0x400;
 const AT_EMPTY_PATH: u64 = 0x1000;
+/// Nanoseconds per second.
+const NS: i64 = 1_000_000_000;
+const UTIME_NOW: i64 = 0x3fff_ffff;
+const UTIME_OMIT: i64 = 0x3fff_fffe;
 const O_ACCMODE: u32 = 3;
 const O_WRONLY: u32 = 1;
 const O_CREAT: u32 = 0o100;
@@ -172,13 +176,17 @@ impl<M: Memory> Kernel<M> {
                 if a[0] > 11 {
                     return ret(Err(Errno::EINVAL));
                 }
+                let t = self.fs.now();
                 let mut b = [0u8; 16];
-                b[..8].copy_from_slice(&CLOCK_SECONDS.to_le_bytes());
+                b[..8].copy_from_slice(&t.div_euclid(NS).to_le_bytes());
+                b[8..].copy_from_slice(&t.rem_euclid(NS).to_le_bytes());
                 ret(self.put(pid, a[1], &b).map(|_| 0))
             }
             nr::GETTIMEOFDAY => {
+                let t = self.fs.now();
                 let mut b = [0u8; 16];
-                b[..8].copy_from_slice(&CLOCK_SECONDS.to_le_bytes());
+                b[..8].copy_from_slice(&t.div_euclid(NS).to_le_bytes());
+                b[8..].copy_from_slice(&(t.rem_euclid(NS) / 1000).to_le_bytes());
                 let r = if a[0] != 0 { self.put(pid, a[0], &b) } else { Ok(()) };
                 ret(r.and_then(|_| if a[1] != 0 { self.put(pid, a[1], &[0; 8]) } else { Ok(()) }).map(|_| 0))
             }
@@ -298,7 +306,10 @@ impl<M: Memory> Kernel<M> {
             }),
             nr::SET_ROBUST_LIST | nr::MADVISE | nr::FADVISE64 => ret(Ok(0)),
             // What a configure/make/gcc run asks for besides (issue 16: their ENOSYS log lines).
-            201 /* time */ => ret(if a[0] != 0 { self.put(pid, a[0], &CLOCK_SECONDS.to_le_bytes()) } else { Ok(()) }.map(|_| CLOCK_SECONDS)),
+            201 /* time */ => {
+                let t = self.fs.now().div_euclid(NS);
+                ret(if a[0] != 0 { self.put(pid, a[0], &t.to_le_bytes()) } else { Ok(()) }.map(|_| t))
+            }
             137 /* statfs */ => ret(self.at(pid, AT_FDCWD, a[0], true).and_then(|_| self.statfs(pid, a[1]))),
             138 /* fstatfs */ => ret(self.fd(pid, a[0]).and_then(|_| self.statfs(pid, a[1]))),
             99 /* sysinfo */ => ret(self.sysinfo(pid, a[0])),
@@ -306,7 +317,8 @@ impl<M: Memory> Kernel<M> {
             100 /* times */ => {
                 // No time passes: no CPU time used, and the tick count of the fixed clock.
                 let r = if a[0] != 0 { self.put(pid, a[0], &[0; 32]) } else { Ok(()) };
-                ret(r.map(|_| CLOCK_SECONDS * 100))
+                let t = self.fs.now();
+                ret(r.map(|_| t / (NS / 100)))
             }
             27 /* mincore */ => ret(self.mincore(pid, a[0], a[1], a[2])),
             40 /* sendfile */ => self.copy_fds(pid, Copy::Sendfile, a[1], 0, a[0], a[2], a[3]),
@@ -866,6 +878,7 @@ impl<M: Memory> Kernel<M> {
         self.install(pid, e, 0)
     }
 
+    /// Mode, size, links, rdev, mtime (ns).
     fn stat_fields(&self, ino: Ino) -> Result<(u32, u64, u64, u32, i64), Errno> {
         let n = self.fs.get(ino)?;
         Ok((n.mode(), n.size(), n.nlink as u64, if matches!(n.kind, Kind::Dev(Device::Null)) { 0x103 } else if matches!(n.kind, Kind::Dev(Device::Zero)) { 0x105 } else { 0 }, n.mtime))
@@ -889,7 +902,7 @@ impl<M: Memory> Kernel<M> {
     fn fstatat(&mut self, pid: Pid, dirfd: i64, va: u64, buf: u64, flags: u64) -> R {
         let (ino, pipe_mode) = self.target(pid, dirfd, va, flags)?;
         let mut s = [0u8; 144];
-        let (mode, size, nlink, rdev, mtime) = if pipe_mode != 0 { (pipe_mode, 0, 1, 0, CLOCK_SECONDS) } else { self.stat_fields(ino)? };
+        let (mode, size, nlink, rdev, mtime) = if pipe_mode != 0 { (pipe_mode, 0, 1, 0, self.fs.now()) } else { self.stat_fields(ino)? };
         s[0..8].copy_from_slice(&1u64.to_le_bytes()); // st_dev
         s[8..16].copy_from_slice(&(ino as u64).to_le_bytes());
         s[16..24].copy_from_slice(&nlink.to_le_bytes());
@@ -901,7 +914,8 @@ impl<M: Memory> Kernel<M> {
         s[56..64].copy_from_slice(&4096u64.to_le_bytes());
         s[64..72].copy_from_slice(&size.div_ceil(512).to_le_bytes());
         for o in [72, 88, 104] {
-            s[o..o + 8].copy_from_slice(&mtime.to_le_bytes());
+            s[o..o + 8].copy_from_slice(&mtime.div_euclid(NS).to_le_bytes());
+            s[o + 8..o + 16].copy_from_slice(&mtime.rem_euclid(NS).to_le_bytes());
         }
         self.put(pid, buf, &s)?;
         Ok(0)
@@ -909,7 +923,7 @@ impl<M: Memory> Kernel<M> {
 
     fn statx(&mut self, pid: Pid, dirfd: i64, va: u64, flags: u64, buf: u64) -> R {
         let (ino, pipe_mode) = self.target(pid, dirfd, va, flags)?;
-        let (mode, size, nlink, rdev, mtime) = if pipe_mode != 0 { (pipe_mode, 0, 1, 0, CLOCK_SECONDS) } else { self.stat_fields(ino)? };
+        let (mode, size, nlink, rdev, mtime) = if pipe_mode != 0 { (pipe_mode, 0, 1, 0, self.fs.now()) } else { self.stat_fields(ino)? };
         let mut s = [0u8; 256];
         s[0..4].copy_from_slice(&0x7ffu32.to_le_bytes()); // STATX_BASIC_STATS
         s[4..8].copy_from_slice(&4096u32.to_le_bytes());
@@ -921,7 +935,8 @@ impl<M: Memory> Kernel<M> {
         s[40..48].copy_from_slice(&size.to_le_bytes());
         s[48..56].copy_from_slice(&size.div_ceil(512).to_le_bytes());
         for o in [64, 96, 112] {
-            s[o..o + 8].copy_from_slice(&mtime.to_le_bytes());
+            s[o..o + 8].copy_from_slice(&mtime.div_euclid(NS).to_le_bytes());
+            s[o + 8..o + 12].copy_from_slice(&(mtime.rem_euclid(NS) as u32).to_le_bytes());
         }
         s[128..132].copy_from_slice(&(rdev >> 8).to_le_bytes());
         s[132..136].copy_from_slice(&(rdev & 0xff).to_le_bytes());
@@ -1048,17 +1063,21 @@ impl<M: Memory> Kernel<M> {
     }
     fn utimensat(&mut self, pid: Pid, dirfd: i64, va: u64, times: u64, flags: u64) -> R {
         let ino = if va == 0 { self.fd_ino(pid, dirfd as u64)? } else { self.at(pid, dirfd, va, flags & AT_SYMLINK_NOFOLLOW == 0)? };
+        // Only the mtime is kept (atime and ctime read as it); the atime is checked as Linux does.
         let t = if times == 0 {
-            CLOCK_SECONDS
+            None
         } else {
             let mut b = [0u8; 32];
             self.get(pid, times, &mut b)?;
-            let sec = i64::from_le_bytes(b[16..24].try_into().expect("8"));
-            let nsec = i64::from_le_bytes(b[24..32].try_into().expect("8"));
-            match nsec {
-                0x3ffffffe => return Ok(0), // UTIME_OMIT
-                0x3fffffff => CLOCK_SECONDS, // UTIME_NOW
-                _ => sec,
+            let word = |o: usize| i64::from_le_bytes(b[o..o + 8].try_into().expect("8"));
+            let ok = |ns: i64| (0..NS).contains(&ns) || ns == UTIME_NOW || ns == UTIME_OMIT;
+            if !ok(word(8)) || !ok(word(24)) {
+                return Err(Errno::EINVAL);
+            }
+            match word(24) {
+                UTIME_OMIT => return Ok(0),
+                UTIME_NOW => None,
+                ns => Some(word(16).saturating_mul(NS).saturating_add(ns)),
             }
         };
         self.fs.set_mtime(ino, t)?;
@@ -1123,7 +1142,8 @@ impl<M: Memory> Kernel<M> {
     /// of it as free, no swap, the number of processes.
     fn sysinfo(&mut self, pid: Pid, buf: u64) -> R {
         let mut b = [0u8; 112];
-        b[0..8].copy_from_slice(&(CLOCK_SECONDS as u64).to_le_bytes());
+        let t = self.fs.now();
+        b[0..8].copy_from_slice(&t.div_euclid(NS).to_le_bytes());
         b[32..40].copy_from_slice(&self.limits.memory.to_le_bytes());
         b[40..48].copy_from_slice(&self.limits.memory.saturating_sub(self.memory_used()).to_le_bytes());
         b[80..82].copy_from_slice(&(self.procs.len() as u16).to_le_bytes());
@@ -1911,6 +1931,49 @@ mod tests {
         assert_eq!(h.step(nr::EXECVE, &[bb, SCRATCH + 0x100, 0]), Step::Resumed, "131071 bytes and a NUL fit");
     }
 
+    /// The file clock (issue 16): files changed one after the other get distinct, ordered
+    /// mtimes; a time set explicitly is kept and the clock jumps past it; the clocks a process
+    /// reads follow the same time.
+    #[test]
+    fn the_file_clock_orders_changes_and_honours_set_times() {
+        let mut h = boot();
+        let mtime = |h: &mut H, name: &str| -> (i64, i64) {
+            let p = h.s(SCRATCH + 0x800, name);
+            assert_eq!(h.call(nr::STAT, &[p, SCRATCH + 0x1000]), 0);
+            let b = h.peek(SCRATCH + 0x1000 + 88, 16);
+            (i64::from_le_bytes(b[..8].try_into().unwrap()), i64::from_le_bytes(b[8..].try_into().unwrap()))
+        };
+        let create = |h: &mut H, name: &str| {
+            let p = h.s(SCRATCH + 0x800, name);
+            let fd = h.call(nr::OPEN, &[p, 0o101, 0o644]);
+            assert!(fd >= 0);
+            assert_eq!(h.call(nr::WRITE, &[fd as u64, p, 1]), 1);
+            assert_eq!(h.call(nr::CLOSE, &[fd as u64]), 0);
+        };
+        create(&mut h, "a");
+        create(&mut h, "b");
+        let (a, b) = (mtime(&mut h, "a"), mtime(&mut h, "b"));
+        assert!(b > a, "{a:?} {b:?}");
+        assert_eq!(a.0, 1, "the clock starts at 1 s");
+        // touch -d @1400000000.5 a: kept exactly, and the next change is later still.
+        let mut times = [0u8; 32];
+        times[0..8].copy_from_slice(&1_400_000_000i64.to_le_bytes());
+        times[16..24].copy_from_slice(&1_400_000_000i64.to_le_bytes());
+        times[24..32].copy_from_slice(&500_000_000i64.to_le_bytes());
+        h.poke(SCRATCH + 0x2000, &times);
+        let p = h.s(SCRATCH + 0x800, "a");
+        assert_eq!(h.call(nr::UTIMENSAT, &[AT_FDCWD as u64, p, SCRATCH + 0x2000, 0]), 0);
+        assert_eq!(mtime(&mut h, "a"), (1_400_000_000, 500_000_000));
+        create(&mut h, "c");
+        let c = mtime(&mut h, "c");
+        assert!(c > (1_400_000_000, 500_000_000), "{c:?}");
+        assert!(h.call(201, &[0]) >= 1_400_000_000, "time() follows the clock");
+        // A bad nanosecond count is EINVAL, as on Linux.
+        times[24..32].copy_from_slice(&NS.to_le_bytes());
+        h.poke(SCRATCH + 0x2000, &times);
+        assert_eq!(h.call(nr::UTIMENSAT, &[AT_FDCWD as u64, p, SCRATCH + 0x2000, 0]), Errno::EINVAL.ret());
+    }
+
     #[test]
     fn identity_time_random() {
         let mut h = boot();
@@ -1920,7 +1983,8 @@ mod tests {
         assert_eq!(h.call(nr::UNAME, &[SCRATCH]), 0);
         assert_eq!(&h.peek(SCRATCH + 65, 10), b"localhost\0");
         assert_eq!(h.call(nr::CLOCK_GETTIME, &[0, SCRATCH]), 0);
-        assert_eq!(h.peek(SCRATCH, 16), [1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        // 1 s, the file clock's start, one tick (1 us) later: the read itself is an event.
+        assert_eq!(h.peek(SCRATCH, 16), [1, 0, 0, 0, 0, 0, 0, 0, 0xe8, 3, 0, 0, 0, 0, 0, 0]);
         assert_eq!(h.call(nr::GETRANDOM, &[SCRATCH, 32, 0]), 32);
         let a = h.peek(SCRATCH, 32);
         let mut h2 = boot();

@@ -404,6 +404,8 @@ impl<M: Memory> Kernel<M> {
     /// with `argv` and `envp`, stdin `/dev/null`, stdout/stderr to the log.
     pub fn spawn(&mut self, mem: M, path: &[u8], argv: Vec<Vec<u8>>, envp: Vec<Vec<u8>>) -> Result<Pid, Errno> {
         let cwd = self.fs.resolve(ROOT, b"/build", true)?;
+        // From here on, every change advances the file clock (`Fs::now`).
+        self.fs.ticking = true;
         let pid = self.next_pid;
         self.next_pid += 1;
         let null = self.fs.resolve(ROOT, b"/dev/null", true)?;
