@@ -280,6 +280,9 @@ pub struct Process<M> {
     /// Actions, mask, pending signals.
     pub sig: Signals,
     pub vfork_parent: Option<Pid>,
+    /// A `vfork` child runs in its parent's address space (`CLONE_VM`), borrowed until it
+    /// execs or ends; the parent holds an empty one meanwhile (it does not run).
+    pub borrowed_vm: bool,
     /// The program it runs and its absolute path (what `/proc/self/exe` names).
     pub exe: Ino,
     pub exe_path: Vec<u8>,
@@ -429,6 +432,7 @@ impl<M: Memory> Kernel<M> {
             regions: Regions::default(),
             sig: Signals::default(),
             vfork_parent: None,
+            borrowed_vm: false,
             exe: ROOT,
             exe_path: Vec::new(),
             tsc_reads: 0,
@@ -588,12 +592,14 @@ impl<M: Memory> Kernel<M> {
             return Err(Errno::E2BIG);
         }
         // Point of no return: from here a failure ends the process.
-        let old: u64 = self.p(pid).mapped();
+        // What the old image frees (nothing when it is a vfork parent's, which it keeps).
+        let old: u64 = if self.p(pid).borrowed_vm { 0 } else { self.p(pid).mapped() };
         let pages = |img: &elf::Image| img.segments.iter().map(|s| s.pages().1 - s.pages().0).sum::<u64>();
         let need: u64 = pages(&image) + interp.as_ref().map_or(0, |(i, _)| pages(i)) + STACK_SIZE;
         if self.memory_used() - old + need > self.limits.memory {
             return Err(Errno::ENOMEM);
         }
+        self.return_vm(pid)?;
         {
             let p = self.pm(pid);
             p.mem.clear();
@@ -654,6 +660,29 @@ impl<M: Memory> Kernel<M> {
         Ok(())
     }
 
+    /// A `vfork` child that execs or ends gives its parent's address space back (with the
+    /// mappings it made meanwhile, as they were made in the shared space) and keeps an empty one.
+    fn return_vm(&mut self, pid: Pid) -> Result<(), Errno> {
+        let Some(c) = self.procs.get_mut(&pid) else { return Ok(()) };
+        if !c.borrowed_vm {
+            return Ok(());
+        }
+        c.borrowed_vm = false;
+        let empty = c.mem.empty()?;
+        let mem = core::mem::replace(&mut c.mem, empty);
+        let regions = core::mem::take(&mut c.regions);
+        let (brk_start, brk, mmap_next) = (c.brk_start, c.brk, c.mmap_next);
+        match c.vfork_parent.and_then(|pp| self.procs.get_mut(&pp)) {
+            Some(parent) if !matches!(parent.state, State::Zombie(_)) => {
+                parent.mem = mem;
+                parent.regions = regions;
+                (parent.brk_start, parent.brk, parent.mmap_next) = (brk_start, brk, mmap_next);
+            }
+            _ => drop(mem), // the parent has gone: the space goes with the child's
+        }
+        Ok(())
+    }
+
     fn release_vfork_parent(&mut self, pid: Pid) {
         if let Some(pp) = self.pm(pid).vfork_parent.take() {
             if let Some(parent) = self.procs.get_mut(&pp) {
@@ -671,11 +700,22 @@ impl<M: Memory> Kernel<M> {
         if live >= self.limits.processes {
             return Err(Errno::EAGAIN);
         }
+        // A vfork child borrows its parent's address space (the parent waits, as Linux's
+        // CLONE_VM|CLONE_VFORK: what the child writes, e.g. posix_spawn's error report, the
+        // parent sees); a fork child gets a copy-on-write copy.
+        let (mem, regions) = if vfork {
+            let parent = self.pm(pid);
+            let empty = parent.mem.empty()?;
+            (core::mem::replace(&mut parent.mem, empty), core::mem::take(&mut parent.regions))
+        } else {
+            let (used, limit) = (self.memory_used(), self.limits.memory);
+            let parent = self.pm(pid);
+            if used.saturating_add(parent.mapped()) > limit {
+                return Err(Errno::ENOMEM);
+            }
+            (parent.mem.fork()?, parent.regions.clone())
+        };
         let parent = self.p(pid);
-        if self.memory_used().saturating_add(parent.mapped()) > self.limits.memory {
-            return Err(Errno::ENOMEM);
-        }
-        let mem = parent.mem.fork()?;
         let child_pid = self.next_pid;
         let mut regs = parent.regs;
         regs.gpr[RAX] = 0;
@@ -691,9 +731,10 @@ impl<M: Memory> Kernel<M> {
             brk_start: parent.brk_start,
             brk: parent.brk,
             mmap_next: parent.mmap_next,
-            regions: parent.regions.clone(),
+            regions,
             sig: parent.sig.fork(),
             vfork_parent: if vfork { Some(pid) } else { None },
+            borrowed_vm: vfork,
             exe: parent.exe,
             exe_path: parent.exe_path.clone(),
             tsc_reads: parent.tsc_reads,
@@ -712,6 +753,8 @@ impl<M: Memory> Kernel<M> {
             return;
         }
         p.state = State::Zombie(status);
+        let _ = self.return_vm(pid);
+        let p = self.pm(pid);
         p.mem.clear();
         p.regions.clear();
         let fds: Vec<FdEntry> = p.fds.drain(..).flatten().collect();
@@ -844,6 +887,15 @@ impl<M: Memory> Kernel<M> {
     /// raising #GP (CR4.TSD, CPUID faulting), #VE (TDX) or #VC (SEV-SNP) is answered by
     /// `sandbox::cpu` and the process goes on after the instruction.
     pub fn fault(&mut self, pid: Pid, e: Exception) {
+        // A write to a copy-on-write page (present, write access): the memory layer copies it
+        // and the instruction runs again.
+        if e.vector == 14 && e.error & 3 == 3 {
+            if let Some(p) = self.procs.get_mut(&pid) {
+                if p.mem.resolve_fault(e.address, true) {
+                    return;
+                }
+            }
+        }
         if matches!(e.vector, 13 | 20 | 29) && self.emulate_cpu(pid) {
             return;
         }
