@@ -361,6 +361,13 @@ impl Memory for AddressSpace {
         AddressSpace::new()
     }
 
+    fn prot_of(&self, va: u64) -> Option<Prot> {
+        self.mapped(va & !0xFFF).map(|e| {
+            let present = e & PRESENT != 0;
+            Prot { read: present, write: present && e & (WRITABLE | COW) != 0, exec: present && e & NO_EXECUTE == 0 }
+        })
+    }
+
     fn resolve_fault(&mut self, va: u64, write: bool) -> bool {
         // Only a write to a present copy-on-write page is ours to resolve.
         match self.mapped(va & !0xFFF) {

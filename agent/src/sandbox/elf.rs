@@ -170,8 +170,12 @@ pub fn parse_at(file: &[u8], base: u64) -> Result<Image, ElfError> {
                     return Err(ElfError::Dynamic);
                 }
                 let s = &file[offset as usize..end as usize];
-                let path = &s[..s.len() - 1];
-                if s[s.len() - 1] != 0 || path.contains(&0) {
+                if s[s.len() - 1] != 0 {
+                    return Err(ElfError::Dynamic);
+                }
+                // The path is the C string at its start (Linux opens up to the first NUL).
+                let path = &s[..s.iter().position(|&b| b == 0).unwrap_or(0)];
+                if path.is_empty() {
                     return Err(ElfError::Dynamic);
                 }
                 interp = Some(path.to_vec());

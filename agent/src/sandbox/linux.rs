@@ -156,6 +156,7 @@ impl<M: Memory> Kernel<M> {
             nr::BRK => ret(Ok(self.brk(pid, a[0]) as i64)),
             nr::MMAP => ret(self.mmap(pid, a[0], a[1], a[2], a[3], a[4], a[5])),
             nr::MUNMAP => ret(self.munmap(pid, a[0], a[1])),
+            25 /* mremap */ => ret(self.mremap(pid, a[0], a[1], a[2], a[3], a[4])),
             nr::MPROTECT => ret(self.mprotect(pid, a[0], a[1], a[2])),
             nr::FORK => ret(self.fork(pid, false).map(|c| c as i64)),
             nr::VFORK => self.vfork(pid),
@@ -313,7 +314,7 @@ impl<M: Memory> Kernel<M> {
             137 /* statfs */ => ret(self.at(pid, AT_FDCWD, a[0], true).and_then(|_| self.statfs(pid, a[1]))),
             138 /* fstatfs */ => ret(self.fd(pid, a[0]).and_then(|_| self.statfs(pid, a[1]))),
             99 /* sysinfo */ => ret(self.sysinfo(pid, a[0])),
-            98 /* getrusage */ => ret(if a[0] as i64 != 0 && a[0] as i64 != -1 && a[0] as i64 != 1 { Err(Errno::EINVAL) } else { self.put(pid, a[1], &[0; 144]).map(|_| 0) }),
+            98 /* getrusage */ => ret(if !matches!(a[0] as i32, 0 | -1 | 1) { Err(Errno::EINVAL) } else { self.put(pid, a[1], &[0; 144]).map(|_| 0) }),
             100 /* times */ => {
                 // No time passes: no CPU time used, and the tick count of the fixed clock.
                 let r = if a[0] != 0 { self.put(pid, a[0], &[0; 32]) } else { Ok(()) };
@@ -321,7 +322,7 @@ impl<M: Memory> Kernel<M> {
                 ret(r.map(|_| t / (NS / 100)))
             }
             27 /* mincore */ => ret(self.mincore(pid, a[0], a[1], a[2])),
-            40 /* sendfile */ => self.copy_fds(pid, Copy::Sendfile, a[1], 0, a[0], a[2], a[3]),
+            40 /* sendfile */ => self.copy_fds(pid, Copy::Sendfile, a[1], a[2], a[0], 0, a[3]),
             275 /* splice */ => self.copy_fds(pid, Copy::Splice, a[0], a[1], a[2], a[3], a[4]),
             326 /* copy_file_range */ => {
                 if a[5] != 0 {
@@ -1335,6 +1336,68 @@ impl<M: Memory> Kernel<M> {
             self.pm(pid).mmap_next = va;
         }
         Ok(va as i64)
+    }
+
+    /// `mremap`: shrinks in place, grows in place when the pages after are free, else (with
+    /// `MREMAP_MAYMOVE`, or to `MREMAP_FIXED`'s address) moves: new pages with the old
+    /// rights, the contents copied, the old range unmapped.
+    fn mremap(&mut self, pid: Pid, old: u64, old_len: u64, new_len: u64, flags: u64, new_addr: u64) -> R {
+        const MAYMOVE: u64 = 1;
+        const FIXED: u64 = 2;
+        if !old.is_multiple_of(PAGE) || flags & !(MAYMOVE | FIXED) != 0 || (flags & FIXED != 0 && flags & MAYMOVE == 0) {
+            return Err(Errno::EINVAL);
+        }
+        let old_len = page_up(old_len).ok_or(Errno::EINVAL)?;
+        let new_len = page_up(new_len).filter(|&l| l > 0 && l < USER_END).ok_or(Errno::EINVAL)?;
+        if old_len == 0 || !user_range(old, old_len) {
+            return Err(Errno::EFAULT);
+        }
+        if self.p(pid).regions.overlap(old, old + old_len) != old_len {
+            return Err(Errno::EFAULT);
+        }
+        let prot = self.p(pid).mem.prot_of(old).unwrap_or(Prot { read: true, write: true, exec: false });
+        if flags & FIXED == 0 {
+            if new_len <= old_len {
+                self.unmap(pid, old + new_len, old_len - new_len);
+                return Ok(old as i64);
+            }
+            let end = old + new_len;
+            if user_range(old, new_len) && !self.p(pid).regions.any_in(old + old_len, end) {
+                let rw = Prot { read: true, write: true, exec: false };
+                self.map(pid, old + old_len, new_len - old_len, rw)?;
+                self.pm(pid).mem.protect(old + old_len, new_len - old_len, prot)?;
+                return Ok(old as i64);
+            }
+            if flags & MAYMOVE == 0 {
+                return Err(Errno::ENOMEM);
+            }
+        }
+        let to = if flags & FIXED != 0 {
+            if !new_addr.is_multiple_of(PAGE) || !user_range(new_addr, new_len) || (new_addr < old + old_len && old < new_addr + new_len) {
+                return Err(Errno::EINVAL);
+            }
+            new_addr
+        } else {
+            let next = self.p(pid).mmap_next;
+            next.checked_sub(new_len).filter(|&v| v >= self.p(pid).brk_start + (1 << 40)).ok_or(Errno::ENOMEM)?
+        };
+        self.map(pid, to, new_len, Prot { read: true, write: true, exec: false })?;
+        let mut page = alloc::vec![0u8; PAGE as usize];
+        for off in (0..old_len.min(new_len)).step_by(PAGE as usize) {
+            let mem = &mut self.pm(pid).mem;
+            // (Pages of one range share its first page's rights; a PROT_NONE range moves as
+            // zeros, its contents unreadable anyway until an mprotect.)
+            if mem.read(old + off, &mut page).is_err() {
+                page.fill(0);
+            }
+            mem.poke(to + off, &page).map_err(|_| Errno::EFAULT)?;
+        }
+        self.pm(pid).mem.protect(to, new_len, prot)?;
+        self.unmap(pid, old, old_len);
+        if flags & FIXED == 0 {
+            self.pm(pid).mmap_next = to;
+        }
+        Ok(to as i64)
     }
 
     fn munmap(&mut self, pid: Pid, addr: u64, len: u64) -> R {

@@ -52,6 +52,8 @@ pub trait Memory: Sized {
     /// A copy for a forked child (the arch layer shares pages copy-on-write, which changes
     /// the parent's page tables too: hence `&mut`).
     fn fork(&mut self) -> Result<Self, Errno>;
+    /// The rights of the mapped page at `va` (`None` when unmapped).
+    fn prot_of(&self, va: u64) -> Option<Prot>;
     /// A new, empty address space (what a `vfork` parent holds while its child borrows its own).
     fn empty(&self) -> Result<Self, Errno>;
     /// A page fault at `va` the memory layer handles itself: a write to a copy-on-write page
@@ -180,6 +182,9 @@ impl Memory for MockMemory {
     }
     fn empty(&self) -> Result<Self, Errno> {
         Ok(MockMemory::new())
+    }
+    fn prot_of(&self, va: u64) -> Option<Prot> {
+        self.prot(va)
     }
     fn resolve_fault(&mut self, _va: u64, _write: bool) -> bool {
         false // the mock copies at fork: nothing is ever copy-on-write
