@@ -179,3 +179,94 @@ fn debians_dynamic_bash_and_make_run_as_on_linux() {
         ours.notes
     );
 }
+
+/// The host's GCC 12 toolchain (driver, cc1, collect2, as, ld and the libraries they load),
+/// Debian's binaries unchanged but for PT_INTERP, placed under a sysroot /build; GCC finds its
+/// parts relative to its own path, as a Nix store path's would.
+fn gcc_files() -> Vec<ExecFile> {
+    let gcc = "/usr/lib/gcc/x86_64-linux-gnu/12";
+    let mut files = Vec::new();
+    let mut place = |host: &str, guest: &str, program: bool| {
+        let bytes = std::fs::read(host).unwrap_or_else(|e| panic!("{host}: {e} (apt: gcc-12, binutils)"));
+        let bytes = if program { with_interp(&bytes, INTERP) } else { bytes };
+        files.push(ExecFile { guest: guest.into(), contents: Contents::Bytes(bytes), executable: true });
+    };
+    for (host, guest) in [
+        ("/usr/bin/x86_64-linux-gnu-gcc-12", "/build/usr/bin/gcc"),
+        ("/usr/bin/x86_64-linux-gnu-as", "/build/usr/bin/as"),
+        ("/usr/bin/x86_64-linux-gnu-ld.bfd", "/build/usr/bin/ld"),
+        (&format!("{gcc}/cc1"), "/build/usr/lib/gcc/x86_64-linux-gnu/12/cc1"),
+        (&format!("{gcc}/collect2"), "/build/usr/lib/gcc/x86_64-linux-gnu/12/collect2"),
+    ] {
+        place(host, guest, true);
+    }
+    for f in ["crtbeginS.o", "crtendS.o", "libgcc.a", "libgcc_s.so", "liblto_plugin.so"] {
+        place(&format!("{gcc}/{f}"), &format!("/build/usr/lib/gcc/x86_64-linux-gnu/12/{f}"), false);
+    }
+    for f in ["Scrt1.o", "crti.o", "crtn.o", "libc.so", "libc_nonshared.a"] {
+        place(&format!("/usr/lib/x86_64-linux-gnu/{f}"), &format!("/build/usr/lib/x86_64-linux-gnu/{f}"), false);
+    }
+    place("/usr/include/stdc-predef.h", "/build/usr/include/stdc-predef.h", false);
+    for f in ["libc.so.6", "libgcc_s.so.1"] {
+        place(&format!("/lib/x86_64-linux-gnu/{f}"), &format!("/build/lib/x86_64-linux-gnu/{f}"), false);
+    }
+    place("/lib64/ld-linux-x86-64.so.2", "/build/lib64/ld-linux-x86-64.so.2", false);
+    files.extend(host_libraries(&[
+        "libc.so.6",
+        "libm.so.6",
+        "libisl.so.23",
+        "libmpc.so.3",
+        "libmpfr.so.6",
+        "libgmp.so.10",
+        "libz.so.1",
+        "libzstd.so.1",
+        "libbfd-2.40-system.so",
+        "libsframe.so.0",
+        "libctf.so.0",
+        "libjansson.so.4",
+    ]));
+    files
+}
+
+const MAIN_C: &str = "int puts(const char *);\nint twice(int);\nint main(void) { puts(\"hello from gcc\"); return twice(3) - 6; }\n";
+const TWICE_C: &str = "int twice(int x) { int s = 0; for (int i = 0; i < 2; i++) s += x; return s; }\n";
+
+/// Debian's GCC 12 compiles and links a two-file C program with `-O2`, through temporary files
+/// and with `-pipe` (cc1 | as through a pipe), under the agent: the executables are the bytes
+/// the same GCC makes natively.
+#[test]
+fn debians_gcc_builds_the_same_bytes_as_natively() {
+    let dir = std::env::temp_dir().join(format!("sandbox-dynamic-gcc-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("main.c"), MAIN_C).unwrap();
+    std::fs::write(dir.join("twice.c"), TWICE_C).unwrap();
+    let mut want = Vec::new();
+    for (out, pipe) in [("prog", ""), ("prog-pipe", "-pipe")] {
+        let st = Command::new("gcc").args(["-O2", "-o", out, "main.c", "twice.c"]).args((!pipe.is_empty()).then_some(pipe)).current_dir(&dir).status().unwrap();
+        assert!(st.success());
+        want.push(std::fs::read(dir.join(out)).unwrap());
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(want[0], want[1], "-pipe changes nothing natively");
+
+    let mut files = gcc_files();
+    files.push(ExecFile { guest: "main.c".into(), contents: Contents::Bytes(MAIN_C.into()), executable: false });
+    files.push(ExecFile { guest: "twice.c".into(), contents: Contents::Bytes(TWICE_C.into()), executable: false });
+    // The output's bytes go to stdout (od), its run through the sandbox's ld.so.
+    let script = format!(
+        "export LD_LIBRARY_PATH={LIB_DIR} PATH=/build/usr/bin\n\
+         gcc --sysroot=/build -O2 -o prog main.c twice.c || exit 1\n\
+         gcc --sysroot=/build -O2 -pipe -o prog-pipe main.c twice.c || exit 2\n\
+         cmp prog prog-pipe || exit 3\n\
+         {INTERP} --library-path {LIB_DIR} ./prog >&2 || exit 4\n\
+         od -An -v -tx1 prog"
+    );
+    let ours = sandboxed(&busybox(), &["busybox", "sh", "-c", &script], files);
+    assert_eq!((ours.status, ours.errors.clone()), (0, vec![]), "stderr:\n{}\nnotes: {:?}", String::from_utf8_lossy(&ours.stderr), ours.notes);
+    assert_eq!(String::from_utf8_lossy(&ours.stderr), "hello from gcc\n");
+    let bytes: Vec<u8> = String::from_utf8(ours.stdout).unwrap().split_whitespace().map(|h| u8::from_str_radix(h, 16).unwrap()).collect();
+    assert!(bytes == want[0], "the sandbox's executable differs from the native one ({} vs {} bytes)", bytes.len(), want[0].len());
+    let unimplemented: Vec<&String> = ours.notes.iter().filter(|n| n.contains("unimplemented")).collect();
+    assert_eq!(unimplemented, Vec::<&String>::new(), "system calls GCC fell back from");
+}
