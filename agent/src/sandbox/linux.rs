@@ -2337,6 +2337,42 @@ mod tests {
         assert_eq!(h.k.finished(), Some(Status::Signaled(sig::SIGPIPE)));
     }
 
+    /// vfork (and clone(CLONE_VM|CLONE_VFORK)): the child runs in the parent's memory, which
+    /// the parent gets back — with the child's writes — when the child exits or execs.
+    #[test]
+    fn a_vfork_child_borrows_the_parents_memory() {
+        let mut h = boot();
+        h.poke(SCRATCH, b"parent");
+        let parent = h.pid;
+        let regions = h.k.process(parent).unwrap().regions.total();
+        assert_eq!(h.step(nr::VFORK, &[]), Step::Resumed);
+        let child = h.k.process(parent).unwrap().regs.gpr[RAX] as Pid;
+        assert_eq!(h.k.process(parent).unwrap().state, State::VforkWait(child));
+        assert_eq!(h.k.process(parent).unwrap().regions.total(), 0, "the parent holds an empty space meanwhile");
+        h.pid = child;
+        assert_eq!(h.peek(SCRATCH, 6), b"parent");
+        h.poke(SCRATCH, b"child!");
+        h.k.process(child).unwrap().regs.gpr[RAX] = nr::EXIT_GROUP;
+        assert_eq!(h.k.syscall(child), Step::Ended);
+        h.pid = parent;
+        assert_eq!(h.k.process(parent).unwrap().state, State::Runnable);
+        assert_eq!(h.k.process(parent).unwrap().regions.total(), regions);
+        assert_eq!(h.peek(SCRATCH, 6), b"child!", "the child's write is the parent's");
+        // posix_spawn's form: the child execs; the parent gets its memory back at that point.
+        const CLONE_VM_VFORK: u64 = 0x100 | 0x4000 | 17;
+        assert_eq!(h.step(nr::CLONE, &[CLONE_VM_VFORK, SCRATCH + 0x8000, 0, 0]), Step::Resumed);
+        let child = h.k.process(parent).unwrap().regs.gpr[RAX] as Pid;
+        h.pid = child;
+        assert_eq!(h.k.process(child).unwrap().regs.gpr[RSP], SCRATCH + 0x8000, "on the stack it was given");
+        h.poke(SCRATCH + 0x10, b"err=0");
+        let path = h.s(SCRATCH + 0x100, "/nix/store/0000-busybox/busybox");
+        assert_eq!(h.step(nr::EXECVE, &[path, 0, 0]), Step::Resumed);
+        h.pid = parent;
+        assert_eq!(h.k.process(parent).unwrap().state, State::Runnable);
+        assert_eq!(h.peek(SCRATCH + 0x10, 5), b"err=0");
+        assert!(h.k.process(child).unwrap().regions.total() > 0, "the child has its own image now");
+    }
+
     #[test]
     fn pipe_buffers_count_against_the_memory_limit() {
         // Found by the abuse suite: 64 processes each filling 500 pipes exhausted the agent's
