@@ -162,7 +162,7 @@ impl AddressSpace {
             let Some(copy) = alloc_frame() else { return false };
             // SAFETY: both frames are whole pages of RAM under the direct map; the copy is ours
             // alone.
-            unsafe { *frame_bytes(copy) = *frame_bytes(frame) };
+            unsafe { memory::copy_bytes(frame_bytes(copy) as *mut u8, frame_bytes(frame) as *const u8, PAGE as usize) };
             release_frame(frame);
             frame = copy;
         }
@@ -202,7 +202,7 @@ impl AddressSpace {
             let p = self.page(a, ok)?;
             // SAFETY: `p..p+n` lies inside one page of this address space (n stops at the
             // page end), checked above.
-            unsafe { core::ptr::copy_nonoverlapping(data[done..].as_ptr(), p, n) };
+            unsafe { memory::copy_bytes(p, data[done..].as_ptr(), n) };
             a += n as u64;
             done += n;
         }
@@ -243,7 +243,7 @@ impl Memory for AddressSpace {
             let n = ((PAGE - (a & 0xFFF)).min(end - a)) as usize;
             let p = self.page(a, |e| e & PRESENT != 0)?;
             // SAFETY: `p..p+n` lies inside one readable page of this address space.
-            unsafe { core::ptr::copy_nonoverlapping(p, buf[done..].as_mut_ptr(), n) };
+            unsafe { memory::copy_bytes(buf[done..].as_mut_ptr(), p, n) };
             a += n as u64;
             done += n;
         }
@@ -349,7 +349,7 @@ impl Memory for AddressSpace {
                 // SAFETY: both frames are whole pages of RAM under the direct map; the new
                 // frame is ours alone; `c` is a fresh leaf entry of the child.
                 unsafe {
-                    *frame_bytes(copy) = *frame_bytes(frame);
+                    memory::copy_bytes(frame_bytes(copy) as *mut u8, frame_bytes(frame) as *const u8, PAGE as usize);
                     *c = private_pte(copy) | (e & !ADDR_BITS);
                 }
             }
