@@ -120,3 +120,42 @@ pub fn compare(group: &str, cases: &[(&str, &str)]) {
     assert!(bad.is_empty(), "{} of {} cases differ; sandbox stderr:\n{}\n{}", bad.len(), cases.len(), String::from_utf8_lossy(&ours.stderr), bad.join("\n"));
 }
 
+
+/// A copy of a dynamically linked ELF whose `PT_INTERP` names `interp` instead (what
+/// `patchelf --set-interpreter` does, for a path no longer than the old one: the string is
+/// rewritten in place and NUL-padded). Debian's programs name /lib64/ld-linux-x86-64.so.2,
+/// which the sandbox (like Nix's) does not have.
+pub fn with_interp(elf: &[u8], interp: &str) -> Vec<u8> {
+    let mut b = elf.to_vec();
+    let u64_at = |b: &[u8], o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap());
+    let phoff = u64_at(&b, 32) as usize;
+    let phnum = u16::from_le_bytes([b[56], b[57]]) as usize;
+    let mut done = false;
+    for i in 0..phnum {
+        let o = phoff + 56 * i;
+        if u32::from_le_bytes(b[o..o + 4].try_into().unwrap()) == 3 {
+            let (off, size) = (u64_at(&b, o + 8) as usize, u64_at(&b, o + 32) as usize);
+            assert!(interp.len() < size, "{interp} does not fit in PT_INTERP ({size} bytes)");
+            b[off..off + size].fill(0);
+            b[off..off + interp.len()].copy_from_slice(interp.as_bytes());
+            done = true;
+        }
+    }
+    assert!(done, "no PT_INTERP");
+    b
+}
+
+/// Where the dynamic tests put the host's glibc in the sandbox, and the interpreter path their
+/// programs name.
+pub const LIB_DIR: &str = "/build/lib";
+pub const INTERP: &str = "/build/lib/ld.so";
+
+/// The host's dynamic loader and the libraries `names` (from /lib/x86_64-linux-gnu) as files
+/// for [`LIB_DIR`].
+pub fn host_libraries(names: &[&str]) -> Vec<loader::ExecFile> {
+    let mut v = vec![loader::ExecFile::from_host(std::path::Path::new("/lib64/ld-linux-x86-64.so.2"), INTERP).unwrap()];
+    for n in names {
+        v.push(loader::ExecFile::from_host(&std::path::Path::new("/lib/x86_64-linux-gnu").join(n), &format!("{LIB_DIR}/{n}")).unwrap());
+    }
+    v
+}

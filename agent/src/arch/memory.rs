@@ -375,6 +375,10 @@ pub fn init() {
         HEAP.lock().init(layout::phys_to_virt(pool.end) as *mut u8, size as usize);
     }
     HEAP_BYTES.store(size, core::sync::atomic::Ordering::Relaxed);
+    // SAFETY: see `holders`; the heap is ready, nothing has been shared yet.
+    let h = unsafe { holders() };
+    h.base = pool.end;
+    h.extra = alloc::vec![0; (size / PAGE_SIZE) as usize];
     log::info!("memory: {} MiB RAM, heap {} MiB at {:#x}, shared DMA pool {} MiB at {:#x}", end >> 20, size >> 20, pool.end, layout::DMA_POOL >> 20, pool.start);
 }
 
@@ -436,8 +440,102 @@ pub fn alloc_frame() -> Option<u64> {
     let phys = pool.free.pop()?;
     // SAFETY: a pooled frame belongs to nobody until handed out here; it is RAM under the
     // direct map.
-    unsafe { core::ptr::write_bytes(layout::phys_to_virt(phys) as *mut u8, 0, PAGE_SIZE as usize) };
+    unsafe { fill_zero(layout::phys_to_virt(phys) as *mut u8, PAGE_SIZE as usize) };
     Some(phys)
+}
+
+/// How many address spaces hold each user frame, beyond the first: a forked child shares its
+/// parent's pages copy-on-write (arch/user.rs), and a frame goes back to the pool only when
+/// its last holder lets go. One count per heap frame (2 bytes per 4 KiB), indexed from the
+/// heap's start: every frame comes from the heap.
+struct Holders {
+    base: u64,
+    extra: alloc::vec::Vec<u16>,
+}
+
+static mut HOLDERS: Holders = Holders { base: 0, extra: alloc::vec::Vec::new() };
+
+/// # Safety
+/// As for `frames`.
+unsafe fn holders() -> &'static mut Holders {
+    // SAFETY: per this function's contract.
+    unsafe { &mut *core::ptr::addr_of_mut!(HOLDERS) }
+}
+
+fn holder_slot(phys: u64) -> Option<&'static mut u16> {
+    // SAFETY: see `holders`; the reference is used by the caller at once and not kept.
+    let h = unsafe { holders() };
+    let i = (phys.checked_sub(h.base)? / PAGE_SIZE) as usize;
+    h.extra.get_mut(i)
+}
+
+/// One more address space holds `phys`. False when it cannot be counted (then it must be
+/// copied, not shared).
+pub fn share_frame(phys: u64) -> bool {
+    match holder_slot(phys) {
+        Some(n) if *n < u16::MAX => {
+            *n += 1;
+            true
+        }
+        _ => false,
+    }
+}
+
+/// Whether more than one address space holds `phys`.
+pub fn frame_shared(phys: u64) -> bool {
+    holder_slot(phys).is_some_and(|n| *n > 0)
+}
+
+/// An address space lets go of user frame `phys`: freed when it was the last holder.
+pub fn release_frame(phys: u64) {
+    match holder_slot(phys) {
+        Some(n) if *n > 0 => *n -= 1,
+        _ => free_frame(phys),
+    }
+}
+
+/// Copies `n` bytes, eight at a time with plain moves where source and destination are
+/// equally aligned. What `copy_nonoverlapping` compiles to here is `rep movsq`, which QEMU's TCG
+/// runs one element per step, several times slower than a loop of ordinary moves: page copies
+/// (loading programs, copy-on-write, system-call buffers) are most of an `execve`'s cost under
+/// TCG. On hardware both are fast. The accesses are volatile so the compiler does not turn the
+/// loop back into `memcpy`.
+///
+/// # Safety
+/// `src..src+n` readable, `dst..dst+n` writable, the two not overlapping.
+pub unsafe fn copy_bytes(dst: *mut u8, src: *const u8, n: usize) {
+    // SAFETY: per this function's contract; every access stays inside the two ranges.
+    unsafe {
+        let mut i = 0;
+        if (dst as usize ^ src as usize) & 7 == 0 {
+            while i < n && (dst as usize + i) & 7 != 0 {
+                *dst.add(i) = *src.add(i);
+                i += 1;
+            }
+            while i + 64 <= n {
+                let (d, s) = (dst.add(i) as *mut u64, src.add(i) as *const u64);
+                for k in 0..8 {
+                    core::ptr::write_volatile(d.add(k), core::ptr::read_volatile(s.add(k)));
+                }
+                i += 64;
+            }
+        }
+        core::ptr::copy_nonoverlapping(src.add(i), dst.add(i), n - i);
+    }
+}
+
+/// Zeroes `n` bytes from the 8-byte aligned `dst` (see [`copy_bytes`] for why not `write_bytes`).
+///
+/// # Safety
+/// `dst..dst+n` writable, `dst` 8-byte aligned, `n` a multiple of 64.
+pub unsafe fn fill_zero(dst: *mut u8, n: usize) {
+    // SAFETY: per this function's contract.
+    unsafe {
+        let d = dst as *mut u64;
+        for k in 0..n / 8 {
+            core::ptr::write_volatile(d.add(k), 0);
+        }
+    }
 }
 
 /// Returns a frame from [`alloc_frame`] to the pool.

@@ -6,7 +6,11 @@
 //!
 //! [`AddressSpace`] implements `agent::sandbox::mem::Memory`, the only way the sandbox kernel
 //! touches user memory. Leaf pages belong to the page tables that map them: unmapping frees
-//! them, `fork` copies them, dropping the address space frees everything.
+//! them, dropping the address space frees everything. `fork` shares them copy-on-write: every
+//! page goes read-only in both spaces, writable ones marked [`COW`], each frame counted once
+//! more (`memory::share_frame`); the first write to one — by the process (a page fault,
+//! [`Memory::resolve_fault`]) or by the agent on its behalf — copies it, or just makes it
+//! writable again when no other space holds it any more.
 use super::gdt::{KERNEL_CODE, KERNEL_DATA, USER_CODE, USER_DATA};
 use super::layout;
 use super::memory::{self, PageTable};
@@ -24,6 +28,9 @@ const USER: u64 = 4;
 /// A software bit (ignored by the MMU): "this leaf maps a page of ours". A `PROT_NONE` page
 /// keeps its frame with PRESENT clear, so any access faults, as on Linux.
 const MAPPED: u64 = 1 << 9;
+/// A software bit: "writable, but the frame may be shared": the page is mapped read-only
+/// until the first write copies it (or finds it is the last holder).
+const COW: u64 = 1 << 10;
 const NO_EXECUTE: u64 = 1 << 63;
 /// An entry's address bits (the C-/shared bit, when there is one, lies among them).
 const ADDR_BITS: u64 = 0x000F_FFFF_FFFF_F000;
@@ -54,7 +61,7 @@ fn table(phys: u64) -> *mut PageTable {
     layout::phys_to_virt(phys) as *mut PageTable
 }
 
-use memory::{alloc_frame, free_frame};
+use memory::{alloc_frame, free_frame, frame_shared, release_frame, share_frame};
 
 fn frame_bytes(phys: u64) -> *mut [u8; 4096] {
     layout::phys_to_virt(phys) as *mut [u8; 4096]
@@ -140,7 +147,38 @@ impl AddressSpace {
         }
     }
 
-    /// Copies `data` into user memory page by page, after checking every page with `ok`.
+    /// Makes the page at `va` this space's own before a write: a frame another space holds is
+    /// copied (the rights stay as they are), and a copy-on-write page becomes writable. False
+    /// when there is no page or no frame for the copy.
+    fn own_page(&mut self, va: u64) -> bool {
+        let Ok(Some(pte)) = self.leaf(va, false) else { return false };
+        // SAFETY: a leaf entry of this address space.
+        let e = unsafe { *pte };
+        if e & MAPPED == 0 {
+            return false;
+        }
+        let mut frame = pte_phys(e);
+        if frame_shared(frame) {
+            let Some(copy) = alloc_frame() else { return false };
+            // SAFETY: both frames are whole pages of RAM under the direct map; the copy is ours
+            // alone.
+            unsafe { memory::copy_bytes(frame_bytes(copy) as *mut u8, frame_bytes(frame) as *const u8, PAGE as usize) };
+            release_frame(frame);
+            frame = copy;
+        }
+        let mut flags = e & !ADDR_BITS;
+        if flags & COW != 0 {
+            flags = (flags & !COW) | WRITABLE;
+        }
+        // SAFETY: rewriting a leaf entry of this address space. Stale translations of it die at
+        // the next entry to ring 3 (`run` reloads CR3; the agent reaches user pages only
+        // through the direct map).
+        unsafe { *pte = private_pte(frame) | flags };
+        true
+    }
+
+    /// Copies `data` into user memory page by page, after checking every page with `ok`
+    /// (a copy-on-write page is made this space's own first).
     fn store(&mut self, va: u64, data: &[u8], ok: impl Fn(u64) -> bool + Copy) -> Result<(), Fault> {
         if !user_range(va, data.len() as u64) {
             return Err(Fault(va));
@@ -151,13 +189,20 @@ impl AddressSpace {
             self.page(a, ok)?;
             a = (a & !0xFFF) + PAGE;
         }
+        let mut a = va & !0xFFF;
+        while a < end {
+            if !self.own_page(a) {
+                return Err(Fault(a.max(va)));
+            }
+            a += PAGE;
+        }
         let (mut a, mut done) = (va, 0usize);
         while a < end {
             let n = ((PAGE - (a & 0xFFF)).min(end - a)) as usize;
             let p = self.page(a, ok)?;
             // SAFETY: `p..p+n` lies inside one page of this address space (n stops at the
             // page end), checked above.
-            unsafe { core::ptr::copy_nonoverlapping(data[done..].as_ptr(), p, n) };
+            unsafe { memory::copy_bytes(p, data[done..].as_ptr(), n) };
             a += n as u64;
             done += n;
         }
@@ -198,7 +243,7 @@ impl Memory for AddressSpace {
             let n = ((PAGE - (a & 0xFFF)).min(end - a)) as usize;
             let p = self.page(a, |e| e & PRESENT != 0)?;
             // SAFETY: `p..p+n` lies inside one readable page of this address space.
-            unsafe { core::ptr::copy_nonoverlapping(p, buf[done..].as_mut_ptr(), n) };
+            unsafe { memory::copy_bytes(buf[done..].as_mut_ptr(), p, n) };
             a += n as u64;
             done += n;
         }
@@ -206,7 +251,7 @@ impl Memory for AddressSpace {
     }
 
     fn write(&mut self, va: u64, data: &[u8]) -> Result<(), Fault> {
-        self.store(va, data, |e| e & PRESENT != 0 && e & WRITABLE != 0)
+        self.store(va, data, |e| e & PRESENT != 0 && e & (WRITABLE | COW) != 0)
     }
 
     fn poke(&mut self, va: u64, data: &[u8]) -> Result<(), Fault> {
@@ -224,7 +269,7 @@ impl Memory for AddressSpace {
             // ours and nothing refers to it any more.
             unsafe {
                 if *pte & MAPPED != 0 {
-                    free_frame(pte_phys(*pte));
+                    release_frame(pte_phys(*pte));
                 }
                 *pte = private_pte(frame) | leaf_flags(prot);
             }
@@ -240,7 +285,7 @@ impl Memory for AddressSpace {
                 // SAFETY: clearing a leaf entry this address space owns and freeing its frame.
                 unsafe {
                     if *pte & MAPPED != 0 {
-                        free_frame(pte_phys(*pte));
+                        release_frame(pte_phys(*pte));
                     }
                     *pte = 0;
                 }
@@ -257,13 +302,21 @@ impl Memory for AddressSpace {
         for page in (va..end).step_by(PAGE as usize) {
             if let Ok(Some(pte)) = self.leaf(page, false) {
                 // SAFETY: rewriting the rights of a mapped leaf entry this address space owns.
-                unsafe { *pte = private_pte(pte_phys(*pte)) | leaf_flags(prot) };
+                unsafe {
+                    let frame = pte_phys(*pte);
+                    let mut flags = leaf_flags(prot);
+                    // Writable but shared: copy-on-write until the first write.
+                    if flags & WRITABLE != 0 && frame_shared(frame) {
+                        flags = (flags & !WRITABLE) | COW;
+                    }
+                    *pte = private_pte(frame) | flags;
+                }
             }
         }
         Ok(())
     }
 
-    fn fork(&self) -> Result<Self, Errno> {
+    fn fork(&mut self) -> Result<Self, Errno> {
         let mut child = AddressSpace::new()?;
         let mut result = Ok(());
         self.each_leaf(|va, pte| {
@@ -271,31 +324,63 @@ impl Memory for AddressSpace {
                 return;
             }
             // SAFETY: `pte` is a mapped leaf of the parent.
-            let e = unsafe { *pte };
-            let Some(frame) = alloc_frame() else {
+            let mut e = unsafe { *pte };
+            let frame = pte_phys(e);
+            let Ok(Some(c)) = child.leaf(va, true) else {
                 result = Err(Errno::ENOMEM);
                 return;
             };
-            // SAFETY: both frames are whole pages of RAM under the direct map; the new frame
-            // is ours alone.
-            unsafe { *frame_bytes(frame) = *frame_bytes(pte_phys(e)) };
-            match child.leaf(va, true) {
+            if share_frame(frame) {
+                // Both map the frame read-only from now on; a writable page is copy-on-write.
+                if e & WRITABLE != 0 {
+                    e = (e & !WRITABLE) | COW;
+                    // SAFETY: rewriting the parent's leaf entry (its stale writable
+                    // translation dies at the next CR3 load, before it runs again).
+                    unsafe { *pte = e };
+                }
                 // SAFETY: a fresh leaf entry of the child.
-                Ok(Some(c)) => unsafe { *c = private_pte(frame) | (e & !ADDR_BITS) },
-                _ => {
-                    free_frame(frame);
+                unsafe { *c = e };
+            } else {
+                // Not countable (never happens with heap frames): a private copy, as before.
+                let Some(copy) = alloc_frame() else {
                     result = Err(Errno::ENOMEM);
+                    return;
+                };
+                // SAFETY: both frames are whole pages of RAM under the direct map; the new
+                // frame is ours alone; `c` is a fresh leaf entry of the child.
+                unsafe {
+                    memory::copy_bytes(frame_bytes(copy) as *mut u8, frame_bytes(frame) as *const u8, PAGE as usize);
+                    *c = private_pte(copy) | (e & !ADDR_BITS);
                 }
             }
         });
         result.map(|_| child)
     }
 
+    fn empty(&self) -> Result<Self, Errno> {
+        AddressSpace::new()
+    }
+
+    fn prot_of(&self, va: u64) -> Option<Prot> {
+        self.mapped(va & !0xFFF).map(|e| {
+            let present = e & PRESENT != 0;
+            Prot { read: present, write: present && e & (WRITABLE | COW) != 0, exec: present && e & NO_EXECUTE == 0 }
+        })
+    }
+
+    fn resolve_fault(&mut self, va: u64, write: bool) -> bool {
+        // Only a write to a present copy-on-write page is ours to resolve.
+        match self.mapped(va & !0xFFF) {
+            Some(e) if write && e & PRESENT != 0 && e & COW != 0 => self.own_page(va & !0xFFF),
+            _ => false,
+        }
+    }
+
     fn clear(&mut self) {
         self.each_leaf(|_, pte| {
-            // SAFETY: a mapped leaf entry of this address space: free its frame, once.
+            // SAFETY: a mapped leaf entry of this address space: let go of its frame, once.
             unsafe {
-                free_frame(pte_phys(*pte));
+                release_frame(pte_phys(*pte));
                 *pte = 0;
             }
         });

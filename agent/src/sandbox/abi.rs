@@ -39,6 +39,12 @@ impl Errno {
     pub const ENOSYS: Errno = Errno(38);
     pub const ENOTEMPTY: Errno = Errno(39);
     pub const ELOOP: Errno = Errno(40);
+    /// Accessing a corrupted shared library (a bad interpreter).
+    pub const ELIBBAD: Errno = Errno(80);
+    pub const ENODATA: Errno = Errno(61);
+    pub const ENOTSOCK: Errno = Errno(88);
+    pub const EOPNOTSUPP: Errno = Errno(95);
+    pub const EAFNOSUPPORT: Errno = Errno(97);
 
     /// The symbolic name (`"ENOENT"`), for messages.
     pub fn name(self) -> &'static str {
@@ -75,6 +81,11 @@ impl Errno {
             38 => "ENOSYS",
             39 => "ENOTEMPTY",
             40 => "ELOOP",
+            80 => "ELIBBAD",
+            61 => "ENODATA",
+            88 => "ENOTSOCK",
+            95 => "EOPNOTSUPP",
+            97 => "EAFNOSUPPORT",
             _ => "E?",
         }
     }

@@ -1,11 +1,14 @@
 //! Loading static x86_64 Linux executables and building the initial stack.
 //!
-//! Accepts what Linux's `fs/binfmt_elf.c: load_elf_binary` accepts for a
-//! static program: ELF64, little-endian, `EM_X86_64`, `ET_EXEC` or `ET_DYN`
-//! (static-PIE) with no `PT_INTERP`. Every offset, size and address is checked
+//! Accepts what Linux's `fs/binfmt_elf.c: load_elf_binary` accepts: ELF64,
+//! little-endian, `EM_X86_64`, `ET_EXEC` or `ET_DYN` (PIE), static or naming an
+//! interpreter (`PT_INTERP`, the dynamic loader `ld.so`), which the kernel
+//! maps next to the program as Linux does (`Image::interp`; the interpreter
+//! itself must not name one). Every offset, size and address is checked
 //! against the file and the user half of the address space; nothing is trusted.
-//! Static-PIE images are placed at the fixed [`PIE_BASE`] (no ASLR: builds are
-//! deterministic). `#!` scripts follow `fs/binfmt_script.c`.
+//! PIE images are placed at the fixed [`PIE_BASE`], interpreters at
+//! [`INTERP_BASE`] (no ASLR: builds are deterministic). `#!` scripts follow
+//! `fs/binfmt_script.c`.
 //!
 //! [`build_stack`] lays out what `create_elf_tables` gives a new process:
 //! argc, argv, envp, the auxiliary vector, then the strings, with `rsp`
@@ -16,6 +19,10 @@ use alloc::vec::Vec;
 /// Where a static-PIE image is placed (Linux's `ELF_ET_DYN_BASE` for a 47-bit
 /// address space is 2/3 of it, page-rounded; any fixed value works).
 pub const PIE_BASE: u64 = 0x5555_5555_4000;
+/// Where a program's interpreter (`ld.so`) is placed: Linux puts it in the mmap area, below
+/// the stack; with ASLR off it lands at 0x7fff_f7fc_x000. A fixed page-aligned value well
+/// below the stack and above where `mmap` starts placing ([`crate::sandbox::process::MMAP_TOP`]).
+pub const INTERP_BASE: u64 = 0x7fff_f000_0000;
 /// The first address past user memory: the user half (PML4 entries 0..255) minus its top page,
 /// as Linux's `TASK_SIZE_MAX`. The last page stays unmappable so no instruction a process runs
 /// ends at the non-canonical 0x800000000000: a `syscall` in the top two bytes would give a
@@ -32,7 +39,7 @@ pub enum ElfError {
     WrongArch,
     /// Not `ET_EXEC` or `ET_DYN`.
     WrongType,
-    /// Asks for a dynamic loader; only static programs run.
+    /// An interpreter that itself names an interpreter, or a bad `PT_INTERP` string.
     Dynamic,
     /// A header, offset or size outside the file or the user address space.
     Malformed,
@@ -80,6 +87,8 @@ pub struct Image {
     pub segments: Vec<Segment>,
     /// First page past the highest segment: where `brk` starts.
     pub brk: u64,
+    /// The path in `PT_INTERP` (without its NUL), if the program names an interpreter.
+    pub interp: Option<Vec<u8>>,
 }
 
 fn u16_at(b: &[u8], o: usize) -> Result<u16, ElfError> {
@@ -99,8 +108,23 @@ const PT_LOAD: u32 = 1;
 const PT_INTERP: u32 = 3;
 const PT_PHDR: u32 = 6;
 
-/// Parses a static executable (`load_elf_binary`'s checks).
+/// Parses an executable (`load_elf_binary`'s checks); a PIE goes at [`PIE_BASE`].
 pub fn parse(file: &[u8]) -> Result<Image, ElfError> {
+    parse_at(file, PIE_BASE)
+}
+
+/// Parses an interpreter (`ld.so`): placed at [`INTERP_BASE`] if it is `ET_DYN`, refused if it
+/// names an interpreter itself (Linux's `load_elf_interp` does not follow a second one).
+pub fn parse_interp(file: &[u8]) -> Result<Image, ElfError> {
+    let img = parse_at(file, INTERP_BASE)?;
+    if img.interp.is_some() {
+        return Err(ElfError::Dynamic);
+    }
+    Ok(img)
+}
+
+/// [`parse`] with `ET_DYN` images placed at `base`.
+pub fn parse_at(file: &[u8], base: u64) -> Result<Image, ElfError> {
     if file.len() < 64 || &file[..4] != b"\x7fELF" {
         return Err(ElfError::NotElf);
     }
@@ -113,7 +137,7 @@ pub fn parse(file: &[u8]) -> Result<Image, ElfError> {
         3 => true,
         _ => return Err(ElfError::WrongType),
     };
-    let bias = if pie { PIE_BASE } else { 0 };
+    let bias = if pie { base } else { 0 };
     let entry = u64_at(file, 24)?;
     let phoff = u64_at(file, 32)?;
     let phent = u16_at(file, 54)? as u64;
@@ -127,6 +151,7 @@ pub fn parse(file: &[u8]) -> Result<Image, ElfError> {
     }
     let mut segments = Vec::new();
     let mut phdr = None;
+    let mut interp = None;
     for i in 0..phnum {
         let o = (phoff + i * phent) as usize;
         let p_type = u32_at(file, o)?;
@@ -137,7 +162,24 @@ pub fn parse(file: &[u8]) -> Result<Image, ElfError> {
         let memsz = u64_at(file, o + 40)?;
         let align = u64_at(file, o + 48)?;
         match p_type {
-            PT_INTERP => return Err(ElfError::Dynamic),
+            PT_INTERP => {
+                // A NUL-terminated path inside the file (binfmt_elf: at least 2 bytes, at most
+                // PATH_MAX, the last one NUL); only one PT_INTERP counts.
+                let end = offset.checked_add(filesz).ok_or(ElfError::Malformed)?;
+                if filesz < 2 || filesz > 4096 || end > file.len() as u64 || interp.is_some() {
+                    return Err(ElfError::Dynamic);
+                }
+                let s = &file[offset as usize..end as usize];
+                if s[s.len() - 1] != 0 {
+                    return Err(ElfError::Dynamic);
+                }
+                // The path is the C string at its start (Linux opens up to the first NUL).
+                let path = &s[..s.iter().position(|&b| b == 0).unwrap_or(0)];
+                if path.is_empty() {
+                    return Err(ElfError::Dynamic);
+                }
+                interp = Some(path.to_vec());
+            }
             PT_PHDR => phdr = Some(vaddr.checked_add(bias).ok_or(ElfError::Malformed)?),
             PT_LOAD => {
                 let vaddr = vaddr.checked_add(bias).ok_or(ElfError::Malformed)?;
@@ -177,7 +219,7 @@ pub fn parse(file: &[u8]) -> Result<Image, ElfError> {
     let _ = first;
     let last = segments[segments.len() - 1];
     let brk = (last.vaddr + last.memsz + PAGE - 1) & !(PAGE - 1);
-    Ok(Image { pie, bias, entry, phdr, phent, phnum, segments, brk })
+    Ok(Image { pie, bias, entry, phdr, phent, phnum, segments, brk, interp })
 }
 
 /// A `#!` line (`fs/binfmt_script.c`): the interpreter and its one optional
@@ -243,6 +285,8 @@ pub struct StackSpec<'a> {
     pub gid: u64,
     /// `AT_HWCAP`: CPUID.1:EDX, as Linux reports it.
     pub hwcap: u64,
+    /// `AT_BASE`: where the interpreter was loaded (0 for a static program).
+    pub base: u64,
 }
 
 /// Most bytes of argv + envp strings (Linux allows a quarter of the stack
@@ -295,7 +339,7 @@ pub fn build_stack(top: u64, image: &Image, spec: &StackSpec<'_>) -> Result<(Vec
         (at::PHDR, image.phdr),
         (at::PHENT, image.phent),
         (at::PHNUM, image.phnum),
-        (at::BASE, 0),
+        (at::BASE, spec.base),
         (at::FLAGS, 0),
         (at::ENTRY, image.entry),
         (at::UID, spec.uid),
@@ -400,6 +444,9 @@ mod tests {
         f[16] = 4; // ET_CORE
         assert_eq!(parse(&f), Err(ElfError::WrongType));
         assert_eq!(parse(&tiny(2, 0x400000, &[(PT_INTERP, 0, 0, 0, 0, 4)])), Err(ElfError::Dynamic));
+        // An interpreter string past the file or without its NUL.
+        assert_eq!(parse(&tiny(2, 0x400000, &[(PT_INTERP, 0, 0, 1 << 20, 0, 4)])), Err(ElfError::Dynamic));
+        assert_eq!(parse(&tiny(2, 0x400000, &[(PT_INTERP, 1, 0, 3, 0, 4)])), Err(ElfError::Dynamic));
         // Segment past the file, past the user half, at page 0, overlapping, misaligned.
         for ph in [
             (PT_LOAD, 0, 0x500000, 1 << 20, 1 << 20, 4),
@@ -451,6 +498,22 @@ mod tests {
     }
 
     #[test]
+    fn dynamic_programs_name_their_interpreter_as_readelf_says() {
+        // Debian's bash: a PIE naming /lib64/ld-linux-x86-64.so.2; ld.so itself names none.
+        let bash = std::fs::read("/bin/bash").expect("/bin/bash");
+        let img = parse(&bash).unwrap();
+        assert!(img.pie);
+        let out = std::process::Command::new("readelf").args(["-lW", "/bin/bash"]).output().expect("readelf (binutils)");
+        let text = std::string::String::from_utf8(out.stdout).unwrap();
+        let want = text.split("[Requesting program interpreter: ").nth(1).unwrap().split(']').next().unwrap();
+        assert_eq!(img.interp.as_deref(), Some(want.as_bytes()));
+        let ld = std::fs::read(want).unwrap();
+        let i = parse_interp(&ld).unwrap();
+        assert_eq!((i.interp, i.bias), (None, INTERP_BASE));
+        assert_eq!(parse_interp(&bash), Err(ElfError::Dynamic), "an interpreter naming an interpreter");
+    }
+
+    #[test]
     fn shebang_lines() {
         assert_eq!(shebang(b"\x7fELF"), None);
         assert_eq!(shebang(b"#!/bin/sh\necho"), Some(Ok((b"/bin/sh".to_vec(), None))));
@@ -464,7 +527,7 @@ mod tests {
         let img = parse(&tiny(2, 0x400000, &[])).unwrap();
         let argv = [b"sh".to_vec(), b"-c".to_vec(), b"echo hi".to_vec()];
         let envp = [b"HOME=/homeless-shelter".to_vec(), b"PWD=/build".to_vec()];
-        let spec = StackSpec { argv: &argv, envp: &envp, execfn: b"/bin/sh", random: [7; 16], uid: 1000, gid: 100, hwcap: 0x178bfbff };
+        let spec = StackSpec { argv: &argv, envp: &envp, execfn: b"/bin/sh", random: [7; 16], uid: 1000, gid: 100, hwcap: 0x178bfbff, base: 0 };
         let top = 0x7fff_ffff_0000u64;
         let (bytes, sp) = build_stack(top, &img, &spec).unwrap();
         assert_eq!(sp % 16, 0);

@@ -112,7 +112,17 @@ pub struct Fs {
     /// At most this many inodes (`ENOSPC` beyond).
     pub limit_inodes: usize,
     live: usize,
+    /// The file clock, in nanoseconds since the epoch (see [`Fs::now`]).
+    clock: i64,
+    /// Whether changes advance the clock: off while inputs are unpacked (store files keep
+    /// the clock's start, 1 s, as Nix gives them), on once the builder runs.
+    pub ticking: bool,
 }
+
+/// The file clock's start: 1970-01-01T00:00:01Z, the mtime Nix gives store files.
+pub const CLOCK_START_NS: i64 = 1_000_000_000;
+/// How far the clock moves per event.
+pub const TICK_NS: i64 = 1_000;
 
 /// Access a caller asks for (`R_OK`, `W_OK`, `X_OK` bits).
 pub const R_OK: u32 = 4;
@@ -122,8 +132,8 @@ pub const X_OK: u32 = 1;
 impl Fs {
     /// An empty tree: just `/` (mode 0755).
     pub fn new(limit_bytes: u64, limit_inodes: usize) -> Fs {
-        let root = Inode { kind: Kind::Dir { entries: BTreeMap::new(), parent: ROOT }, perm: 0o755, nlink: 2, mtime: 0, readonly: false };
-        Fs { nodes: alloc::vec![None, Some(root)], free: Vec::new(), used: 0, limit_bytes, limit_inodes, live: 1 }
+        let root = Inode { kind: Kind::Dir { entries: BTreeMap::new(), parent: ROOT }, perm: 0o755, nlink: 2, mtime: CLOCK_START_NS, readonly: false };
+        Fs { nodes: alloc::vec![None, Some(root)], free: Vec::new(), used: 0, limit_bytes, limit_inodes, live: 1, clock: CLOCK_START_NS, ticking: false }
     }
 
     /// The tree Nix 2.8's sandbox gives a builder: `/build` (0700, the cwd),
@@ -180,6 +190,35 @@ impl Fs {
     }
 
     /// Marks `ino` and everything below it read-only (the input store after unpacking).
+    /// The deterministic clock a build sees (issue 16): a logical time that advances by
+    /// [`TICK_NS`] at every event — each change to the file system and each clock read — so
+    /// files changed one after the other have distinct, ordered mtimes (`make`'s rebuild logic,
+    /// automake's `ls -t` check), and the time read after a change is later than the change.
+    /// A time set explicitly (`utimensat`, e.g. `tar` or `touch -d`) is kept, and the clock
+    /// jumps forward past it, so what changes next is newer still. Nothing depends on the
+    /// host's time or the agent's speed.
+    pub fn now(&mut self) -> i64 {
+        if self.ticking {
+            self.clock = self.clock.saturating_add(TICK_NS);
+        }
+        self.clock
+    }
+
+    /// Stamps `ino` (and `dir`, when a name in it changed) with the next tick.
+    fn touch(&mut self, ino: Ino, dir: Option<Ino>) {
+        let t = self.now();
+        for i in [Some(ino), dir].into_iter().flatten() {
+            if let Ok(n) = self.get_mut(i) {
+                n.mtime = t;
+            }
+        }
+    }
+
+    /// Inodes in use.
+    pub fn live_inodes(&self) -> usize {
+        self.live
+    }
+
     pub fn set_readonly(&mut self, ino: Ino) {
         let mut work = alloc::vec![ino];
         while let Some(i) = work.pop() {
@@ -254,6 +293,7 @@ impl Fs {
         }
         let is_dir = matches!(kind, Kind::Dir { .. });
         let ino = self.alloc(Inode { kind, perm: perm & 0o7777, nlink: if is_dir { 2 } else { 1 }, mtime: 0, readonly: false })?;
+        self.touch(ino, Some(dir));
         self.used += extra;
         let d = self.get_mut(dir)?;
         if is_dir {
@@ -306,6 +346,7 @@ impl Fs {
             entries.insert(name.to_vec(), target);
         }
         self.used += name.len() as u64;
+        self.touch(target, Some(dir));
         Ok(())
     }
 
@@ -374,6 +415,7 @@ impl Fs {
         }
         self.used -= name.len() as u64;
         self.drop_link(ino);
+        self.touch(dir, None);
         Ok(ino)
     }
 
@@ -445,6 +487,7 @@ impl Fs {
                 *parent = ndir;
             }
         }
+        self.touch(odir, Some(ndir));
         Ok(replaced)
     }
 
@@ -533,7 +576,8 @@ impl Fs {
     pub fn access(&self, ino: Ino, want: u32) -> Result<(), Errno> {
         let n = self.get(ino)?;
         let owner = (n.perm >> 6) & 7;
-        if want & W_OK != 0 && n.readonly {
+        // Device nodes are writable by everyone whatever the directory (/dev/null is 0666).
+        if want & W_OK != 0 && n.readonly && !matches!(n.kind, Kind::Dev(_)) {
             return Err(Errno::EACCES);
         }
         if owner & want != want {
@@ -580,6 +624,9 @@ impl Fs {
                 let off = off as usize;
                 d[off..end].copy_from_slice(data);
                 self.used += grow;
+                if !data.is_empty() {
+                    self.touch(ino, None);
+                }
                 Ok(data.len())
             }
             Kind::Dev(_) => Ok(data.len()),
@@ -604,6 +651,7 @@ impl Fs {
                 }
                 d.resize(l, 0);
                 self.used = self.used - old + len;
+                self.touch(ino, None);
                 Ok(())
             }
             Kind::Dir { .. } => Err(Errno::EISDIR),
@@ -617,8 +665,18 @@ impl Fs {
         Ok(())
     }
 
-    pub fn set_mtime(&mut self, ino: Ino, t: i64) -> Result<(), Errno> {
+    /// `utimensat`: `t` in nanoseconds, or `None` for now. The clock moves past a later `t`.
+    pub fn set_mtime(&mut self, ino: Ino, t: Option<i64>) -> Result<(), Errno> {
         self.owned(ino)?;
+        let t = match t {
+            Some(t) => {
+                if self.ticking && t > self.clock {
+                    self.clock = t;
+                }
+                t
+            }
+            None => self.now(),
+        };
         self.get_mut(ino)?.mtime = t;
         Ok(())
     }

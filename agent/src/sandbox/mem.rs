@@ -49,8 +49,17 @@ pub trait Memory: Sized {
     fn unmap(&mut self, va: u64, len: u64);
     /// Changes the protection of mapped pages in `[va, va+len)`; `ENOMEM` if a page is unmapped.
     fn protect(&mut self, va: u64, len: u64, prot: Prot) -> Result<(), Errno>;
-    /// A copy for a forked child (the arch layer may share pages copy-on-write).
-    fn fork(&self) -> Result<Self, Errno>;
+    /// A copy for a forked child (the arch layer shares pages copy-on-write, which changes
+    /// the parent's page tables too: hence `&mut`).
+    fn fork(&mut self) -> Result<Self, Errno>;
+    /// The rights of the mapped page at `va` (`None` when unmapped).
+    fn prot_of(&self, va: u64) -> Option<Prot>;
+    /// A new, empty address space (what a `vfork` parent holds while its child borrows its own).
+    fn empty(&self) -> Result<Self, Errno>;
+    /// A page fault at `va` the memory layer handles itself: a write to a copy-on-write page
+    /// (the page is copied, or made writable when no one else holds it). True when the access
+    /// can be retried; false when it is the process's fault (a signal).
+    fn resolve_fault(&mut self, va: u64, write: bool) -> bool;
     /// Drops every mapping (execve, exit).
     fn clear(&mut self);
     /// Bytes of page tables this address space holds. They are charged to the memory limit
@@ -168,8 +177,17 @@ impl Memory for MockMemory {
         }
         Ok(())
     }
-    fn fork(&self) -> Result<Self, Errno> {
+    fn fork(&mut self) -> Result<Self, Errno> {
         Ok(self.clone())
+    }
+    fn empty(&self) -> Result<Self, Errno> {
+        Ok(MockMemory::new())
+    }
+    fn prot_of(&self, va: u64) -> Option<Prot> {
+        self.prot(va)
+    }
+    fn resolve_fault(&mut self, _va: u64, _write: bool) -> bool {
+        false // the mock copies at fork: nothing is ever copy-on-write
     }
     fn clear(&mut self) {
         self.pages.clear();

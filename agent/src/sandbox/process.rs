@@ -295,6 +295,9 @@ pub struct Process<M> {
     /// Actions, mask, pending signals.
     pub sig: Signals,
     pub vfork_parent: Option<Pid>,
+    /// A `vfork` child runs in its parent's address space (`CLONE_VM`), borrowed until it
+    /// execs or ends; the parent holds an empty one meanwhile (it does not run).
+    pub borrowed_vm: bool,
     /// The program it runs and its absolute path (what `/proc/self/exe` names).
     pub exe: Ino,
     pub exe_path: Vec<u8>,
@@ -422,6 +425,8 @@ impl<M: Memory> Kernel<M> {
     /// with `argv` and `envp`, stdin `/dev/null`, stdout/stderr to the log.
     pub fn spawn(&mut self, mem: M, path: &[u8], argv: Vec<Vec<u8>>, envp: Vec<Vec<u8>>) -> Result<Pid, Errno> {
         let cwd = self.fs.resolve(ROOT, b"/build", true)?;
+        // From here on, every change advances the file clock (`Fs::now`).
+        self.fs.ticking = true;
         let pid = self.next_pid;
         self.next_pid += 1;
         let null = self.fs.resolve(ROOT, b"/dev/null", true)?;
@@ -445,6 +450,7 @@ impl<M: Memory> Kernel<M> {
             regions: Regions::default(),
             sig: Signals::default(),
             vfork_parent: None,
+            borrowed_vm: false,
             exe: ROOT,
             exe_path: Vec::new(),
             tsc_reads: 0,
@@ -608,44 +614,56 @@ impl<M: Memory> Kernel<M> {
             a.extend_from_slice(&path);
             a
         };
+        // The interpreter a dynamically linked program names (`PT_INTERP`, the dynamic loader):
+        // resolved from the working directory like any path, a regular file the process may
+        // execute, an ELF that names no interpreter itself (binfmt_elf's `open_exec` and
+        // `load_elf_interp`).
+        let interp = match &image.interp {
+            None => None,
+            Some(ip) => {
+                let ii = self.fs.resolve(cwd, ip, true)?;
+                let node = self.fs.get(ii)?;
+                let Kind::File(data) = &node.kind else { return Err(Errno::EACCES) };
+                self.fs.access(ii, super::fs::X_OK)?;
+                Some((elf::parse_interp(data).map_err(|_| Errno::ELIBBAD)?, ii))
+            }
+        };
         let mut random = [0u8; 16];
         self.random(&mut random);
-        let spec = StackSpec { argv: &argv, envp: &envp, execfn: &execfn, random, uid: UID as u64, gid: GID as u64, hwcap: 0x178b_fbff };
+        let base = interp.as_ref().map_or(0, |(i, _)| i.bias);
+        let spec = StackSpec { argv: &argv, envp: &envp, execfn: &execfn, random, uid: UID as u64, gid: GID as u64, hwcap: 0x178b_fbff, base };
         let (stack, sp) = elf::build_stack(STACK_TOP, &image, &spec).map_err(|_| Errno::E2BIG)?;
         if stack.len() as u64 > STACK_SIZE / 2 {
             return Err(Errno::E2BIG);
         }
         // Point of no return: from here a failure ends the process.
-        let old: u64 = self.p(pid).mapped();
-        let need: u64 = image.segments.iter().map(|s| s.pages().1 - s.pages().0).sum::<u64>() + STACK_SIZE;
+        // What the old image frees (nothing when it is a vfork parent's, which it keeps).
+        let old: u64 = if self.p(pid).borrowed_vm { 0 } else { self.p(pid).mapped() };
+        let pages = |img: &elf::Image| img.segments.iter().map(|s| s.pages().1 - s.pages().0).sum::<u64>();
+        let need: u64 = pages(&image) + interp.as_ref().map_or(0, |(i, _)| pages(i)) + STACK_SIZE;
         if self.memory_used() - old + need > self.limits.memory {
             return Err(self.reached(Limit::Memory, Errno::ENOMEM));
         }
+        self.return_vm(pid)?;
         {
             let p = self.pm(pid);
             p.mem.clear();
             p.regions.clear();
         }
+        self.load_image(pid, &image, ino)?;
+        let entry = match &interp {
+            Some((i, ii)) => {
+                self.load_image(pid, i, *ii)?;
+                i.entry
+            }
+            None => image.entry,
+        };
         let rw = Prot { read: true, write: true, exec: false };
-        for s in &image.segments {
-            let (a, b) = s.pages();
-            self.map(pid, a, b - a, rw)?;
-        }
-        // Straight from the file's bytes (no copy: a program may be as large as the file system).
-        let Kind::File(file) = &self.fs.get(ino)?.kind else { return Err(Errno::EACCES) };
-        let mem = &mut self.procs.get_mut(&pid).ok_or(Errno::ESRCH)?.mem;
-        for s in &image.segments {
-            mem.poke(s.vaddr, &file[s.offset as usize..(s.offset + s.filesz) as usize]).map_err(|_| Errno::EFAULT)?;
-        }
-        for s in &image.segments {
-            let (a, b) = s.pages();
-            self.pm(pid).mem.protect(a, b - a, s.prot)?;
-        }
         self.map(pid, STACK_TOP - STACK_SIZE, STACK_SIZE, rw)?;
         self.pm(pid).mem.poke(sp, &stack).map_err(|_| Errno::EFAULT)?;
         let mut closing = Vec::new();
         let p = self.pm(pid);
-        p.regs = Regs { rip: image.entry, rflags: 0x202, ..Regs::default() };
+        p.regs = Regs { rip: entry, rflags: 0x202, ..Regs::default() };
         p.regs.gpr[RSP] = sp;
         if path != PROC_SELF_EXE {
             p.exe_path = absolute;
@@ -667,6 +685,49 @@ impl<M: Memory> Kernel<M> {
         Ok(())
     }
 
+    /// Maps an image's segments and fills them from the file `ino`, then gives each its rights.
+    fn load_image(&mut self, pid: Pid, image: &elf::Image, ino: Ino) -> Result<(), Errno> {
+        let rw = Prot { read: true, write: true, exec: false };
+        for s in &image.segments {
+            let (a, b) = s.pages();
+            self.map(pid, a, b - a, rw)?;
+        }
+        // Straight from the file's bytes (no copy: a program may be as large as the file system).
+        let Kind::File(file) = &self.fs.get(ino)?.kind else { return Err(Errno::EACCES) };
+        let mem = &mut self.procs.get_mut(&pid).ok_or(Errno::ESRCH)?.mem;
+        for s in &image.segments {
+            mem.poke(s.vaddr, &file[s.offset as usize..(s.offset + s.filesz) as usize]).map_err(|_| Errno::EFAULT)?;
+        }
+        for s in &image.segments {
+            let (a, b) = s.pages();
+            self.pm(pid).mem.protect(a, b - a, s.prot)?;
+        }
+        Ok(())
+    }
+
+    /// A `vfork` child that execs or ends gives its parent's address space back (with the
+    /// mappings it made meanwhile, as they were made in the shared space) and keeps an empty one.
+    fn return_vm(&mut self, pid: Pid) -> Result<(), Errno> {
+        let Some(c) = self.procs.get_mut(&pid) else { return Ok(()) };
+        if !c.borrowed_vm {
+            return Ok(());
+        }
+        c.borrowed_vm = false;
+        let empty = c.mem.empty()?;
+        let mem = core::mem::replace(&mut c.mem, empty);
+        let regions = core::mem::take(&mut c.regions);
+        let (brk_start, brk, mmap_next) = (c.brk_start, c.brk, c.mmap_next);
+        match c.vfork_parent.and_then(|pp| self.procs.get_mut(&pp)) {
+            Some(parent) if !matches!(parent.state, State::Zombie(_)) => {
+                parent.mem = mem;
+                parent.regions = regions;
+                (parent.brk_start, parent.brk, parent.mmap_next) = (brk_start, brk, mmap_next);
+            }
+            _ => drop(mem), // the parent has gone: the space goes with the child's
+        }
+        Ok(())
+    }
+
     fn release_vfork_parent(&mut self, pid: Pid) {
         if let Some(pp) = self.pm(pid).vfork_parent.take() {
             if let Some(parent) = self.procs.get_mut(&pp) {
@@ -684,11 +745,21 @@ impl<M: Memory> Kernel<M> {
         if live >= self.limits.processes {
             return Err(self.reached(Limit::Processes, Errno::EAGAIN));
         }
-        if self.memory_used().saturating_add(self.p(pid).mapped()) > self.limits.memory {
-            return Err(self.reached(Limit::Memory, Errno::ENOMEM));
-        }
+        // A vfork child borrows its parent's address space (the parent waits, as Linux's
+        // CLONE_VM|CLONE_VFORK: what the child writes, e.g. posix_spawn's error report, the
+        // parent sees); a fork child gets a copy-on-write copy.
+        let (mem, regions) = if vfork {
+            let parent = self.pm(pid);
+            let empty = parent.mem.empty()?;
+            (core::mem::replace(&mut parent.mem, empty), core::mem::take(&mut parent.regions))
+        } else {
+            if self.memory_used().saturating_add(self.p(pid).mapped()) > self.limits.memory {
+                return Err(self.reached(Limit::Memory, Errno::ENOMEM));
+            }
+            let parent = self.pm(pid);
+            (parent.mem.fork()?, parent.regions.clone())
+        };
         let parent = self.p(pid);
-        let mem = parent.mem.fork()?;
         let child_pid = self.next_pid;
         let mut regs = parent.regs;
         regs.gpr[RAX] = 0;
@@ -704,9 +775,10 @@ impl<M: Memory> Kernel<M> {
             brk_start: parent.brk_start,
             brk: parent.brk,
             mmap_next: parent.mmap_next,
-            regions: parent.regions.clone(),
+            regions,
             sig: parent.sig.fork(),
             vfork_parent: if vfork { Some(pid) } else { None },
+            borrowed_vm: vfork,
             exe: parent.exe,
             exe_path: parent.exe_path.clone(),
             tsc_reads: parent.tsc_reads,
@@ -725,6 +797,8 @@ impl<M: Memory> Kernel<M> {
             return;
         }
         p.state = State::Zombie(status);
+        let _ = self.return_vm(pid);
+        let p = self.pm(pid);
         p.mem.clear();
         p.regions.clear();
         let fds: Vec<FdEntry> = p.fds.drain(..).flatten().collect();
@@ -858,6 +932,15 @@ impl<M: Memory> Kernel<M> {
     /// raising #GP (CR4.TSD, CPUID faulting), #VE (TDX) or #VC (SEV-SNP) is answered by
     /// `sandbox::cpu` and the process goes on after the instruction.
     pub fn fault(&mut self, pid: Pid, e: Exception) {
+        // A write to a copy-on-write page (present, write access): the memory layer copies it
+        // and the instruction runs again.
+        if e.vector == 14 && e.error & 3 == 3 {
+            if let Some(p) = self.procs.get_mut(&pid) {
+                if p.mem.resolve_fault(e.address, true) {
+                    return;
+                }
+            }
+        }
         if matches!(e.vector, 13 | 20 | 29) && self.emulate_cpu(pid) {
             return;
         }
