@@ -258,6 +258,8 @@ impl<M: Memory> Kernel<M> {
             // The pre-`*at` calls glibc still makes on x86-64 (`rename`, `link`, `mkdir`, ...),
             // as their `*at` forms relative to the working directory.
             nr::OPEN => ret(self.openat(pid, AT_FDCWD, a[0], a[1] as u32, a[2] as u32)),
+            // creat(path, mode) is open(path, O_CREAT|O_WRONLY|O_TRUNC, mode) (creat(2)).
+            nr::CREAT => ret(self.openat(pid, AT_FDCWD, a[0], O_CREAT | O_WRONLY | O_TRUNC, a[1] as u32)),
             nr::STAT => ret(self.fstatat(pid, AT_FDCWD, a[0], a[1], 0)),
             nr::LSTAT => ret(self.fstatat(pid, AT_FDCWD, a[0], a[1], AT_SYMLINK_NOFOLLOW)),
             nr::ACCESS => ret(self.faccessat(pid, AT_FDCWD, a[0], a[1] as u32, 0)),
@@ -1998,6 +2000,29 @@ mod tests {
         assert_eq!(h.call(nr::EXECVE, &[bb, SCRATCH + 0x100, 0]), Errno::E2BIG.ret());
         h.poke(big + 32 * 4096 - 1, &[0]);
         assert_eq!(h.step(nr::EXECVE, &[bb, SCRATCH + 0x100, 0]), Step::Resumed, "131071 bytes and a NUL fit");
+    }
+
+    /// creat(2) is open(O_CREAT|O_WRONLY|O_TRUNC): it makes a file, truncates one that exists,
+    /// and the descriptor is write-only (GNU hello's build calls it through old code paths).
+    #[test]
+    fn creat_creates_truncates_and_is_write_only() {
+        let mut h = boot();
+        let path = h.s(SCRATCH, "c.txt");
+        let fd = h.call(nr::CREAT, &[path, 0o600]);
+        assert_eq!(fd, 3);
+        h.poke(SCRATCH + 0x100, b"twelve bytes");
+        assert_eq!(h.call(nr::WRITE, &[3, SCRATCH + 0x100, 12]), 12);
+        assert_eq!(h.call(nr::READ, &[3, SCRATCH + 0x200, 1]), Errno::EBADF.ret());
+        assert_eq!(h.call(nr::CLOSE, &[3]), 0);
+        assert_eq!(h.call(nr::STAT, &[path, SCRATCH + 0x300]), 0);
+        let st = h.peek(SCRATCH + 0x300, 144);
+        assert_eq!(u32::from_le_bytes(st[24..28].try_into().unwrap()), 0o100600);
+        assert_eq!(i64::from_le_bytes(st[48..56].try_into().unwrap()), 12);
+        assert_eq!(h.call(nr::CREAT, &[path, 0o644]), 3);
+        assert_eq!(h.call(nr::STAT, &[path, SCRATCH + 0x300]), 0);
+        let st = h.peek(SCRATCH + 0x300, 144);
+        assert_eq!(i64::from_le_bytes(st[48..56].try_into().unwrap()), 0, "an existing file is truncated");
+        assert_eq!(u32::from_le_bytes(st[24..28].try_into().unwrap()), 0o100600, "and keeps its mode");
     }
 
     /// The file clock (issue 16): files changed one after the other get distinct, ordered
