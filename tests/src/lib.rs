@@ -29,6 +29,7 @@ pub fn dev_agent_bin() -> PathBuf {
 pub mod e2e;
 pub mod remote;
 pub mod sandbox;
+pub mod toolchain;
 
 /// The deliberately faulting test image built by `make agent-fault-test`.
 pub fn fault_test_bin() -> PathBuf {
