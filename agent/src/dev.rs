@@ -14,7 +14,7 @@ use agent::sandbox::fs::{self, Fs};
 use agent::sandbox::process::{Kernel, Status};
 use alloc::format;
 use alloc::vec::Vec;
-use sha2::{Digest, Sha256};
+use agent::sha256::Sha256;
 
 /// One development request.
 pub(crate) fn serve(ty: Type, input: &mut Reader, out: &mut Writer, payload: &[u8]) -> Result<(), StreamError> {

@@ -26,7 +26,7 @@ use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
-use sha2::{Digest, Sha256};
+use agent::sha256::Sha256;
 
 /// The most input derivations and input paths one request may name.
 const MAX_INPUTS: usize = 100_000;

@@ -3,7 +3,8 @@
 //! The vCPU runs, in order: `reset.s` (the reset vector at 0xFFFFFFF0) → `rom16.s` (real mode to
 //! protected mode) → `rom32.s` (copy the image to RAM, boot page tables, long mode) →
 //! [`rust_start`] → GDT/TSS → IDT (with the #VC/#VE handlers) → platform (plain, SEV-SNP or TDX:
-//! GHCB, shared alias) → serial → memory (accept RAM, shared DMA pool, heap) → secrets (SNP:
+//! GHCB, shared alias) → serial → ring-0 protections → SHA-256's block function (SHA-NI or
+//! portable) → memory (accept RAM, shared DMA pool, heap) → secrets (SNP:
 //! VMPCK0 into the key page, the secrets page wiped) → system calls → timer → `crate::main`.
 pub mod cpu;
 pub mod gdt;
@@ -13,6 +14,7 @@ pub mod memory;
 pub mod pci;
 pub mod power;
 pub mod serial;
+pub mod sha256;
 pub mod snp;
 pub mod tdx;
 pub mod tee;
@@ -35,6 +37,7 @@ extern "C" fn rust_start() -> ! {
     serial::init();
     tee::log_platform();
     protect();
+    sha256::init();
     memory::init();
     tee::take_secrets();
     user::init();

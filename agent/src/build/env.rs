@@ -17,7 +17,7 @@ use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
-use sha2::{Digest, Sha256};
+use crate::sha256::Sha256;
 
 /// The directory builds run in (Nix's `sandboxBuildDir`).
 pub const BUILD_DIR: &str = "/build";

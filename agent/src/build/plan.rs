@@ -16,7 +16,7 @@ use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
-use sha2::{Digest, Sha256};
+use crate::sha256::Sha256;
 
 /// The only platform the agent builds for.
 pub const SYSTEM: &str = "x86_64-linux";
