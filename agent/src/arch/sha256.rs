@@ -191,3 +191,45 @@ pub fn init() {
         log::error!("sha256: SHA-NI disagrees with the portable block function: the portable one stays");
     }
 }
+
+// The development image's stand-in for any ring-0 use of vector registers, on any CPU (TCG has
+// no SHA-NI): all sixteen XMM registers overwritten after every trap from ring 3, so the
+// sandbox tests see at once if a builder's vector state were not saved and restored
+// (tests/tests/vector_state.rs).
+#[cfg(feature = "dev")]
+core::arch::global_asm!(
+    r#"
+.section .text.agent_clobber_xmm,"ax"
+.globl agent_clobber_xmm
+agent_clobber_xmm:
+    pcmpeqd xmm0, xmm0
+    pcmpeqd xmm1, xmm1
+    pcmpeqd xmm2, xmm2
+    pcmpeqd xmm3, xmm3
+    pcmpeqd xmm4, xmm4
+    pcmpeqd xmm5, xmm5
+    pcmpeqd xmm6, xmm6
+    pcmpeqd xmm7, xmm7
+    pcmpeqd xmm8, xmm8
+    pcmpeqd xmm9, xmm9
+    pcmpeqd xmm10, xmm10
+    pcmpeqd xmm11, xmm11
+    pcmpeqd xmm12, xmm12
+    pcmpeqd xmm13, xmm13
+    pcmpeqd xmm14, xmm14
+    pcmpeqd xmm15, xmm15
+    ret
+.text
+"#
+);
+
+/// Overwrites every XMM register (development image only; see above).
+#[cfg(feature = "dev")]
+pub fn clobber_vector_registers() {
+    unsafe extern "C" {
+        fn agent_clobber_xmm();
+    }
+    // SAFETY: the function only writes XMM registers (caller-saved in the System V ABI; ring 0
+    // keeps nothing in them) and needs only SSE2, which every x86-64 CPU has (CR4.OSFXSR is set).
+    unsafe { agent_clobber_xmm() }
+}
