@@ -18,7 +18,7 @@ pub struct Backend {
 }
 
 /// The portable block function.
-pub const SOFTWARE: Backend = Backend { name: "software", blocks: software };
+pub const SOFTWARE: Backend = Backend { name: "portable", blocks: software };
 
 fn software(state: &mut [u32; 8], blocks: &[[u8; 64]]) {
     for b in blocks {
