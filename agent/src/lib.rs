@@ -21,6 +21,7 @@ extern crate alloc;
 /// The agent's version, carried in Hello frames and in every statement.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
+pub mod btree;
 pub mod build;
 pub mod channel;
 pub mod exec;
