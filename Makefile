@@ -117,6 +117,7 @@ bench: agent agent-dev
 	$(CARGO) run -q --release -p integration-tests --bin bench_sandbox --locked | tee target/bench-sandbox.md
 	$(CARGO) run -q --release -p integration-tests --bin bench_remote --locked | tee target/bench-remote.md
 	$(CARGO) run -q --release -p integration-tests --bin bench_toolchain --locked | tee target/bench-toolchain.md
+	$(CARGO) run -q --release -p integration-tests --bin bench_sha256 --locked | tee target/bench-sha256.md
 
 # Each fuzz target (fuzz/fuzz_targets/*.rs) for FUZZ_SECONDS with libFuzzer (cargo-fuzz, nightly
 # toolchain; both installed if missing). The committed corpus fuzz/corpus/<target> seeds the run;

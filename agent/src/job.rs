@@ -26,7 +26,7 @@ use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
-use sha2::{Digest, Sha256};
+use agent::sha256::Sha256;
 
 /// The most input derivations and input paths one request may name.
 const MAX_INPUTS: usize = 100_000;
@@ -192,7 +192,7 @@ fn run(input: &mut Reader, out: &mut Writer, request: &[u8]) -> Result<(), Stop>
         }) {
             return refuse(ErrorCode::BadOutput, format!("output '{name}' cannot be serialised: {}", e.name()));
         }
-        let references: BTreeSet<String> = scanner.found().filter_map(|h| candidates.get(&h).cloned()).collect();
+        let references: BTreeSet<String> = agent::btree::set(scanner.found().filter_map(|h| candidates.get(&h).cloned()));
         let sha: [u8; 32] = hasher.finalize().into();
         if let Some(fixed) = &plan.fixed {
             let nar_hash = fixed_hasher.map(Hasher::finish);
@@ -207,10 +207,8 @@ fn run(input: &mut Reader, out: &mut Writer, request: &[u8]) -> Result<(), Stop>
         inos.insert(name.clone(), ino);
         outputs.insert(name.clone(), (path, checks::PathInfo { nar_size: size, references }));
     }
-    let input_infos: BTreeMap<String, checks::PathInfo> = inputs
-        .iter()
-        .map(|(p, i)| (p.clone(), checks::PathInfo { nar_size: i.nar_size, references: i.references.clone() }))
-        .collect();
+    let input_infos: BTreeMap<String, checks::PathInfo> =
+        agent::btree::map(inputs.iter().map(|(p, i)| (p.clone(), checks::PathInfo { nar_size: i.nar_size, references: i.references.clone() })));
     if let Err(e) = checks::check_outputs(&outputs, &input_infos, &plan.drv.env, plan.structured.as_ref()) {
         return refuse(ErrorCode::BadOutput, e.to_string());
     }
@@ -278,7 +276,7 @@ fn attest(report_data: &[u8; 64]) -> Result<(AttestationKind, Vec<u8>, Vec<agent
 /// The builder's process, started as Nix 2.8 starts it, in a kernel with this build's limits
 /// (the file system may use half the heap, the builder's processes a quarter).
 fn start_builder(fs: Fs, plan: &Plan, heap: u64, log_bytes: u64) -> Result<Kernel<arch::user::AddressSpace>, Stop> {
-    let outputs: BTreeMap<String, String> = plan.outputs.iter().map(|(n, p)| (n.clone(), p.to_path())).collect();
+    let outputs: BTreeMap<String, String> = agent::btree::map(plan.outputs.iter().map(|(n, p)| (n.clone(), p.to_path())));
     let d = &plan.drv;
     let drv_env = env::DrvEnv { builder: &d.builder, args: &d.args, env: &d.env, outputs: &outputs, fixed_output: plan.fixed.is_some() };
     let setup = match env::builder_setup(&drv_env, BUILD_CORES) {
@@ -420,7 +418,7 @@ fn unpack_input(
     if let Ok(ino) = fs.resolve(fs::ROOT, path.as_bytes(), false) {
         fs.set_readonly(ino);
     }
-    let references = scanner.found().filter_map(|h| by_hash.get(&h).cloned()).collect();
+    let references = agent::btree::set(scanner.found().filter_map(|h| by_hash.get(&h).cloned()));
     Ok((InputInfo { nar_sha256: hasher.finalize().into(), nar_size: size, references }, fixed_hasher.map(Hasher::finish)))
 }
 

@@ -8,6 +8,7 @@
 //! - [`exec`]: the `Exec` request (one program in a fresh sandbox), checked and capped.
 //! - [`nix`]: Nix semantics — ATerm derivations, store paths, NAR, hashing.
 //! - [`sandbox`]: the builder's world — in-memory file system, ELF, syscalls.
+//! - [`sha256`]: SHA-256, with the block function the arch layer chose at boot (SHA-NI or portable).
 //! - [`statement`]: what the agent attests to.
 //! - [`tee`]: SEV-SNP and TDX — the encodings of their guest interfaces and the attesters.
 //!
@@ -20,6 +21,7 @@ extern crate alloc;
 /// The agent's version, carried in Hello frames and in every statement.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
+pub mod btree;
 pub mod build;
 pub mod channel;
 pub mod exec;
@@ -27,4 +29,5 @@ pub mod proto;
 pub mod nix;
 pub mod statement;
 pub mod sandbox;
+pub mod sha256;
 pub mod tee;

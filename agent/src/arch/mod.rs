@@ -3,7 +3,8 @@
 //! The vCPU runs, in order: `reset.s` (the reset vector at 0xFFFFFFF0) → `rom16.s` (real mode to
 //! protected mode) → `rom32.s` (copy the image to RAM, boot page tables, long mode) →
 //! [`rust_start`] → GDT/TSS → IDT (with the #VC/#VE handlers) → platform (plain, SEV-SNP or TDX:
-//! GHCB, shared alias) → serial → memory (accept RAM, shared DMA pool, heap) → secrets (SNP:
+//! GHCB, shared alias) → serial → ring-0 protections → SHA-256's block function (SHA-NI or
+//! portable) → memory (accept RAM, shared DMA pool, heap) → secrets (SNP:
 //! VMPCK0 into the key page, the secrets page wiped) → system calls → timer → `crate::main`.
 pub mod cpu;
 pub mod gdt;
@@ -13,6 +14,7 @@ pub mod memory;
 pub mod pci;
 pub mod power;
 pub mod serial;
+pub mod sha256;
 pub mod snp;
 pub mod tdx;
 pub mod tee;
@@ -35,6 +37,16 @@ extern "C" fn rust_start() -> ! {
     serial::init();
     tee::log_platform();
     protect();
+    // SHA-NI inside SEV-SNP or a TD, whose ring 0 runs on the CPU itself. On a plain VM (tests,
+    // development) the portable block function: some hypervisors run a plain guest's ring 0
+    // through their instruction emulator, which has no SSE/SHA instructions (this project's
+    // KVM, PVM, stops the VM at the first `pshufd`, and its CPUID shows SHA-NI whatever -cpu
+    // says), and a plain VM's figures are not attested anyway.
+    if tee::kind() != agent::tee::Kind::None {
+        sha256::init();
+    } else {
+        log::info!("sha256: portable block function (a plain VM: SHA-NI is used inside SEV-SNP or TDX only)");
+    }
     memory::init();
     tee::take_secrets();
     user::init();

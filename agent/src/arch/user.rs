@@ -576,12 +576,16 @@ pub fn run(space: &AddressSpace, regs: &mut Regs) -> Event {
     // the previous process); `agent_enter_user` returns here, on this stack, at the process's
     // next event, with its registers stored in `regs`. The FXSAVE area is 16-byte aligned
     // (`Fpu` is `align(16)`); nothing between the restore and the save touches x87/SSE state
-    // (the agent is built soft-float; only sha2's SHA-NI path uses SSE, never on this path).
+    // (the agent is built soft-float; the trap handlers use no vector registers). Between the
+    // save and the next restore the agent may use the XMM registers (SHA-NI, arch/sha256.rs):
+    // the process's own are in `regs.fpu`.
     unsafe {
         asm!("mov cr3, {}", in(reg) space.pml4, options(nostack));
         asm!("fxrstor64 [{}]", in(reg) regs.fpu.0.as_ptr(), options(nostack, readonly));
         agent_enter_user(regs);
         asm!("fxsave64 [{}]", in(reg) regs.fpu.0.as_mut_ptr(), options(nostack));
+        #[cfg(feature = "dev")]
+        super::sha256::clobber_vector_registers();
         log_nmis();
         match *addr_of!(EXIT_KIND) {
             1 => {

@@ -90,7 +90,7 @@ pub fn check_outputs(
     env: &BTreeMap<String, String>,
     structured: Option<&Json>,
 ) -> Result<(), CheckError> {
-    let by_path: BTreeMap<&str, &PathInfo> = outputs.values().map(|(p, i)| (p.as_str(), i)).collect();
+    let by_path: BTreeMap<&str, &PathInfo> = crate::btree::map(outputs.values().map(|(p, i)| (p.as_str(), i)));
     let closure = |start: &str| -> Result<(BTreeSet<String>, u64), CheckError> {
         let mut done = BTreeSet::new();
         let mut size = 0u64;

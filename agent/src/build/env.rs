@@ -17,7 +17,7 @@ use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
-use sha2::{Digest, Sha256};
+use crate::sha256::Sha256;
 
 /// The directory builds run in (Nix's `sandboxBuildDir`).
 pub const BUILD_DIR: &str = "/build";
@@ -101,7 +101,7 @@ pub fn builder_setup(drv: &DrvEnv<'_>, build_cores: u32) -> Result<BuilderSetup,
         let pass_as_file: BTreeSet<&str> = drv
             .env
             .get("passAsFile")
-            .map(|s| s.split([' ', '\t', '\n', '\r']).filter(|w| !w.is_empty()).collect())
+            .map(|s| crate::btree::set(s.split([' ', '\t', '\n', '\r']).filter(|w| !w.is_empty())))
             .unwrap_or_default();
         if drv.env.get("exportReferencesGraph").is_some_and(|s| !s.trim().is_empty()) {
             return Err(EnvError::Unsupported("exportReferencesGraph"));
@@ -146,7 +146,7 @@ pub fn builder_setup(drv: &DrvEnv<'_>, build_cores: u32) -> Result<BuilderSetup,
         if matches!(attrs.get("exportReferencesGraph"), Some(Json::Object(_))) {
             return Err(EnvError::Unsupported("exportReferencesGraph"));
         }
-        let outputs = drv.outputs.iter().map(|(n, p)| (n.clone(), Json::String(p.clone()))).collect();
+        let outputs = crate::btree::map(drv.outputs.iter().map(|(n, p)| (n.clone(), Json::String(p.clone()))));
         attrs.insert("outputs".into(), Json::Object(outputs));
         let attrs = Json::Object(attrs);
         let sh = structured_attrs_shell(&attrs);

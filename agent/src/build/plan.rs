@@ -16,7 +16,7 @@ use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
-use sha2::{Digest, Sha256};
+use crate::sha256::Sha256;
 
 /// The only platform the agent builds for.
 pub const SYSTEM: &str = "x86_64-linux";
@@ -281,7 +281,7 @@ pub fn check_fixed(path: &str, fixed: &FixedOutput, content: FixedContent<'_>) -
 /// derivation's own outputs (an "input" there would pre-create the output the builder is to
 /// make, and stand for it in the reference scan). Returns hash part → path.
 pub fn check_input_paths(plan: &Plan, paths: &[String]) -> Result<BTreeMap<String, String>, PlanError> {
-    let outputs: BTreeSet<&str> = plan.outputs.values().map(|p| p.hash_part()).collect();
+    let outputs: BTreeSet<&str> = crate::btree::set(plan.outputs.values().map(|p| p.hash_part()));
     let mut by_hash = BTreeMap::new();
     for p in paths {
         let sp = StorePath::parse(p).map_err(|e| PlanError::BadInputPath(p.clone(), e))?;

@@ -193,10 +193,10 @@ pub fn parse(text: &[u8]) -> Result<Derivation, DrvError> {
         p.expect(",")?;
         let outs = p.strings(false)?;
         p.expect(")")?;
-        d.input_drvs.insert(path, outs.into_iter().collect());
+        d.input_drvs.insert(path, crate::btree::set(outs));
     }
     p.expect(",")?;
-    d.input_srcs = p.strings(true)?.into_iter().collect();
+    d.input_srcs = crate::btree::set(p.strings(true)?);
     p.expect(",")?;
     d.platform = p.string()?;
     p.expect(",")?;
@@ -384,7 +384,10 @@ impl Derivation {
             .iter()
             .chain(self.input_drvs.keys())
             .map(|p| StorePath::parse(p).map_err(DrvError::Path))
-            .collect()
+            .try_fold(BTreeSet::new(), |mut s, p| {
+                s.insert(p?);
+                Ok(s)
+            })
     }
 }
 
@@ -522,7 +525,7 @@ impl<'a> Resolver<'a> {
             }
         }
         let h = self.hash_of(&f.drv, false)?;
-        Ok(f.drv.outputs.keys().map(|o| (o.clone(), h.clone())).collect())
+        Ok(crate::btree::map(f.drv.outputs.keys().map(|o| (o.clone(), h.clone()))))
     }
 
     /// The hash of an input-addressed derivation whose inputs are all resolved: its ATerm with
@@ -548,7 +551,7 @@ impl<'a> Resolver<'a> {
         }
         self.resolve_inputs(d)?;
         let h = self.hash_of(d, mask_outputs)?;
-        Ok(d.outputs.keys().map(|o| (o.clone(), h.clone())).collect())
+        Ok(crate::btree::map(d.outputs.keys().map(|o| (o.clone(), h.clone()))))
     }
 
     /// The output paths of `d` as Nix computes them (`derivationStrictInternal` for

@@ -4,7 +4,8 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use md5::Md5;
 use sha1::Sha1;
-use sha2::{Digest, Sha256, Sha512};
+use crate::sha256::Sha256;
+use sha2::{Digest, Sha512};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Algo {

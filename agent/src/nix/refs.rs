@@ -55,7 +55,7 @@ fn store_hash(w: &[u8]) -> Option<[u8; REF_LEN]> {
 impl RefScanner {
     /// `hash_parts`: the 32-character hash parts of the candidates.
     pub fn new<'a>(hash_parts: impl IntoIterator<Item = &'a str>) -> Self {
-        let hashes: BTreeSet<[u8; REF_LEN]> = hash_parts.into_iter().filter_map(|h| h.as_bytes().try_into().ok()).collect();
+        let hashes: BTreeSet<[u8; REF_LEN]> = crate::btree::set(hash_parts.into_iter().filter_map(|h| h.as_bytes().try_into().ok()));
         let mut first = [false; 256];
         for h in &hashes {
             first[h[0] as usize] = true;

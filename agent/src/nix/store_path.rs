@@ -3,7 +3,7 @@ use super::base32;
 use super::hash::{Algo, Hash};
 use alloc::collections::BTreeSet;
 use alloc::string::String;
-use sha2::{Digest, Sha256};
+use crate::sha256::Sha256;
 
 pub const STORE_DIR: &str = "/nix/store";
 /// Length of the hash part (160 bits in nix32).
