@@ -372,6 +372,7 @@ fn write_seeds() {
         Statement {
             drv_path: "/nix/store/00000000000000000000000000000000-x.drv".into(),
             drv_sha256: [7; 32],
+            resolved: false,
             outputs: vec![Output { name: "out".into(), path: "/nix/store/22222222222222222222222222222222-x".into(), nar_sha256: [8; 32], references: vec![] }],
             inputs: vec![Input { path: "/nix/store/11111111111111111111111111111111-in".into(), nar_sha256: [9; 32], references: vec![] }],
             agent_version: agent::VERSION.into(),
