@@ -13,6 +13,8 @@ in {
     i=0; while [ $i -lt 2000 ]; do i=$((i+1)); done
     cat ${input} > $out
   ''; };
+  # A builder that never ends (the total time limit's test): alive, computing, silent.
+  spin = mk { name = "fault-spin"; script = "echo spinning; while :; do :; done"; };
   small = mk { name = "fault-small"; script = "echo small > $out"; };
   # The agent's own limits (tests/tests/faults.rs: the_agents_limits_are_named).
   files-limit = mk { name = "files-limit"; script = "dd if=/dev/zero of=$out bs=1048576 count=4096"; };

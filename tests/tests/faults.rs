@@ -228,7 +228,7 @@ fn a_paused_vm_is_noticed_over_qmp() {
 /// The total time limit ends a run that is alive but too long, and says it was that limit.
 #[test]
 fn the_total_time_limit_says_it_ended_the_build() {
-    let drv = instantiate("phases");
+    let drv = instantiate("spin");
     let dir = out_dir("timeout");
     let mut c = config();
     c.timeout = Duration::from_secs(3);
