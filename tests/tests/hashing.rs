@@ -52,7 +52,7 @@ fn on_a_plain_vm_the_portable_block_function_is_used_whatever_cpuid_says() {
 
 /// tests/sandbox/vectors.c fills xmm0..15, makes system calls (256 KiB of file writes, reads,
 /// sched_yield, fork) and spins through timer preemptions, checking the registers after each.
-/// The development image overwrites every XMM register after each trap from ring 3 (as its
+/// The SYSCALL test image overwrites every XMM register after each trap from ring 3 (as its
 /// SHA-NI hashing would), so only the agent's FXSAVE/FXRSTOR around ring 3 keeps them. The
 /// output must equal Linux's.
 #[test]
@@ -73,7 +73,9 @@ fn a_builders_vector_registers_survive_the_agent() {
     let _ = std::fs::remove_file(&exe);
     assert_eq!(native.status.code(), Some(0), "natively: {}", String::from_utf8_lossy(&native.stdout));
 
-    let ours = loader::exec(&dev_vm_config(Accel::Auto), &program, &["vectors"], |_, _| {}).unwrap();
+    let mut config = dev_vm_config(Accel::Tcg);
+    config.agent = integration_tests::syscall_test_bin().0;
+    let ours = loader::exec(&config, &program, &["vectors"], |_, _| {}).unwrap();
     assert_eq!(String::from_utf8_lossy(&ours.stdout), String::from_utf8_lossy(&native.stdout), "notes: {:?}", ours.notes);
     assert_eq!(ours.status, 0);
 }

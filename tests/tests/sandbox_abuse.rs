@@ -99,9 +99,10 @@ fn an_infinite_loop_ends_at_the_cpu_limit() {
     // A shell loop, too.
     let o = run(&busybox(), &["busybox", "sh", "-c", "while :; do :; done"], Requested { cpu_ticks: 20, ..Default::default() });
     assert_eq!(o.r.status, 128 + 24);
-    // A loop spending its time in the agent (each fork copies 64 MiB; the process itself runs
-    // for microseconds): the agent's time is charged too, or this would never end.
-    let o = probe_run("fork-loop", Requested { cpu_ticks: 100, ..Default::default() });
+    // A loop spending its time in the agent (each read makes the agent fill 64 MiB of the
+    // process's pages; the process runs for microseconds): the agent's time is charged too, or
+    // this would never end.
+    let o = probe_run("zero-loop", Requested { cpu_ticks: 100, ..Default::default() });
     assert_eq!(o.r.status, 128 + 24, "{}", o.stdout());
     let note = o.serial.lines().find(|l| l.contains("CPU time limit reached after")).expect("a note");
     let note = &note[note.find("reached after").expect("the note's words")..]; // past the log prefix

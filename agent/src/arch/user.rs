@@ -584,7 +584,7 @@ pub fn run(space: &AddressSpace, regs: &mut Regs) -> Event {
         asm!("fxrstor64 [{}]", in(reg) regs.fpu.0.as_ptr(), options(nostack, readonly));
         agent_enter_user(regs);
         asm!("fxsave64 [{}]", in(reg) regs.fpu.0.as_mut_ptr(), options(nostack));
-        #[cfg(feature = "dev")]
+        #[cfg(feature = "vector-clobber-test")]
         super::sha256::clobber_vector_registers();
         log_nmis();
         match *addr_of!(EXIT_KIND) {
