@@ -37,23 +37,31 @@ fn main() -> ! {
     arch::idt::deliberate_stack_overflow();
 
     // Channel: the first virtio-blk disk is the request, the second receives the response.
-    let mut disks = arch::virtio::disks().into_iter();
+    // Until the response stream exists, a failure can only be told on the serial port.
+    let mut disks = arch::virtio::disks(2).into_iter();
     let (Some(input), Some(output)) = (disks.next(), disks.next()) else {
         log::error!("channel: need two virtio-blk disks (request, response)");
+        arch::serial::dump();
         arch::power::shutdown();
     };
     let mut out = match OutStream::create(output) {
         Ok(s) => FrameWriter::new(s),
         Err(e) => {
             log::error!("channel: response disk unusable: {e:?}");
+            arch::serial::dump();
             arch::power::shutdown();
         }
     };
+    // From here on the log travels in Log frames, ahead of each frame and flush.
+    out.set_log(arch::serial::drain);
     // The platform found at boot (arch::tee): what the Hello frame and the evidence say.
     let _ = out.send(Type::Hello, &proto::hello_payload(arch::tee::kind().attestation(), agent::VERSION));
     let _ = out.flush();
     match InStream::open(input) {
         Ok(s) => {
+            if s.flags() & agent::channel::FLAG_DEBUG_SERIAL != 0 {
+                arch::serial::enable_debug();
+            }
             if let Err(e) = serve(&mut FrameReader::new(s), &mut out) {
                 log::error!("channel: {e:?}");
                 let _ = out.send(Type::Error, &proto::error_payload(ErrorCode::Channel, "channel failure"));
@@ -64,9 +72,9 @@ fn main() -> ! {
             log::error!("channel: request disk unusable: {e:?}");
         }
     }
+    log::info!("agent: done, powering off");
     let _ = out.send(Type::Bye, b"");
     let _ = out.flush();
-    log::info!("agent: done, powering off");
     arch::power::shutdown()
 }
 

@@ -106,6 +106,9 @@ pub struct VmConfig {
     /// More QEMU arguments, appended last (tests: a gdbstub and a QMP socket, to deliver
     /// events at chosen instants).
     pub extra_qemu_args: Vec<String>,
+    /// Ask the agent for its log on the serial port as well (the request disk's debug flag):
+    /// every line as it is logged, even those a crash would otherwise lose; it costs VM exits.
+    pub debug_serial: bool,
 }
 
 impl VmConfig {
@@ -120,6 +123,7 @@ impl VmConfig {
             work_dir: None,
             tee: crate::tee::TeeConfig::default(),
             extra_qemu_args: Vec::new(),
+            debug_serial: false,
         }
     }
 }
@@ -159,13 +163,14 @@ pub struct Request {
     file: BufWriter<File>,
     path: PathBuf,
     len: u64,
+    flags: u64,
 }
 
 impl Request {
     pub fn create(path: &Path) -> Result<Self, VmError> {
         let mut file = File::create(path).map_err(io(format!("creating {}", path.display())))?;
         file.seek(SeekFrom::Start(DATA_OFFSET)).map_err(io("seeking request disk"))?;
-        Ok(Self { file: BufWriter::with_capacity(1 << 20, file), path: path.to_path_buf(), len: 0 })
+        Ok(Self { file: BufWriter::with_capacity(1 << 20, file), path: path.to_path_buf(), len: 0, flags: 0 })
     }
 
     /// Appends raw bytes (used by tests to send malformed frames).
@@ -194,6 +199,11 @@ impl Request {
         Ok(self)
     }
 
+    /// Sets the header's flags (`agent::channel::FLAG_DEBUG_SERIAL`).
+    pub fn set_flags(&mut self, flags: u64) {
+        self.flags = flags;
+    }
+
     /// Writes the stream header and pads the disk to whole sectors.
     pub fn finish(mut self) -> Result<PathBuf, VmError> {
         self.file.flush().map_err(io("writing request disk"))?;
@@ -201,9 +211,10 @@ impl Request {
         let end = (DATA_OFFSET + self.len).next_multiple_of(SECTOR_SIZE as u64);
         file.set_len(end.max(DATA_OFFSET + SECTOR_SIZE as u64)).map_err(io("sizing request disk"))?;
         file.seek(SeekFrom::Start(0)).map_err(io("seeking request disk"))?;
-        let mut head = [0u8; 16];
+        let mut head = [0u8; 24];
         head[..8].copy_from_slice(&STREAM_MAGIC);
-        head[8..].copy_from_slice(&self.len.to_le_bytes());
+        head[8..16].copy_from_slice(&self.len.to_le_bytes());
+        head[16..].copy_from_slice(&self.flags.to_le_bytes());
         file.write_all(&head).map_err(io("writing request disk"))?;
         Ok(self.path)
     }
@@ -230,8 +241,19 @@ pub struct Timings {
 pub struct Run {
     pub frames: Vec<Frame>,
     pub timings: Timings,
+    /// The agent's log: the lines its `Log` frames carried (as `[LEVEL] text`), then whatever
+    /// it wrote to the serial port (a debug log, a fatal error).
     pub serial: String,
     pub accel: Accel,
+}
+
+/// A `Log` frame as a line of the agent's log (`[LEVEL] text`), or None for another frame.
+pub fn log_line(f: &Frame) -> Option<String> {
+    if f.ty != Type::Log {
+        return None;
+    }
+    let (level, text) = f.payload.split_first()?;
+    Some(format!("[{:5}] {}", agent::logring::level_name(*level), String::from_utf8_lossy(text)))
 }
 
 /// Kills QEMU when dropped, whatever path we leave by.
@@ -301,7 +323,10 @@ fn describe_failure(code: i32) -> String {
 /// `virtio_pci_realize` for SEV-SNP and TDX machines), so the device offers
 /// VIRTIO_F_ACCESS_PLATFORM (bit 33) and refuses FEATURES_OK from a driver that does not accept
 /// it. Setting them on a plain VM too makes every test negotiate as a confidential guest must.
-pub const VIRTIO_PROPERTIES: &str = "disable-legacy=on,iommu_platform=on";
+///
+/// `vectors=0`: no MSI-X (the agent polls; one capability fewer to walk, one VM exit per disk);
+/// each disk at a fixed slot (`addr=`), the first two the agent's bus scan reaches.
+pub const VIRTIO_PROPERTIES: &str = "disable-legacy=on,iommu_platform=on,vectors=0";
 
 /// The QEMU command line: the fewest devices that do the job. `qmp`, when given, is the UNIX
 /// socket QEMU's QMP server listens on (the loader watches the run state through it).
@@ -330,11 +355,11 @@ pub fn qemu_command_with_qmp(config: &VmConfig, accel: Accel, request: &Path, re
         .arg("-drive")
         .arg(format!("file={},format=raw,if=none,id=request,readonly=on", request.display()))
         .arg("-device")
-        .arg(format!("virtio-blk-pci,drive=request,{VIRTIO_PROPERTIES}"))
+        .arg(format!("virtio-blk-pci,drive=request,addr=0x1,{VIRTIO_PROPERTIES}"))
         .arg("-drive")
         .arg(format!("file={},format=raw,if=none,id=response", response.display()))
         .arg("-device")
-        .arg(format!("virtio-blk-pci,drive=response,{VIRTIO_PROPERTIES}"))
+        .arg(format!("virtio-blk-pci,drive=response,addr=0x2,{VIRTIO_PROPERTIES}"))
         // A guest panic (a TD's ReportFatalError, an SNP guest's termination request reported
         // as a panic) ends QEMU with a failure status instead of pausing it.
         .args(["-action", "panic=exit-failure"])
@@ -386,7 +411,11 @@ pub fn run(
     let request_path = dir.path.join("request.img");
     let response_path = dir.path.join("response.img");
     let serial_path = dir.path.join("serial.log");
+    let log_path = dir.path.join("agent.log");
     let mut request = Request::create(&request_path)?;
+    if config.debug_serial {
+        request.set_flags(agent::channel::FLAG_DEBUG_SERIAL);
+    }
     build_request(&mut request)?;
     request.finish()?;
     let response = File::create(&response_path).map_err(io("creating response disk"))?;
@@ -419,11 +448,20 @@ pub fn run(
     };
     let mut frames = Vec::new();
     let mut timings = Timings::default();
-    let serial = || std::fs::read_to_string(&serial_path).unwrap_or_default();
-    let mut handle = |new: Vec<Frame>, frames: &mut Vec<Frame>, timings: &mut Timings| {
+    // The agent's log lines (Log frames) as they arrive, also kept in agent.log in the work
+    // directory; the run's `serial` is these lines, then the serial port's output.
+    let mut log = String::new();
+    let mut log_file = File::create(&log_path).map_err(io("creating agent.log"))?;
+    let serial = |log: &str| format!("{log}{}", std::fs::read_to_string(&serial_path).unwrap_or_default());
+    let mut handle = |new: Vec<Frame>, frames: &mut Vec<Frame>, timings: &mut Timings, log: &mut String| {
         for f in new {
             if f.ty == Type::Hello && timings.boot_to_ready.is_zero() {
                 timings.boot_to_ready = start.elapsed();
+            }
+            if let Some(line) = log_line(&f) {
+                let _ = writeln!(log_file, "{line}");
+                log.push_str(&line);
+                log.push('\n');
             }
             on_frame(&f);
             frames.push(f);
@@ -431,12 +469,12 @@ pub fn run(
     };
     let status: ExitStatus = loop {
         let new = reader.poll()?;
-        handle(new, &mut frames, &mut timings);
+        handle(new, &mut frames, &mut timings, &mut log);
         if let Some(status) = guard.0.try_wait().map_err(io("waiting for QEMU"))? {
             break status;
         }
         if start.elapsed() > config.timeout {
-            return Err(VmError::Timeout(config.timeout, serial()));
+            return Err(VmError::Timeout(config.timeout, serial(&log)));
         }
         if last_status.elapsed() >= Duration::from_secs(1) {
             last_status = Instant::now();
@@ -444,7 +482,7 @@ pub fn run(
                 Some(Ok(state)) => {
                     if let Some(state) = stopped.observe(&state, Instant::now()) {
                         if guard.0.try_wait().map_err(io("waiting for QEMU"))?.is_none() {
-                            return Err(VmError::Stopped { state, stderr: stderr(), serial: serial() });
+                            return Err(VmError::Stopped { state, stderr: stderr(), serial: serial(&log) });
                         }
                     }
                 }
@@ -457,16 +495,16 @@ pub fn run(
     };
     timings.total = start.elapsed();
     let new = reader.poll()?;
-    handle(new, &mut frames, &mut timings);
+    handle(new, &mut frames, &mut timings, &mut log);
     let code = status.code().unwrap_or(-1);
     if code != 0 {
         if code & 1 == 1 && code > 1 {
-            return Err(VmError::AgentFailure { failure: describe_failure(code >> 1), status: code, serial: serial() });
+            return Err(VmError::AgentFailure { failure: describe_failure(code >> 1), status: code, serial: serial(&log) });
         }
         return Err(VmError::Qemu { status: format!("{status}"), stderr: stderr() });
     }
     if frames.last().map(|f| f.ty) != Some(Type::Bye) {
-        return Err(VmError::NoBye { status: code, serial: serial() });
+        return Err(VmError::NoBye { status: code, serial: serial(&log) });
     }
-    Ok(Run { frames, timings, serial: serial(), accel })
+    Ok(Run { frames, timings, serial: serial(&log), accel })
 }
