@@ -109,6 +109,7 @@ bench: agent agent-dev
 	$(CARGO) run -q --release -p integration-tests --bin bench_nar --locked | tee target/bench-nar.md
 	$(CARGO) run -q --release -p integration-tests --bin bench_build --locked | tee target/bench-build.md
 	$(CARGO) run -q --release -p integration-tests --bin bench_sandbox --locked | tee target/bench-sandbox.md
+	$(CARGO) run -q --release -p integration-tests --bin bench_exits --locked | tee target/bench-exits.md
 
 # Each fuzz target for FUZZ_SECONDS (libFuzzer via cargo-fuzz; needs the nightly toolchain).
 FUZZ_SECONDS ?= 60

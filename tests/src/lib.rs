@@ -27,6 +27,7 @@ pub fn dev_agent_bin() -> PathBuf {
 }
 
 pub mod e2e;
+pub mod exits;
 pub mod sandbox;
 
 /// The deliberately faulting test image built by `make agent-fault-test`.
