@@ -52,16 +52,19 @@ fn main() -> ! {
             arch::power::shutdown();
         }
     };
+    // The request's header says whether the loader wants a debug log on the serial port too
+    // (the backlog first): asked before the first Log frame takes lines out of the ring.
+    let input = InStream::open(input);
+    if input.as_ref().is_ok_and(|s| s.flags() & agent::channel::FLAG_DEBUG_SERIAL != 0) {
+        arch::serial::enable_debug();
+    }
     // From here on the log travels in Log frames, ahead of each frame and flush.
     out.set_log(arch::serial::drain);
     // The platform found at boot (arch::tee): what the Hello frame and the evidence say.
     let _ = out.send(Type::Hello, &proto::hello_payload(arch::tee::kind().attestation(), agent::VERSION));
     let _ = out.flush();
-    match InStream::open(input) {
+    match input {
         Ok(s) => {
-            if s.flags() & agent::channel::FLAG_DEBUG_SERIAL != 0 {
-                arch::serial::enable_debug();
-            }
             if let Err(e) = serve(&mut FrameReader::new(s), &mut out) {
                 log::error!("channel: {e:?}");
                 let _ = out.send(Type::Error, &proto::error_payload(ErrorCode::Channel, "channel failure"));
