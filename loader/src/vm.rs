@@ -239,6 +239,7 @@ pub struct Timings {
 /// The outcome of a run whose agent said Bye.
 #[derive(Debug)]
 pub struct Run {
+    /// Every frame but `Log` (those are in `serial`).
     pub frames: Vec<Frame>,
     pub timings: Timings,
     /// The agent's log: the lines its `Log` frames carried (as `[LEVEL] text`), then whatever
@@ -401,7 +402,8 @@ fn work_dir(config: &VmConfig) -> Result<WorkDir, VmError> {
 }
 
 /// Runs one VM: `build_request` writes the request; `on_frame` sees every response frame as the
-/// agent commits it (for streaming logs and progress).
+/// agent commits it (for streaming output and progress), except the agent's `Log` frames,
+/// which become the run's log (`Run::serial`, and agent.log in the work directory).
 pub fn run(
     config: &VmConfig,
     build_request: impl FnOnce(&mut Request) -> Result<(), VmError>,
@@ -462,6 +464,7 @@ pub fn run(
                 let _ = writeln!(log_file, "{line}");
                 log.push_str(&line);
                 log.push('\n');
+                continue; // the log is the run's `serial`, not one of its frames
             }
             on_frame(&f);
             frames.push(f);
