@@ -136,7 +136,12 @@ pub fn find_structures(pointer: u8, device_min: u32, mut read32: impl FnMut(u8) 
     let common = common.ok_or(CapError::Missing("common configuration"))?;
     let (notify, notify_multiplier) = notify.ok_or(CapError::Missing("notification"))?;
     let device = device.ok_or(CapError::Missing("device configuration"))?;
+    // The agent accesses the common and device structures with up to 8-byte loads and stores,
+    // and the notification area with 2-byte stores: each must be aligned for them.
     let fits = |r: &Region, min: u32, what| {
+        if r.offset % if min == 2 { 2 } else { 8 } != 0 {
+            return Err(CapError::BadRegion("a misaligned structure"));
+        }
         if r.bar > 5 {
             return Err(CapError::BadRegion("a BAR index above 5"));
         }
@@ -162,7 +167,7 @@ pub fn find_structures(pointer: u8, device_min: u32, mut read32: impl FnMut(u8) 
 /// area with room for the 2-byte write.
 pub fn notify_offset(s: &Structures, queue_notify_off: u16) -> Option<u32> {
     let within = u64::from(queue_notify_off) * u64::from(s.notify_multiplier);
-    (within + 2 <= u64::from(s.notify.length)).then(|| s.notify.offset + within as u32)
+    (within + 2 <= u64::from(s.notify.length) && within % 2 == 0).then(|| s.notify.offset + within as u32)
 }
 
 #[cfg(test)]
@@ -225,6 +230,10 @@ mod tests {
         let mut bar = qemu_config();
         bar[0x44] = 6;
         assert!(matches!(find_structures(0x84, 8, reader(&bar)), Err(CapError::BadRegion(_))));
+
+        let mut odd = qemu_config();
+        odd[0x68] = 4; // the device configuration at 0x2004: no aligned 8-byte capacity
+        assert_eq!(find_structures(0x84, 8, reader(&odd)), Err(CapError::BadRegion("a misaligned structure")));
 
         let mut tiny = qemu_config();
         tiny[0x6C..0x70].copy_from_slice(&4u32.to_le_bytes());

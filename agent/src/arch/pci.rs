@@ -29,6 +29,25 @@ pub fn ecam_enabled() -> bool {
     ECAM_ON.load(core::sync::atomic::Ordering::Relaxed)
 }
 
+/// A volatile load from a device register or shared ring memory (one MMIO exit for a
+/// register; none for the rings). The callers' contract: `addr` is a `T`-aligned address in
+/// the shared alias (`layout::SHARED_MAP`) of device registers the agent placed (ECAM, a BAR
+/// slot in the MMIO window) or of a DMA-pool page it owns; such a load touches no memory Rust
+/// reasons about.
+pub fn read<T: Copy>(addr: u64) -> T {
+    debug_assert!(addr >= layout::SHARED_MAP && addr % core::mem::align_of::<T>() as u64 == 0);
+    // SAFETY: per the callers' contract above: mapped, aligned, and outside every Rust object.
+    unsafe { (addr as *const T).read_volatile() }
+}
+
+/// A volatile store to a device register or shared ring memory; the callers' contract is
+/// [`read`]'s (the store changes a device's state or a shared page the agent owns, nothing else).
+pub fn write<T: Copy>(addr: u64, value: T) {
+    debug_assert!(addr >= layout::SHARED_MAP && addr % core::mem::align_of::<T>() as u64 == 0);
+    // SAFETY: per the callers' contract: mapped, aligned, and outside every Rust object.
+    unsafe { (addr as *mut T).write_volatile(value) }
+}
+
 /// One function's configuration space on bus 0, with the chunks read so far.
 pub struct Function {
     pub device: u8,
@@ -50,11 +69,9 @@ impl Function {
         if let Some(v) = self.cache[i] {
             return v;
         }
-        let p = (self.base + u64::from(offset & !7)) as *const u64;
-        // SAFETY: `p` is an aligned address inside this function's ECAM page (offset < 256),
-        // mapped by the shared alias (layout::ECAM, memory::init_paging); a configuration read
-        // has no effect on memory the agent uses.
-        let v = unsafe { p.read_volatile() };
+        // An aligned address inside this function's ECAM page (offset < 256), mapped by the
+        // shared alias (layout::ECAM, memory::init_paging).
+        let v = read(self.base + u64::from(offset & !7));
         self.cache[i] = Some(v);
         v
     }
@@ -71,21 +88,18 @@ impl Function {
         (self.chunk(offset) >> ((offset & 7) * 8)) as u8
     }
 
-    /// A store of `size` bytes (1, 2, 4 or 8; `offset` aligned to it): one exit.
+    /// A store of `size` bytes (1, 2, 4 or 8; `offset` aligned to it): one exit. Configuration
+    /// writes change the device's state, never the agent's memory (the callers write BARs
+    /// inside the MMIO window, the command register, the LPC's power-management base).
     fn write(&mut self, offset: u8, size: u8, value: u64) {
         debug_assert!(offset % size == 0);
         self.cache[usize::from(offset >> 3)] = None;
         let p = self.base + u64::from(offset);
-        // SAFETY: an aligned address inside this function's ECAM page, mapped by the shared
-        // alias; configuration writes change the device's state, never the agent's memory (the
-        // callers write BARs inside the MMIO window and the command register).
-        unsafe {
-            match size {
-                1 => (p as *mut u8).write_volatile(value as u8),
-                2 => (p as *mut u16).write_volatile(value as u16),
-                4 => (p as *mut u32).write_volatile(value as u32),
-                _ => (p as *mut u64).write_volatile(value),
-            }
+        match size {
+            1 => write(p, value as u8),
+            2 => write(p, value as u16),
+            4 => write(p, value as u32),
+            _ => write(p, value),
         }
     }
 

@@ -64,40 +64,32 @@ pub struct BlkDisk {
     capacity: u64,
 }
 
-// Register access through the shared alias. Each is one exit.
+// Register access through the shared alias (each one exit), and the queue page's memory:
+// `pci::read`/`pci::write`, whose contract every address here meets (a register in a BAR slot
+// this module placed, or this device's own queue page).
 fn read8(addr: u64) -> u8 {
-    // SAFETY: `addr` is a device register in a BAR slot this module placed inside the MMIO
-    // window (mapped by the shared alias, no-execute); reading it affects no agent memory.
-    unsafe { (addr as *const u8).read_volatile() }
+    pci::read(addr)
 }
 fn read16(addr: u64) -> u16 {
-    // SAFETY: as for `read8`; `addr` is 2-aligned (the structure offsets come from the
-    // device, and a misaligned register only misbehaves on the device's side).
-    unsafe { (addr as *const u16).read_volatile() }
+    pci::read(addr)
 }
 fn read32(addr: u64) -> u32 {
-    // SAFETY: as for `read16`.
-    unsafe { (addr as *const u32).read_volatile() }
+    pci::read(addr)
 }
 fn read64(addr: u64) -> u64 {
-    // SAFETY: as for `read16`.
-    unsafe { (addr as *const u64).read_volatile() }
+    pci::read(addr)
 }
 fn write8(addr: u64, value: u8) {
-    // SAFETY: as for `read8`: a device register; the write changes the device's state only.
-    unsafe { (addr as *mut u8).write_volatile(value) }
+    pci::write(addr, value)
 }
 fn write16(addr: u64, value: u16) {
-    // SAFETY: as for `write8`.
-    unsafe { (addr as *mut u16).write_volatile(value) }
+    pci::write(addr, value)
 }
 fn write32(addr: u64, value: u32) {
-    // SAFETY: as for `write8`.
-    unsafe { (addr as *mut u32).write_volatile(value) }
+    pci::write(addr, value)
 }
 fn write64(addr: u64, value: u64) {
-    // SAFETY: as for `write8`.
-    unsafe { (addr as *mut u64).write_volatile(value) }
+    pci::write(addr, value)
 }
 
 /// The BAR slot of the `k`-th disk: odd MiB of the MMIO window, so the address's lowest set bit
@@ -187,9 +179,7 @@ impl BlkDisk {
         // inside the first dword, which QEMU takes as the size register's; there is no MSI-X).
         write64(common + common::QUEUE_SIZE, u64::from(QUEUE_SIZE) | 1 << 32);
         const _: () = assert!(common::QUEUE_ENABLE == common::QUEUE_SIZE + 4);
-        // SAFETY: the queue page is this device's own zeroed DMA page; a u16 at AVAIL is the
-        // driver ring's flags.
-        unsafe { ((queue + AVAIL as u64) as *mut u16).write_volatile(AVAIL_NO_INTERRUPT) };
+        write16(queue + AVAIL as u64, AVAIL_NO_INTERRUPT); // the driver ring's flags
         write8(common + common::DEVICE_STATUS, status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK | status::DRIVER_OK);
         let capacity = read64(device);
         Ok(BlkDisk { name: f, common, notify: base + u64::from(notify), queue_phys, queue, avail_idx: 0, used_idx: 0, capacity })
@@ -201,38 +191,28 @@ impl BlkDisk {
         let q = self.queue;
         let desc = |i: u64, addr: u64, len: u32, flags: u16, next: u16| {
             let d = q + DESC as u64 + 16 * i;
-            // SAFETY: descriptor `i` (< QUEUE_SIZE) of this device's queue page.
-            unsafe {
-                (d as *mut u64).write_volatile(addr);
-                ((d + 8) as *mut u32).write_volatile(len);
-                ((d + 12) as *mut u16).write_volatile(flags);
-                ((d + 14) as *mut u16).write_volatile(next);
-            }
+            write64(d, addr);
+            write32(d + 8, len);
+            write16(d + 12, flags);
+            write16(d + 14, next);
         };
-        // SAFETY: the header (16 bytes) and status byte live in this device's queue page.
-        unsafe {
-            ((q + HEADER as u64) as *mut u32).write_volatile(kind);
-            ((q + HEADER as u64 + 4) as *mut u32).write_volatile(0);
-            ((q + HEADER as u64 + 8) as *mut u64).write_volatile(sector);
-            ((q + STATUS as u64) as *mut u8).write_volatile(0xFF);
-        }
+        write32(q + HEADER as u64, kind);
+        write32(q + HEADER as u64 + 4, 0);
+        write64(q + HEADER as u64 + 8, sector);
+        write8(q + STATUS as u64, 0xFF);
         desc(0, self.queue_phys + HEADER as u64, 16, DESC_NEXT, 1);
         desc(1, buf, len, DESC_NEXT | if kind == T_IN { DESC_WRITE } else { 0 }, 2);
         desc(2, self.queue_phys + STATUS as u64, 1, DESC_WRITE, 0);
         let slot = u64::from(self.avail_idx % QUEUE_SIZE);
         self.avail_idx = self.avail_idx.wrapping_add(1);
-        // SAFETY: the driver ring's entry `slot` and its index, in the queue page.
-        unsafe {
-            ((q + AVAIL as u64 + 4 + 2 * slot) as *mut u16).write_volatile(0);
-            fence(Ordering::SeqCst); // the descriptors and the entry before the index
-            ((q + AVAIL as u64 + 2) as *mut u16).write_volatile(self.avail_idx);
-        }
+        write16(q + AVAIL as u64 + 4 + 2 * slot, 0);
+        fence(Ordering::SeqCst); // the descriptors and the entry before the index
+        write16(q + AVAIL as u64 + 2, self.avail_idx);
         fence(Ordering::SeqCst); // the index before the notification
         write16(self.notify, 0);
         let start = super::cpu::rdtsc();
         let used = loop {
-            // SAFETY: the used ring's index, in the queue page (the device writes it).
-            let idx = unsafe { ((q + USED as u64 + 2) as *const u16).read_volatile() };
+            let idx = read16(q + USED as u64 + 2); // the used ring's index (the device writes it)
             if idx != self.used_idx {
                 break idx;
             }
@@ -245,8 +225,7 @@ impl BlkDisk {
         };
         fence(Ordering::SeqCst); // the index before the entry and the status byte
         let entry = q + USED as u64 + 4 + 8 * u64::from(self.used_idx % QUEUE_SIZE);
-        // SAFETY: the used ring's entry and the status byte, in the queue page.
-        let (id, st) = unsafe { ((entry as *const u32).read_volatile(), ((q + STATUS as u64) as *const u8).read_volatile()) };
+        let (id, st) = (read32(entry), read8(q + STATUS as u64));
         // One request in flight: exactly one completion, naming descriptor 0, status OK (0).
         if used != self.used_idx.wrapping_add(1) || id != 0 {
             log::error!("virtio-blk at {}: the device completed what was not asked (used index {used}, id {id})", self.name);
