@@ -118,6 +118,7 @@ bench: agent agent-dev
 	$(CARGO) run -q --release -p integration-tests --bin bench_remote --locked | tee target/bench-remote.md
 	$(CARGO) run -q --release -p integration-tests --bin bench_toolchain --locked | tee target/bench-toolchain.md
 	$(CARGO) run -q --release -p integration-tests --bin bench_sha256 --locked | tee target/bench-sha256.md
+	$(CARGO) run -q --release -p integration-tests --bin bench_exits --locked | tee target/bench-exits.md
 
 # Each fuzz target (fuzz/fuzz_targets/*.rs) for FUZZ_SECONDS with libFuzzer (cargo-fuzz, nightly
 # toolchain; both installed if missing). The committed corpus fuzz/corpus/<target> seeds the run;

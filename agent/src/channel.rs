@@ -7,12 +7,18 @@
 //! ```text
 //! byte 0     b"NXAGSTRM"
 //! byte 8     committed length L (u64 LE): the bytes of the stream that are valid
+//! byte 16    flags (u64 LE; the request disk only): bit 0 = a debug log on the serial port
 //! byte 4096  the stream: L bytes of frames
 //! ```
 //!
 //! The agent writes its output stream's data first and the committed length after it, so the
 //! loader never reads a half-written frame. Every length here comes from the host and is checked
 //! against the disk's size before use.
+//!
+//! Each disk request is a VM exit (the notification), so the streams make few: the request
+//! disk's header and its first window come in one read, an output flush is one write of the
+//! new sectors and one of the header, and the output stream's header is first written by the
+//! first flush (until then the loader sees no stream, which is what an empty one means).
 use crate::proto::{self, Header, HeaderError, Type, HEADER_LEN};
 use alloc::vec;
 use alloc::vec::Vec;
@@ -23,6 +29,8 @@ pub const STREAM_MAGIC: [u8; 8] = *b"NXAGSTRM";
 pub const DATA_OFFSET: u64 = 4096;
 /// How much is read or written per disk request.
 const WINDOW: usize = 1 << 20;
+/// Request flag: the loader asks for the agent's log on the serial port as well (`--debug-serial`).
+pub const FLAG_DEBUG_SERIAL: u64 = 1;
 
 /// A disk failed a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,23 +69,35 @@ fn capacity(d: &dyn Disk) -> u64 {
 pub struct InStream<D: Disk> {
     disk: D,
     len: u64,
+    flags: u64,
     pos: u64,
     buf: Vec<u8>,
     buf_start: u64,
 }
 
 impl<D: Disk> InStream<D> {
+    /// Reads the header and, in the same disk request, the stream's first window.
     pub fn open(mut disk: D) -> Result<Self, StreamError> {
-        let mut head = [0u8; SECTOR_SIZE];
-        disk.read(0, &mut head)?;
-        if head[0..8] != STREAM_MAGIC {
+        let disk_bytes = disk.sectors().saturating_mul(SECTOR_SIZE as u64);
+        let first = (DATA_OFFSET + WINDOW as u64).min(disk_bytes).max(SECTOR_SIZE as u64) as usize;
+        let mut buf = vec![0u8; first];
+        disk.read(0, &mut buf)?;
+        if buf[0..8] != STREAM_MAGIC {
             return Err(StreamError::NotAStream);
         }
-        let len = u64::from_le_bytes(head[8..16].try_into().unwrap());
+        let len = u64::from_le_bytes(buf[8..16].try_into().unwrap());
+        let flags = u64::from_le_bytes(buf[16..24].try_into().unwrap());
         if len > capacity(&disk) {
             return Err(StreamError::LengthOutOfRange);
         }
-        Ok(Self { disk, len, pos: 0, buf: Vec::new(), buf_start: 0 })
+        // The stream's bytes that came with the header (none on a disk of one sector).
+        let buf = buf.get(DATA_OFFSET as usize..).map(<[u8]>::to_vec).unwrap_or_default();
+        Ok(Self { disk, len, flags, pos: 0, buf, buf_start: 0 })
+    }
+
+    /// The header's flags ([`FLAG_DEBUG_SERIAL`]; other bits are ignored).
+    pub fn flags(&self) -> u64 {
+        self.flags
     }
 
     /// Bytes left in the stream.
@@ -119,16 +139,20 @@ pub struct OutStream<D: Disk> {
     disk: D,
     /// Bytes already on disk and committed, except the partial last sector kept in `pending`.
     flushed: u64,
+    /// The committed length the header on disk holds (None: no header written yet).
+    committed: Option<u64>,
     pending: Vec<u8>,
     cap: u64,
 }
 
 impl<D: Disk> OutStream<D> {
+    /// An output stream on `disk`; its header is written by the first flush.
     pub fn create(disk: D) -> Result<Self, StreamError> {
         let cap = capacity(&disk);
-        let mut s = Self { disk, flushed: 0, pending: Vec::new(), cap };
-        s.commit()?;
-        Ok(s)
+        if cap == 0 {
+            return Err(StreamError::LengthOutOfRange);
+        }
+        Ok(Self { disk, flushed: 0, committed: None, pending: Vec::new(), cap })
     }
 
     pub fn write(&mut self, bytes: &[u8]) -> Result<(), StreamError> {
@@ -147,18 +171,13 @@ impl<D: Disk> OutStream<D> {
         self.cap.saturating_sub(self.flushed + self.pending.len() as u64)
     }
 
-    fn commit(&mut self) -> Result<(), StreamError> {
-        let mut head = vec![0u8; SECTOR_SIZE];
-        head[0..8].copy_from_slice(&STREAM_MAGIC);
-        let committed = self.flushed + self.pending.len() as u64;
-        head[8..16].copy_from_slice(&committed.to_le_bytes());
-        self.disk.write(0, &head)?;
-        Ok(())
-    }
-
     /// Writes everything pending (whole sectors; the partial tail is rewritten next time) and
     /// then the committed length.
     pub fn flush(&mut self) -> Result<(), StreamError> {
+        let end = self.flushed + self.pending.len() as u64;
+        if self.committed == Some(end) {
+            return Ok(()); // nothing new: no disk request
+        }
         if !self.pending.is_empty() {
             let mut data = core::mem::take(&mut self.pending);
             let tail = data.len() % SECTOR_SIZE;
@@ -173,7 +192,13 @@ impl<D: Disk> OutStream<D> {
             head[0..8].copy_from_slice(&STREAM_MAGIC);
             head[8..16].copy_from_slice(&committed_now.to_le_bytes());
             self.disk.write(0, &head)?;
+        } else {
+            // An empty stream: the header alone.
+            let mut head = vec![0u8; SECTOR_SIZE];
+            head[0..8].copy_from_slice(&STREAM_MAGIC);
+            self.disk.write(0, &head)?;
         }
+        self.committed = Some(end);
         Ok(())
     }
 }
@@ -253,19 +278,53 @@ impl<D: Disk> FrameReader<D> {
     }
 }
 
+/// Where the agent's log lines come from: hands each waiting line to the callback as
+/// (level, text) and forgets it (the firmware's ring, `arch::serial::drain`).
+pub type LogSource = fn(&mut dyn FnMut(u8, &[u8]));
+
+/// Room a `Log` frame must leave in the output stream: log lines never take the space the
+/// agent's own answers (an Error, Bye) need.
+pub const LOG_RESERVE: u64 = 64 << 10;
+
 /// Writes frames to an output stream.
 pub struct FrameWriter<D: Disk> {
     stream: OutStream<D>,
+    log: Option<LogSource>,
 }
 
 impl<D: Disk> FrameWriter<D> {
     pub fn new(stream: OutStream<D>) -> Self {
-        Self { stream }
+        Self { stream, log: None }
+    }
+
+    /// From now on, the log lines waiting in `source` go out as `Log` frames ahead of each
+    /// frame sent and each flush.
+    pub fn set_log(&mut self, source: LogSource) {
+        self.log = Some(source);
+    }
+
+    /// The waiting log lines, as `Log` frames (`[level u8][text]`), while they leave
+    /// [`LOG_RESERVE`] bytes of room; lines that do not fit are dropped.
+    fn send_log(&mut self) {
+        let Some(source) = self.log else { return };
+        let stream = &mut self.stream;
+        source(&mut |level, text| {
+            let len = 1 + text.len().min(proto::MAX_PAYLOAD - 1);
+            if (HEADER_LEN + proto::padded(len)) as u64 + LOG_RESERVE > stream.room() {
+                return;
+            }
+            let _ = stream
+                .write(&proto::encode_header(Type::Log, len))
+                .and_then(|()| stream.write(&[level]))
+                .and_then(|()| stream.write(&text[..len - 1]))
+                .and_then(|()| stream.write(&[0u8; 8][..proto::padded(len) - len]));
+        });
     }
 
     /// Appends one frame (payloads over MAX_PAYLOAD are a bug in the agent, not host input).
     pub fn send(&mut self, ty: Type, payload: &[u8]) -> Result<(), StreamError> {
         assert!(payload.len() <= proto::MAX_PAYLOAD);
+        self.send_log();
         // All or nothing: a frame that does not fit leaves no header behind.
         if (HEADER_LEN + proto::padded(payload.len())) as u64 > self.stream.room() {
             return Err(StreamError::Full);
@@ -277,6 +336,7 @@ impl<D: Disk> FrameWriter<D> {
     }
 
     pub fn flush(&mut self) -> Result<(), StreamError> {
+        self.send_log();
         self.stream.flush()
     }
 
@@ -288,17 +348,22 @@ impl<D: Disk> FrameWriter<D> {
 
 #[cfg(test)]
 pub mod tests {
+    extern crate std;
     use super::*;
     use alloc::rc::Rc;
     use core::cell::RefCell;
 
-    /// A RAM disk shared between a test and the stream under test.
+    /// A RAM disk shared between a test and the stream under test; it counts the requests
+    /// made of it (each one a VM exit in the guest).
     #[derive(Clone)]
-    pub struct RamDisk(pub Rc<RefCell<Vec<u8>>>);
+    pub struct RamDisk(pub Rc<RefCell<Vec<u8>>>, pub Rc<core::cell::Cell<usize>>);
 
     impl RamDisk {
         pub fn new(bytes: usize) -> Self {
-            RamDisk(Rc::new(RefCell::new(vec![0; bytes])))
+            RamDisk(Rc::new(RefCell::new(vec![0; bytes])), Rc::default())
+        }
+        pub fn requests(&self) -> usize {
+            self.1.get()
         }
         /// A stream disk holding `stream`, with room to spare.
         pub fn with_stream(stream: &[u8]) -> Self {
@@ -325,6 +390,7 @@ pub mod tests {
         }
         fn read(&mut self, sector: u64, buf: &mut [u8]) -> Result<(), DiskError> {
             assert_eq!(buf.len() % SECTOR_SIZE, 0);
+            self.1.set(self.1.get() + 1);
             let s = sector as usize * SECTOR_SIZE;
             let b = self.0.borrow();
             buf.copy_from_slice(b.get(s..s + buf.len()).ok_or(DiskError)?);
@@ -332,6 +398,7 @@ pub mod tests {
         }
         fn write(&mut self, sector: u64, buf: &[u8]) -> Result<(), DiskError> {
             assert_eq!(buf.len() % SECTOR_SIZE, 0);
+            self.1.set(self.1.get() + 1);
             let s = sector as usize * SECTOR_SIZE;
             let mut b = self.0.borrow_mut();
             b.get_mut(s..s + buf.len()).ok_or(DiskError)?.copy_from_slice(buf);
@@ -420,11 +487,15 @@ pub mod tests {
     fn output_stream_commits_after_each_flush() {
         let disk = RamDisk::new(8 << 20);
         let mut w = FrameWriter::new(OutStream::create(disk.clone()).unwrap());
-        assert_eq!(disk.stream(), Vec::<u8>::new());
+        assert_eq!(disk.0.borrow()[0..8], [0; 8], "no header before the first flush");
         w.send(Type::Pong, b"abc").unwrap();
-        assert_eq!(disk.stream(), Vec::<u8>::new()); // not yet flushed
+        assert_eq!(disk.0.borrow()[0..8], [0; 8]); // not yet flushed
+        assert_eq!(disk.requests(), 0);
         w.flush().unwrap();
         assert_eq!(disk.stream(), proto::frame(Type::Pong, b"abc"));
+        assert_eq!(disk.requests(), 2, "a flush is one data write and one header write");
+        w.flush().unwrap();
+        assert_eq!(disk.requests(), 2, "a flush with nothing new makes no request");
         let big = vec![9u8; 3 << 20];
         let mut want = proto::frame(Type::Pong, b"abc");
         for chunk in big.chunks(proto::MAX_PAYLOAD) {
@@ -436,6 +507,74 @@ pub mod tests {
         // Reading it back as an input stream gives the same frames.
         let mut r = FrameReader::new(InStream::open(disk.clone()).unwrap());
         assert_eq!(r.next().unwrap(), Incoming::Frame(Type::Pong, b"abc".to_vec()));
+    }
+
+    #[test]
+    fn an_empty_output_stream_is_committed_by_its_first_flush() {
+        let disk = RamDisk::new(8192);
+        let mut w = FrameWriter::new(OutStream::create(disk.clone()).unwrap());
+        w.flush().unwrap();
+        assert_eq!(disk.stream(), Vec::<u8>::new());
+        assert_eq!(disk.requests(), 1);
+    }
+
+    #[test]
+    fn the_request_header_and_first_window_come_in_one_read() {
+        let mut s = proto::frame(Type::Ping, b"hello");
+        s.extend(proto::frame(Type::Shutdown, b""));
+        let disk = RamDisk::with_stream(&s);
+        disk.0.borrow_mut()[16..24].copy_from_slice(&FLAG_DEBUG_SERIAL.to_le_bytes());
+        let mut r = FrameReader::new(InStream::open(disk.clone()).unwrap());
+        assert_eq!(r.stream.flags(), FLAG_DEBUG_SERIAL);
+        assert_eq!(r.next().unwrap(), Incoming::Frame(Type::Ping, b"hello".to_vec()));
+        assert_eq!(r.next().unwrap(), Incoming::Frame(Type::Shutdown, vec![]));
+        assert_eq!(r.next().unwrap(), Incoming::End);
+        assert_eq!(disk.requests(), 1);
+        // A stream longer than the first window is read on, a window at a time.
+        let big = proto::frame(Type::BulkData, &[7; proto::MAX_PAYLOAD]);
+        let mut s = big.clone();
+        s.extend(&big);
+        let disk = RamDisk::with_stream(&s);
+        let mut r = FrameReader::new(InStream::open(disk.clone()).unwrap());
+        assert_eq!(r.stream.flags(), 0);
+        for _ in 0..2 {
+            assert!(matches!(r.next().unwrap(), Incoming::Frame(Type::BulkData, p) if p.len() == proto::MAX_PAYLOAD));
+        }
+        assert_eq!(r.next().unwrap(), Incoming::End);
+        assert_eq!(disk.requests(), 3);
+    }
+
+    std::thread_local! {
+        static LINES: RefCell<Vec<(u8, Vec<u8>)>> = const { RefCell::new(Vec::new()) };
+    }
+
+    fn test_log(f: &mut dyn FnMut(u8, &[u8])) {
+        for (level, text) in LINES.with(|l| core::mem::take(&mut *l.borrow_mut())) {
+            f(level, &text);
+        }
+    }
+
+    #[test]
+    fn log_lines_go_out_as_log_frames_ahead_of_frames_and_flushes() {
+        let disk = RamDisk::new(8 << 20);
+        let mut w = FrameWriter::new(OutStream::create(disk.clone()).unwrap());
+        w.set_log(test_log);
+        LINES.with(|l| l.borrow_mut().push((3, b"booted".to_vec())));
+        w.send(Type::Hello, b"h").unwrap();
+        LINES.with(|l| l.borrow_mut().push((2, b"late".to_vec())));
+        w.flush().unwrap();
+        let mut want = proto::frame(Type::Log, b"\x03booted");
+        want.extend(proto::frame(Type::Hello, b"h"));
+        want.extend(proto::frame(Type::Log, b"\x02late"));
+        assert_eq!(disk.stream(), want);
+        // Log lines never take the room the agent's own frames need.
+        let small = RamDisk::new(DATA_OFFSET as usize + LOG_RESERVE as usize + 64);
+        let mut w = FrameWriter::new(OutStream::create(small.clone()).unwrap());
+        w.set_log(test_log);
+        LINES.with(|l| l.borrow_mut().push((3, vec![b'x'; 100])));
+        w.send(Type::Bye, b"").unwrap();
+        w.flush().unwrap();
+        assert_eq!(small.stream(), proto::frame(Type::Bye, b""));
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! image's, so no verifier that pins `agent.bin` accepts its reports). The attested image has
 //! none of this code: it serves one Build (issue 15, finding 10).
 //!
-//! - Ping → Pong (the payload echoed): boot timings, `loader ping`.
+//! - Ping → Pong (the payload echoed, committed with the next flush): boot timings, `loader ping`.
 //! - BulkBegin + BulkData → BulkAck (length, SHA-256); BulkRequest → a pattern stream: the
 //!   channel's benchmarks and tests.
 //! - Exec: one static program in a fresh sandbox, `loader exec` and the sandbox suites.
@@ -19,10 +19,9 @@ use agent::sha256::Sha256;
 /// One development request.
 pub(crate) fn serve(ty: Type, input: &mut Reader, out: &mut Writer, payload: &[u8]) -> Result<(), StreamError> {
     match ty {
-        Type::Ping => {
-            out.send(Type::Pong, payload)?;
-            out.flush()
-        }
+        // The Pong is committed with the next flush (the next answer's, or Bye's): a Ping is
+        // the boot check, and a commit of its own would cost two VM exits.
+        Type::Ping => out.send(Type::Pong, payload),
         Type::BulkBegin => receive_bulk(input, out, payload),
         Type::BulkRequest => send_bulk(out, payload),
         Type::Exec => exec(input, out, payload),

@@ -37,22 +37,33 @@ fn main() -> ! {
     arch::idt::deliberate_stack_overflow();
 
     // Channel: the first virtio-blk disk is the request, the second receives the response.
-    let mut disks = arch::virtio::disks().into_iter();
+    // Until the response stream exists, a failure can only be told on the serial port.
+    let mut disks = arch::virtio::disks(2).into_iter();
     let (Some(input), Some(output)) = (disks.next(), disks.next()) else {
         log::error!("channel: need two virtio-blk disks (request, response)");
+        arch::serial::dump();
         arch::power::shutdown();
     };
     let mut out = match OutStream::create(output) {
         Ok(s) => FrameWriter::new(s),
         Err(e) => {
             log::error!("channel: response disk unusable: {e:?}");
+            arch::serial::dump();
             arch::power::shutdown();
         }
     };
+    // The request's header says whether the loader wants a debug log on the serial port too
+    // (the backlog first): asked before the first Log frame takes lines out of the ring.
+    let input = InStream::open(input);
+    if input.as_ref().is_ok_and(|s| s.flags() & agent::channel::FLAG_DEBUG_SERIAL != 0) {
+        arch::serial::enable_debug();
+    }
+    // From here on the log travels in Log frames, ahead of each frame and flush.
+    out.set_log(arch::serial::drain);
     // The platform found at boot (arch::tee): what the Hello frame and the evidence say.
     let _ = out.send(Type::Hello, &proto::hello_payload(arch::tee::kind().attestation(), agent::VERSION));
     let _ = out.flush();
-    match InStream::open(input) {
+    match input {
         Ok(s) => {
             if let Err(e) = serve(&mut FrameReader::new(s), &mut out) {
                 log::error!("channel: {e:?}");
@@ -64,9 +75,9 @@ fn main() -> ! {
             log::error!("channel: request disk unusable: {e:?}");
         }
     }
+    log::info!("agent: done, powering off");
     let _ = out.send(Type::Bye, b"");
     let _ = out.flush();
-    log::info!("agent: done, powering off");
     arch::power::shutdown()
 }
 

@@ -111,9 +111,14 @@ struct VmArgs {
     /// serial output, QEMU not computing (a paused or stopped QEMU, a hung agent); 0 = never.
     #[arg(long, value_name = "SECONDS", default_value_t = loader::vm::DEFAULT_SILENCE.as_secs())]
     silence: u64,
-    /// Keep the VM's disks and serial log in this directory (default: a temporary one, removed).
+    /// Keep the VM's disks and logs in this directory (default: a temporary one, removed): the
+    /// agent's log lines (its Log frames) in agent.log, the serial port's output in serial.log.
     #[arg(long)]
     work_dir: Option<PathBuf>,
+    /// Ask the agent to write its log to the serial port as well, each line as it is logged
+    /// (serial.log): for a crash that loses the lines not yet sent. Costs two VM exits a byte.
+    #[arg(long)]
+    debug_serial: bool,
     /// Launch the agent as a confidential guest: none (a plain VM, unattested evidence), snp
     /// or tdx (KVM on a host with SEV-SNP or TDX; docs/running-on-snp.md, running-on-tdx.md).
     #[arg(long, default_value = "none")]
@@ -165,6 +170,7 @@ impl VmArgs {
         }
         c.silence = std::time::Duration::from_secs(self.silence);
         c.work_dir = self.work_dir.clone();
+        c.debug_serial = self.debug_serial;
         c.tee.tee = self.tee;
         if let Some(q) = &self.tdx_qgs {
             c.tee.tdx_quote_socket = q.clone();

@@ -155,6 +155,9 @@ pub struct VmConfig {
     /// A test hook: told when QEMU starts and of every frame and serial line as the loader
     /// sees them, so a test can stop or kill QEMU at a chosen phase of a job.
     pub observer: Option<Observer>,
+    /// Ask the agent for its log on the serial port as well (the request disk's debug flag):
+    /// every line as it is logged, even those a crash would otherwise lose; it costs VM exits.
+    pub debug_serial: bool,
 }
 
 /// What an [`Observer`] is told, in order.
@@ -275,6 +278,7 @@ impl VmConfig {
             extra_qemu_args: Vec::new(),
             cancel: None,
             observer: None,
+            debug_serial: false,
         }
     }
 }
@@ -323,13 +327,14 @@ pub struct Request {
     file: BufWriter<File>,
     path: PathBuf,
     len: u64,
+    flags: u64,
 }
 
 impl Request {
     pub fn create(path: &Path) -> Result<Self, VmError> {
         let mut file = File::create(path).map_err(io(format!("creating {}", path.display())))?;
         file.seek(SeekFrom::Start(DATA_OFFSET)).map_err(io("seeking request disk"))?;
-        Ok(Self { file: BufWriter::with_capacity(1 << 20, file), path: path.to_path_buf(), len: 0 })
+        Ok(Self { file: BufWriter::with_capacity(1 << 20, file), path: path.to_path_buf(), len: 0, flags: 0 })
     }
 
     /// Appends raw bytes (used by tests to send malformed frames).
@@ -358,6 +363,11 @@ impl Request {
         Ok(self)
     }
 
+    /// Sets the header's flags (`agent::channel::FLAG_DEBUG_SERIAL`).
+    pub fn set_flags(&mut self, flags: u64) {
+        self.flags = flags;
+    }
+
     /// Writes the stream header and pads the disk to whole sectors.
     pub fn finish(mut self) -> Result<PathBuf, VmError> {
         self.file.flush().map_err(io("writing request disk"))?;
@@ -365,9 +375,10 @@ impl Request {
         let end = (DATA_OFFSET + self.len).next_multiple_of(SECTOR_SIZE as u64);
         file.set_len(end.max(DATA_OFFSET + SECTOR_SIZE as u64)).map_err(io("sizing request disk"))?;
         file.seek(SeekFrom::Start(0)).map_err(io("seeking request disk"))?;
-        let mut head = [0u8; 16];
+        let mut head = [0u8; 24];
         head[..8].copy_from_slice(&STREAM_MAGIC);
-        head[8..].copy_from_slice(&self.len.to_le_bytes());
+        head[8..16].copy_from_slice(&self.len.to_le_bytes());
+        head[16..].copy_from_slice(&self.flags.to_le_bytes());
         file.write_all(&head).map_err(io("writing request disk"))?;
         Ok(self.path)
     }
@@ -392,10 +403,22 @@ pub struct Timings {
 /// The outcome of a run whose agent said Bye.
 #[derive(Debug)]
 pub struct Run {
+    /// Every frame but `Log` (those are in `serial`).
     pub frames: Vec<Frame>,
     pub timings: Timings,
+    /// The agent's log: the lines its `Log` frames carried (as `[LEVEL] text`), then whatever
+    /// it wrote to the serial port (a debug log, a fatal error).
     pub serial: String,
     pub accel: Accel,
+}
+
+/// A `Log` frame as a line of the agent's log (`[LEVEL] text`), or None for another frame.
+pub fn log_line(f: &Frame) -> Option<String> {
+    if f.ty != Type::Log {
+        return None;
+    }
+    let (level, text) = f.payload.split_first()?;
+    Some(format!("[{:5}] {}", agent::logring::level_name(*level), String::from_utf8_lossy(text)))
 }
 
 /// Kills QEMU when dropped, whatever path we leave by.
@@ -474,7 +497,10 @@ fn describe_failure(code: i32) -> String {
 /// `virtio_pci_realize` for SEV-SNP and TDX machines), so the device offers
 /// VIRTIO_F_ACCESS_PLATFORM (bit 33) and refuses FEATURES_OK from a driver that does not accept
 /// it. Setting them on a plain VM too makes every test negotiate as a confidential guest must.
-pub const VIRTIO_PROPERTIES: &str = "disable-legacy=on,iommu_platform=on";
+///
+/// `vectors=0`: no MSI-X (the agent polls; one capability fewer to walk, one VM exit per disk);
+/// each disk at a fixed slot (`addr=`), the first two the agent's bus scan reaches.
+pub const VIRTIO_PROPERTIES: &str = "disable-legacy=on,iommu_platform=on,vectors=0";
 
 /// The QEMU command line: the fewest devices that do the job. `qmp`, when given, is the UNIX
 /// socket QEMU's QMP server listens on (the loader watches the run state through it).
@@ -503,11 +529,11 @@ pub fn qemu_command_with_qmp(config: &VmConfig, accel: Accel, request: &Path, re
         .arg("-drive")
         .arg(format!("file={},format=raw,if=none,id=request,readonly=on", request.display()))
         .arg("-device")
-        .arg(format!("virtio-blk-pci,drive=request,{VIRTIO_PROPERTIES}"))
+        .arg(format!("virtio-blk-pci,drive=request,addr=0x1,{VIRTIO_PROPERTIES}"))
         .arg("-drive")
         .arg(format!("file={},format=raw,if=none,id=response", response.display()))
         .arg("-device")
-        .arg(format!("virtio-blk-pci,drive=response,{VIRTIO_PROPERTIES}"))
+        .arg(format!("virtio-blk-pci,drive=response,addr=0x2,{VIRTIO_PROPERTIES}"))
         // A guest panic (a TD's ReportFatalError, an SNP guest's termination request reported
         // as a panic) ends QEMU with a failure status instead of pausing it.
         .args(["-action", "panic=exit-failure"])
@@ -549,7 +575,8 @@ fn work_dir(config: &VmConfig) -> Result<WorkDir, VmError> {
 }
 
 /// Runs one VM: `build_request` writes the request; `on_frame` sees every response frame as the
-/// agent commits it (for streaming logs and progress).
+/// agent commits it (for streaming output and progress), except the agent's `Log` frames,
+/// which become the run's log (`Run::serial`, and agent.log in the work directory).
 pub fn run(
     config: &VmConfig,
     build_request: impl FnOnce(&mut Request) -> Result<(), VmError>,
@@ -559,7 +586,11 @@ pub fn run(
     let request_path = dir.path.join("request.img");
     let response_path = dir.path.join("response.img");
     let serial_path = dir.path.join("serial.log");
+    let log_path = dir.path.join("agent.log");
     let mut request = Request::create(&request_path)?;
+    if config.debug_serial {
+        request.set_flags(agent::channel::FLAG_DEBUG_SERIAL);
+    }
     build_request(&mut request)?;
     request.finish()?;
     let response = File::create(&response_path).map_err(io("creating response disk"))?;
@@ -606,11 +637,22 @@ pub fn run(
     };
     let mut frames = Vec::new();
     let mut timings = Timings::default();
-    let serial = || std::fs::read_to_string(&serial_path).unwrap_or_default();
-    let mut handle = |new: Vec<Frame>, frames: &mut Vec<Frame>, timings: &mut Timings| {
+    // The agent's log lines (Log frames) as they arrive, also kept in agent.log in the work
+    // directory; the run's `serial` is these lines, then the serial port's output.
+    let mut log = String::new();
+    let mut log_file = File::create(&log_path).map_err(io("creating agent.log"))?;
+    let serial = |log: &str| format!("{log}{}", std::fs::read_to_string(&serial_path).unwrap_or_default());
+    let mut handle = |new: Vec<Frame>, frames: &mut Vec<Frame>, timings: &mut Timings, log: &mut String| {
         for f in new {
             if f.ty == Type::Hello && timings.boot_to_ready.is_zero() {
                 timings.boot_to_ready = start.elapsed();
+            }
+            if let Some(line) = log_line(&f) {
+                let _ = writeln!(log_file, "{line}");
+                observe(&VmEvent::Serial(&line));
+                log.push_str(&line);
+                log.push('\n');
+                continue; // the log is the run's `serial`, not one of its frames
             }
             observe(&VmEvent::Frame(&f));
             on_frame(&f);
@@ -619,7 +661,7 @@ pub fn run(
     };
     let status: ExitStatus = loop {
         let new = reader.poll()?;
-        handle(new, &mut frames, &mut timings);
+        handle(new, &mut frames, &mut timings, &mut log);
         let serial_len = std::fs::metadata(&serial_path).map(|m| m.len()).unwrap_or(0);
         if config.observer.is_some() && serial_len > serial_seen {
             if let Some(text) = read_from(&serial_path, serial_seen) {
@@ -631,11 +673,11 @@ pub fn run(
             break status;
         }
         if start.elapsed() > timeout {
-            return Err(VmError::Timeout { limit: timeout, given: !config.timeout.is_zero(), tail: serial_tail(&serial(), TAIL_LINES) });
+            return Err(VmError::Timeout { limit: timeout, given: !config.timeout.is_zero(), tail: serial_tail(&serial(&log), TAIL_LINES) });
         }
         let silent = liveness.observe(reader.pos, serial_len, || cpu_time(pid), Instant::now());
         if !config.silence.is_zero() && silent >= config.silence {
-            return Err(VmError::Silent { limit: config.silence, tail: serial_tail(&serial(), TAIL_LINES) });
+            return Err(VmError::Silent { limit: config.silence, tail: serial_tail(&serial(&log), TAIL_LINES) });
         }
         if cancelled() {
             return Err(VmError::Cancelled("while the agent ran (QEMU stopped)"));
@@ -646,7 +688,7 @@ pub fn run(
                 Some(Ok(state)) => {
                     if let Some(state) = stopped.observe(&state, Instant::now()) {
                         if guard.0.try_wait().map_err(io("waiting for QEMU"))?.is_none() {
-                            return Err(VmError::Stopped { state, stderr: stderr(), serial: serial_tail(&serial(), TAIL_LINES) });
+                            return Err(VmError::Stopped { state, stderr: stderr(), serial: serial_tail(&serial(&log), TAIL_LINES) });
                         }
                     }
                 }
@@ -659,18 +701,18 @@ pub fn run(
     };
     timings.total = start.elapsed();
     let new = reader.poll()?;
-    handle(new, &mut frames, &mut timings);
+    handle(new, &mut frames, &mut timings, &mut log);
     let code = status.code().unwrap_or(-1);
     if code != 0 {
         if code & 1 == 1 && code > 1 {
-            return Err(VmError::AgentFailure { failure: describe_failure(code >> 1), status: code, serial: serial() });
+            return Err(VmError::AgentFailure { failure: describe_failure(code >> 1), status: code, serial: serial(&log) });
         }
         return Err(VmError::Qemu { status: format!("{status}"), stderr: stderr() });
     }
     if frames.last().map(|f| f.ty) != Some(Type::Bye) {
-        return Err(VmError::NoBye { status: code, serial: serial() });
+        return Err(VmError::NoBye { status: code, serial: serial(&log) });
     }
-    Ok(Run { frames, timings, serial: serial(), accel })
+    Ok(Run { frames, timings, serial: serial(&log), accel })
 }
 
 #[cfg(test)]

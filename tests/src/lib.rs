@@ -27,6 +27,7 @@ pub fn dev_agent_bin() -> PathBuf {
 }
 
 pub mod e2e;
+pub mod exits;
 pub mod remote;
 pub mod sandbox;
 pub mod toolchain;

@@ -91,9 +91,10 @@ fn the_agent_reports_wx_page_tables_and_its_control_registers() {
     assert!(paging.contains("identity map absent"), "{paging}");
     // Executable: exactly the image's .text, page by page (the ELF the image was made from).
     assert_eq!(count(paging, "executable pages"), section_size(".text").div_ceil(4096), "{paging}");
-    // Shared: the DMA pool (8 MiB), the MMIO window 0xC0000000..0xFEC00000 and the local APIC's
-    // 2 MiB region; not the rest of memory (docs/memory-layout.md).
-    let shared_kib = (8 << 10) + ((0xFEC0_0000u64 - 0xC000_0000) >> 10) + (2 << 10);
+    // Shared: the DMA pool (8 MiB), the ECAM window's 2 MiB at 0xB0000000, the MMIO window
+    // 0xC0000000..0xFEC00000 and the local APIC's 2 MiB region; not the rest of memory
+    // (docs/memory-layout.md).
+    let shared_kib = (8 << 10) + (2 << 10) + ((0xFEC0_0000u64 - 0xC000_0000) >> 10) + (2 << 10);
     assert_eq!(count(paging, "KiB"), shared_kib, "{paging}");
 }
 

@@ -21,6 +21,9 @@ pub const KEY_SLOT: usize = 258;
 pub const KEY_MAP: u64 = 0xFFFF_8100_0000_0000;
 /// The end of what the direct map covers.
 pub const DIRECT_MAP_END_PHYS: u64 = 0x1_0000_0000;
+/// q35's ECAM window for bus 0 (1 MiB: 32 devices × 8 functions × 4 KiB), where `pci` places
+/// it (PCIEXBAR); mapped by the shared alias as the 2 MiB region that holds it.
+pub const ECAM: core::ops::Range<u64> = 0xB000_0000..0xB010_0000;
 /// Where PCI BARs are placed (q35's 32-bit PCI hole, above the ECAM window at 0xB0000000).
 pub const MMIO_WINDOW: core::ops::Range<u64> = 0xC000_0000..0xFEC0_0000;
 /// The 2 MiB region holding the local APIC's registers (0xFEE00000; used through the shared

@@ -89,7 +89,7 @@ fn image_page_flags(phys: u64, guards: &[core::ops::Range<u64>]) -> u64 {
 ///   the guard page under every stack left out;
 /// - the direct map covers 0..4 GiB writable and no-execute, except the image's .text and
 ///   .rodata, which are read-only there too (a writable alias would undo W^X);
-/// - the shared alias maps only what the host must see: the DMA pool, the MMIO window (with the
+/// - the shared alias maps only what the host must see: the DMA pool, the ECAM window, the MMIO window (with the
 ///   local APIC) and, under SEV-SNP, the GHCB page; no-execute;
 /// - the lower half is empty: rom32.s's identity map is gone (the lower half is each
 ///   process's own).
@@ -156,6 +156,7 @@ pub fn init_paging(enc: Encryption) {
             }
         };
         share_2m(dma_pool_range());
+        share_2m(layout::ECAM.start..layout::ECAM.end.next_multiple_of(TWO_MIB));
         share_2m(layout::MMIO_WINDOW);
         share_2m(layout::LOCAL_APIC_REGION);
         if let Encryption::CBit(_) = enc {
@@ -329,13 +330,12 @@ pub fn heap_bytes() -> u64 {
 }
 
 /// RAM below 4 GiB as QEMU reports it in CMOS (bytes): registers 0x34/0x35 count 64 KiB blocks
-/// above 16 MiB, as SeaBIOS reads them.
+/// above 16 MiB, as SeaBIOS reads them. Only the high byte (0x35) is read: 16 MiB steps, two
+/// port exits fewer; RAM that is not a multiple of 16 MiB loses its last part (never more than
+/// there is), and the loader gives whole multiples.
 fn ram_size() -> u64 {
-    let cmos = |reg: u8| {
-        outb(0x70, reg);
-        u64::from(inb(0x71))
-    };
-    let above_16m = (cmos(0x34) | (cmos(0x35) << 8)) * 0x1_0000;
+    outb(0x70, 0x35);
+    let above_16m = u64::from(inb(0x71)) << 24;
     (above_16m + 0x100_0000).min(layout::MAX_RAM)
 }
 

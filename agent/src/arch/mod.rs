@@ -3,9 +3,10 @@
 //! The vCPU runs, in order: `reset.s` (the reset vector at 0xFFFFFFF0) → `rom16.s` (real mode to
 //! protected mode) → `rom32.s` (copy the image to RAM, boot page tables, long mode) →
 //! [`rust_start`] → GDT/TSS → IDT (with the #VC/#VE handlers) → platform (plain, SEV-SNP or TDX:
-//! GHCB, shared alias) → serial → ring-0 protections → SHA-256's block function (SHA-NI or
-//! portable) → memory (accept RAM, shared DMA pool, heap) → secrets (SNP:
-//! VMPCK0 into the key page, the secrets page wiped) → system calls → timer → `crate::main`.
+//! GHCB, shared alias) → the log (a ring in memory; no device) → ring-0 protections → SHA-256's
+//! block function (SHA-NI or portable) → memory (accept RAM, shared DMA pool, heap) → secrets
+//! (SNP: VMPCK0 into the key page, the secrets page wiped) → system calls → `crate::main` (the
+//! timer when the first sandboxed process runs).
 pub mod cpu;
 pub mod gdt;
 pub mod idt;
@@ -32,7 +33,8 @@ core::arch::global_asm!(include_str!("footer.s"), options(att_syntax, raw));
 extern "C" fn rust_start() -> ! {
     gdt::init();
     idt::init();
-    // Inside SEV-SNP or a TD, port I/O traps: the platform comes before the serial port.
+    // Inside SEV-SNP or a TD, port I/O traps: the platform comes before the serial port (which
+    // the log only uses when asked to, or for a fatal error).
     tee::init();
     serial::init();
     tee::log_platform();
@@ -51,7 +53,8 @@ extern "C" fn rust_start() -> ! {
     tee::take_secrets();
     user::init();
     report_protection();
-    timer::init();
+    // The timer is programmed when a sandbox first needs it (`timer::init` from user::run):
+    // a boot that runs no builder makes none of its exits.
     crate::main()
 }
 

@@ -1,69 +1,146 @@
-//! PCI: configuration space through the legacy 0xCF8/0xCFC ports (enough for the 256-byte
-//! header virtio's capabilities live in), and BAR placement — we are the firmware, so nobody
-//! else assigns the devices' addresses.
-use super::cpu::{inl, outl};
-use super::layout::MMIO_WINDOW;
-use virtio_drivers::transport::pci::bus::{BarInfo, Command, ConfigurationAccess, DeviceFunction, PciRoot};
+//! PCI configuration space through ECAM (q35's MMCONFIG window), and BAR placement — we are the
+//! firmware, so nobody else assigns the devices' addresses.
+//!
+//! Every configuration access is a VM exit (under SEV-SNP and TDX a #VC/#VE round trip through
+//! the hypervisor and QEMU), so the agent makes few: the window is switched on with one write
+//! through the legacy 0xCF8/0xCFC ports (2 exits), after which an access is one exit for up to
+//! 8 bytes (an aligned 64-bit load or store: QEMU splits it into two dword accesses for the
+//! device). A [`Function`] reads its configuration space in aligned 8-byte chunks and keeps
+//! what it read, so a capability list walked from the back costs one exit per chunk touched.
+use super::cpu::outl;
+use super::layout;
 
-#[derive(Clone, Copy, Debug)]
-pub struct DeviceAddr {
-    pub bus: u8,
+/// The MCH (device 0:0.0) register that places and enables the ECAM window (Intel Q35
+/// datasheet, PCIEXBAR: base in bits 35:28 for 256 buses, length 00 = 256 MiB, bit 0 enable).
+const PCIEXBAR: u32 = 0x60;
+
+/// Places q35's ECAM window at [`layout::ECAM`] and enables it: the only legacy-port accesses.
+/// (PCIEXBAR's upper dword is 0 after reset, which is what a window below 4 GiB needs.)
+pub fn enable_ecam() {
+    outl(0xCF8, 0x8000_0000 | PCIEXBAR);
+    outl(0xCFC, layout::ECAM.start as u32 | 1);
+    ECAM_ON.store(true, core::sync::atomic::Ordering::Relaxed);
+}
+
+static ECAM_ON: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// Whether [`enable_ecam`] ran.
+pub fn ecam_enabled() -> bool {
+    ECAM_ON.load(core::sync::atomic::Ordering::Relaxed)
+}
+
+/// A volatile load from a device register or shared ring memory (one MMIO exit for a
+/// register; none for the rings). The callers' contract: `addr` is a `T`-aligned address in
+/// the shared alias (`layout::SHARED_MAP`) of device registers the agent placed (ECAM, a BAR
+/// slot in the MMIO window) or of a DMA-pool page it owns; such a load touches no memory Rust
+/// reasons about.
+pub fn read<T: Copy>(addr: u64) -> T {
+    debug_assert!(addr >= layout::SHARED_MAP && addr % core::mem::align_of::<T>() as u64 == 0);
+    // SAFETY: per the callers' contract above: mapped, aligned, and outside every Rust object.
+    unsafe { (addr as *const T).read_volatile() }
+}
+
+/// A volatile store to a device register or shared ring memory; the callers' contract is
+/// [`read`]'s (the store changes a device's state or a shared page the agent owns, nothing else).
+pub fn write<T: Copy>(addr: u64, value: T) {
+    debug_assert!(addr >= layout::SHARED_MAP && addr % core::mem::align_of::<T>() as u64 == 0);
+    // SAFETY: per the callers' contract: mapped, aligned, and outside every Rust object.
+    unsafe { (addr as *mut T).write_volatile(value) }
+}
+
+/// One function's configuration space on bus 0, with the chunks read so far.
+pub struct Function {
     pub device: u8,
     pub function: u8,
+    /// Shared-alias virtual address of the function's 4 KiB of ECAM.
+    base: u64,
+    cache: [Option<u64>; 32],
 }
 
-fn address(d: DeviceAddr, offset: u8) -> u32 {
-    0x8000_0000 | (u32::from(d.bus) << 16) | (u32::from(d.device) << 11) | (u32::from(d.function) << 8) | u32::from(offset & 0xFC)
-}
-
-pub fn read_config(d: DeviceAddr, offset: u8) -> u32 {
-    outl(0xCF8, address(d, offset));
-    inl(0xCFC)
-}
-
-pub fn write_config(d: DeviceAddr, offset: u8, value: u32) {
-    outl(0xCF8, address(d, offset));
-    outl(0xCFC, value);
-}
-
-/// Configuration access through the ports, for virtio-drivers.
-pub struct PortCam;
-
-impl ConfigurationAccess for PortCam {
-    fn read_word(&self, f: DeviceFunction, offset: u8) -> u32 {
-        read_config(DeviceAddr { bus: f.bus, device: f.device, function: f.function }, offset)
+impl Function {
+    pub fn new(device: u8, function: u8) -> Self {
+        let phys = layout::ECAM.start + (u64::from(device & 31) << 15) + (u64::from(function & 7) << 12);
+        Function { device, function, base: layout::shared_phys_to_virt(phys), cache: [None; 32] }
     }
-    fn write_word(&mut self, f: DeviceFunction, offset: u8, data: u32) {
-        write_config(DeviceAddr { bus: f.bus, device: f.device, function: f.function }, offset, data)
-    }
-    unsafe fn unsafe_clone(&self) -> Self {
-        PortCam
-    }
-}
 
-/// Places every memory BAR of `f` in the MMIO window (naturally aligned) and enables memory
-/// decoding and bus mastering. `next` is the window's allocation cursor.
-pub fn assign_bars(root: &mut PciRoot<PortCam>, f: DeviceFunction, next: &mut u64) -> Result<(), &'static str> {
-    let mut index = 0u8;
-    while index < 6 {
-        let info = root.bar_info(f, index).map_err(|_| "unreadable BAR")?;
-        let two = info.as_ref().is_some_and(BarInfo::takes_two_entries);
-        if let Some(BarInfo::Memory { size, .. }) = info {
-            if size > 0 {
-                let addr = next.next_multiple_of(size.max(0x1000));
-                if addr + size > MMIO_WINDOW.end {
-                    return Err("MMIO window exhausted");
-                }
-                if two {
-                    root.set_bar_64(f, index, addr);
-                } else {
-                    root.set_bar_32(f, index, addr as u32);
-                }
-                *next = addr + size;
-            }
+    /// The aligned 8 bytes at `offset & !7` (one exit the first time).
+    fn chunk(&mut self, offset: u8) -> u64 {
+        let i = usize::from(offset >> 3);
+        if let Some(v) = self.cache[i] {
+            return v;
         }
-        index += if two { 2 } else { 1 };
+        // An aligned address inside this function's ECAM page (offset < 256), mapped by the
+        // shared alias (layout::ECAM, memory::init_paging).
+        let v = read(self.base + u64::from(offset & !7));
+        self.cache[i] = Some(v);
+        v
     }
-    root.set_command(f, Command::MEMORY_SPACE | Command::BUS_MASTER);
-    Ok(())
+
+    pub fn read64(&mut self, offset: u8) -> u64 {
+        self.chunk(offset)
+    }
+
+    pub fn read32(&mut self, offset: u8) -> u32 {
+        (self.chunk(offset) >> ((offset & 4) * 8)) as u32
+    }
+
+    pub fn read8(&mut self, offset: u8) -> u8 {
+        (self.chunk(offset) >> ((offset & 7) * 8)) as u8
+    }
+
+    /// A store of `size` bytes (1, 2, 4 or 8; `offset` aligned to it): one exit. Configuration
+    /// writes change the device's state, never the agent's memory (the callers write BARs
+    /// inside the MMIO window, the command register, the LPC's power-management base).
+    fn write(&mut self, offset: u8, size: u8, value: u64) {
+        debug_assert!(offset % size == 0);
+        self.cache[usize::from(offset >> 3)] = None;
+        let p = self.base + u64::from(offset);
+        match size {
+            1 => write(p, value as u8),
+            2 => write(p, value as u16),
+            4 => write(p, value as u32),
+            _ => write(p, value),
+        }
+    }
+
+    pub fn write16(&mut self, offset: u8, value: u16) {
+        self.write(offset, 2, value.into())
+    }
+
+    pub fn write32(&mut self, offset: u8, value: u32) {
+        self.write(offset, 4, value.into())
+    }
+
+    pub fn write64(&mut self, offset: u8, value: u64) {
+        self.write(offset, 8, value)
+    }
+
+    /// Vendor and device ID (0xFFFF vendor: nothing there).
+    pub fn ids(&mut self) -> (u16, u16) {
+        let v = self.read32(0);
+        (v as u16, (v >> 16) as u16)
+    }
+}
+
+impl core::fmt::Display for Function {
+    fn fmt(&self, f: &mut core::fmt::Formatter) -> core::fmt::Result {
+        write!(f, "00:{:02x}.{}", self.device, self.function)
+    }
+}
+
+/// Command register bits: memory decoding and bus mastering (DMA).
+pub const COMMAND_MEMORY_BUS_MASTER: u16 = 0x6;
+
+/// Places memory BAR `index` at `addr` (an address whose lowest set bit is bit 20: see
+/// `virtio::slot`) with one store: 8 bytes for an even index, which also clears the upper
+/// half of a 64-bit BAR (and leaves a 32-bit neighbour at 0, which QEMU treats as unmapped),
+/// 4 bytes for BAR 5. The BAR's size and type are not read: a device that decodes elsewhere
+/// than asked fails the status check that follows (`virtio`).
+pub fn place_bar(f: &mut Function, index: u8, addr: u32) {
+    let offset = 0x10 + 4 * index;
+    if index % 2 == 0 {
+        f.write64(offset, u64::from(addr));
+    } else {
+        f.write32(offset, addr);
+    }
 }

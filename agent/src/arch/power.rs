@@ -21,6 +21,7 @@ const DEBUG_EXIT_PORT: u16 = 0xF4;
 
 /// Exits QEMU with a failure status. Exceptions add their vector to `Failure::Exception`.
 pub fn fail_with(code: u8) -> ! {
+    super::serial::dump();
     outl(DEBUG_EXIT_PORT, u32::from(code));
     super::cpu::halt_forever()
 }
@@ -30,13 +31,15 @@ pub fn fail(f: Failure) -> ! {
 }
 
 /// ICH9 (q35) power management: the firmware sets PMBASE and enables ACPI I/O, then writes
-/// SLP_EN with SLP_TYP = 0 (soft off) to PM1a_CNT.
+/// SLP_EN with SLP_TYP = 0 (soft off) to PM1a_CNT. Two exits: PMBASE (0x40, I/O space) and
+/// ACPI_CNTL (0x44: ACPI_EN, SCI on IRQ 9) in one 8-byte ECAM store, then PM1a_CNT.
 pub fn shutdown() -> ! {
     const PMBASE: u16 = 0x600;
-    let lpc = pci::DeviceAddr { bus: 0, device: 31, function: 0 };
-    pci::write_config(lpc, 0x40, u32::from(PMBASE) | 1); // PMBASE (I/O space)
-    let acpi_cntl = pci::read_config(lpc, 0x44);
-    pci::write_config(lpc, 0x44, acpi_cntl | 0x80); // ACPI_EN
+    if !pci::ecam_enabled() {
+        pci::enable_ecam();
+    }
+    let mut lpc = pci::Function::new(31, 0);
+    lpc.write64(0x40, u64::from(PMBASE) | 1 | 0x80 << 32);
     outw(PMBASE + 4, 1 << 13); // PM1a_CNT: SLP_EN, SLP_TYP = 0
     // QEMU powers off asynchronously: give it time before falling back to the debug-exit
     // device (which would report status 1).

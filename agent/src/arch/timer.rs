@@ -59,7 +59,16 @@ fn write(reg: u64, v: u32) {
     unsafe { addr.write_volatile(v) }
 }
 
-pub fn init() {
+/// Programs the timer once: on the first use, when the first sandbox starts (`tsc_per_tick`).
+/// A boot that runs no builder (Ping, a refused request) never makes the PIC and APIC exits.
+pub fn ensure() {
+    static DONE: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+    if !DONE.swap(true, Ordering::Relaxed) {
+        init();
+    }
+}
+
+fn init() {
     let hz = agent::tee::apic_timer_hz(super::tee::kind(), crystal_hz());
     COUNT_PER_TICK.store((hz / TICKS_PER_SECOND).clamp(1, u64::from(u32::MAX)) as u32, Ordering::Relaxed);
     if x2apic() {
@@ -106,6 +115,7 @@ static mut TSC_PER_TICK: u64 = 0;
 /// TSC cycles per timer tick, measured once (on first use, so boot is not slowed) over 1 ms of
 /// the APIC timer's count: the sandbox charges the time the agent spends on a build with it.
 pub fn tsc_per_tick() -> u64 {
+    ensure();
     // SAFETY: one CPU, interrupts off in the agent: nothing else touches the cache.
     let cached = unsafe { *core::ptr::addr_of!(TSC_PER_TICK) };
     if cached != 0 {

@@ -24,7 +24,8 @@ fn main() {
     let mut config = VmConfig::new(&agent);
     config.accel = accel;
     config.memory_mib = 1024;
-    let runs = 20;
+    // BENCH_RUNS=N: cold starts per image (default 20; 1 for a quick look at the throughput).
+    let runs: usize = std::env::var("BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(20).max(1);
 
     // Cold starts: the agent to its Hello frame vs the null firmware to its exit, interleaved.
     let null = null_firmware();
