@@ -193,8 +193,8 @@ fn encrypt_ni(round_keys: &agent::aes::RoundKeys, blocks: &mut [[u8; 16]]) {
     unsafe { encrypt(round_keys, blocks) }
 }
 
-/// The AES-NI backend (for `init`, and for the host test).
-pub const AES_NI: agent::aes::Backend =
+/// The AES-NI backend. Private: registering it is `init`'s, after the CPUID check.
+const AES_NI: agent::aes::Backend =
     agent::aes::Backend { name: "AES-NI", engine: agent::aes::Engine::RoundKeys { expand: expand_ni, encrypt: encrypt_ni } };
 
 /// FIPS-197 Appendix C.3 (AES-256): key 00 01 .. 1f, plaintext 00 11 22 .. ff.
@@ -205,7 +205,8 @@ const FIPS197_KEY: [u8; 32] = [
 const FIPS197_PLAINTEXT: [u8; 16] = [0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff];
 const FIPS197_CIPHERTEXT: [u8; 16] = [0x8e, 0xa2, 0xb7, 0xca, 0x51, 0x67, 0x45, 0xbf, 0xea, 0xfc, 0x49, 0x90, 0x4b, 0x49, 0x60, 0x89];
 
-/// Whether `b` gives FIPS-197's C.3 ciphertext, as the portable cipher does.
+/// Whether `b` gives FIPS-197's C.3 ciphertext, as the portable cipher does (the key expansion
+/// and all fourteen rounds).
 pub fn known_answer(b: agent::aes::Backend) -> bool {
     let portable = agent::aes::Aes256::with(agent::aes::SOFTWARE, &FIPS197_KEY).encrypt(FIPS197_PLAINTEXT);
     let candidate = agent::aes::Aes256::with(b, &FIPS197_KEY).encrypt(FIPS197_PLAINTEXT);
@@ -214,8 +215,7 @@ pub fn known_answer(b: agent::aes::Backend) -> bool {
 
 /// Chooses AES-256's block cipher (the one AES-GCM of SNP guest messages uses): AES-NI when
 /// CPUID reports it and it gives the portable cipher's result on FIPS-197's AES-256 example
-/// (C.3: the key expansion and all fourteen rounds); the portable one otherwise. Logs the
-/// choice.
+/// (C.3); the portable one otherwise. Logs the choice.
 pub fn init() {
     if !supported() {
         log::info!("aes: portable block cipher (CPUID reports no AES-NI)");
