@@ -75,14 +75,17 @@ enum Schedule {
 impl Aes256 {
     /// `key` expanded by a given backend.
     pub fn with(b: Backend, key: &[u8; 32]) -> Self {
-        Aes256(match b.engine {
-            Engine::Portable => Schedule::Portable(aes::Aes256::new(key.into())),
+        match b.engine {
+            Engine::Portable => Aes256(Schedule::Portable(aes::Aes256::new(key.into()))),
             Engine::RoundKeys { expand, encrypt } => {
-                let mut keys = [[0u8; 16]; 15];
-                expand(key, &mut keys);
-                Schedule::RoundKeys { keys, encrypt }
+                // Expanded in place, not into a temporary that would be copied in (and left).
+                let mut a = Aes256(Schedule::RoundKeys { keys: [[0; 16]; 15], encrypt });
+                if let Schedule::RoundKeys { keys, .. } = &mut a.0 {
+                    expand(key, keys);
+                }
+                a
             }
-        })
+        }
     }
 
     /// Encrypts one block.
