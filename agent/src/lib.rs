@@ -9,6 +9,8 @@
 //! - [`nix`]: Nix semantics — ATerm derivations, store paths, NAR, hashing.
 //! - [`sandbox`]: the builder's world — in-memory file system, ELF, syscalls.
 //! - [`sha256`]: SHA-256, with the block function the arch layer chose at boot (SHA-NI or portable).
+//! - [`aes`]: AES-256-GCM for SEV-SNP guest messages, with the block cipher the arch layer chose
+//!   at boot (AES-NI or portable).
 //! - [`statement`]: what the agent attests to.
 //! - [`tee`]: SEV-SNP and TDX — the encodings of their guest interfaces and the attesters.
 //!
@@ -21,6 +23,7 @@ extern crate alloc;
 /// The agent's version, carried in Hello frames and in every statement.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
+pub mod aes;
 pub mod btree;
 pub mod build;
 pub mod channel;

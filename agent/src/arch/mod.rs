@@ -4,9 +4,11 @@
 //! protected mode) → `rom32.s` (copy the image to RAM, boot page tables, long mode) →
 //! [`rust_start`] → GDT/TSS → IDT (with the #VC/#VE handlers) → platform (plain, SEV-SNP or TDX:
 //! GHCB, shared alias) → the log (a ring in memory; no device) → ring-0 protections → SHA-256's
-//! block function (SHA-NI or portable) → memory (accept RAM, shared DMA pool, heap) → secrets
-//! (SNP: VMPCK0 into the key page, the secrets page wiped) → system calls → `crate::main` (the
-//! timer when the first sandboxed process runs).
+//! block function (SHA-NI or portable) → AES-256's block cipher for SNP guest messages (AES-NI
+//! or portable) → memory (accept RAM, shared DMA pool, heap) → secrets (SNP: VMPCK0 into the
+//! key page, the secrets page wiped) → system calls → `crate::main` (the timer when the first
+//! sandboxed process runs).
+pub mod aes;
 pub mod cpu;
 pub mod gdt;
 pub mod idt;
@@ -39,15 +41,18 @@ extern "C" fn rust_start() -> ! {
     serial::init();
     tee::log_platform();
     protect();
-    // SHA-NI inside SEV-SNP or a TD, whose ring 0 runs on the CPU itself. On a plain VM (tests,
-    // development) the portable block function: some hypervisors run a plain guest's ring 0
-    // through their instruction emulator, which has no SSE/SHA instructions (this project's
-    // KVM, PVM, stops the VM at the first `pshufd`, and its CPUID shows SHA-NI whatever -cpu
-    // says), and a plain VM's figures are not attested anyway.
+    // SHA-NI and AES-NI inside SEV-SNP or a TD, whose ring 0 runs on the CPU itself. On a plain
+    // VM (tests, development) the portable block function and cipher: some hypervisors run a
+    // plain guest's ring 0 through their instruction emulator, which has no SSE/SHA/AES
+    // instructions (this project's KVM, PVM, stops the VM at the first `pshufd`, and its CPUID
+    // shows SHA-NI whatever -cpu says), and a plain VM's figures are not attested anyway (nor
+    // does a plain VM have a VMPCK to encrypt with).
     if tee::kind() != agent::tee::Kind::None {
         sha256::init();
+        aes::init();
     } else {
         log::info!("sha256: portable block function (a plain VM: SHA-NI is used inside SEV-SNP or TDX only)");
+        log::info!("aes: portable block cipher (a plain VM: AES-NI is used inside SEV-SNP or TDX only)");
     }
     memory::init();
     tee::take_secrets();

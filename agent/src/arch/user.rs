@@ -577,8 +577,8 @@ pub fn run(space: &AddressSpace, regs: &mut Regs) -> Event {
     // next event, with its registers stored in `regs`. The FXSAVE area is 16-byte aligned
     // (`Fpu` is `align(16)`); nothing between the restore and the save touches x87/SSE state
     // (the agent is built soft-float; the trap handlers use no vector registers). Between the
-    // save and the next restore the agent may use the XMM registers (SHA-NI, arch/sha256.rs):
-    // the process's own are in `regs.fpu`.
+    // save and the next restore the agent may use the XMM registers (SHA-NI, AES-NI:
+    // arch/sha256.rs, arch/aes.rs): the process's own are in `regs.fpu`.
     unsafe {
         asm!("mov cr3, {}", in(reg) space.pml4, options(nostack));
         asm!("fxrstor64 [{}]", in(reg) regs.fpu.0.as_ptr(), options(nostack, readonly));

@@ -13,8 +13,9 @@
 //! rev 1.55); sections are cited by title (their numbers move between revisions). Cross-checked against Linux
 //! (`arch/x86/include/asm/sev-common.h`, `svm.h`, `drivers/virt/coco/sev-guest`).
 use super::{split, Evidence, Kind, PageSize, Range, TeeError, PAGE_4K};
+use crate::aes::Aes256Gcm;
 use aes_gcm::aead::{AeadInPlace, KeyInit};
-use aes_gcm::{Aes256Gcm, Nonce, Tag};
+use aes_gcm::{Nonce, Tag};
 use alloc::vec;
 use alloc::vec::Vec;
 use zeroize::Zeroizing;
@@ -925,8 +926,9 @@ pub fn write_header(page: &mut [u8; PAGE], seqno: u64, msg_type: u8, msg_version
     page[msg::MSG_VMPCK] = vmpck;
 }
 
-/// Encrypts `page`'s payload in place and writes the tag: AES-256-GCM, IV = [`nonce`], AAD =
-/// header bytes 0x30..0x60. The header must be written first.
+/// Encrypts `page`'s payload in place and writes the tag: AES-256-GCM (`crate::aes`: the block
+/// cipher chosen at boot), IV = [`nonce`], AAD = header bytes 0x30..0x60. The header must be
+/// written first.
 pub fn seal(key: &[u8; 32], page: &mut [u8; PAGE]) -> Result<(), TeeError> {
     let len = u16::from_le_bytes([page[msg::MSG_SIZE], page[msg::MSG_SIZE + 1]]) as usize;
     if len > msg::MAX_PAYLOAD {
