@@ -159,6 +159,11 @@ impl<D: Disk> OutStream<D> {
         if self.flushed + self.pending.len() as u64 + bytes.len() as u64 > self.cap {
             return Err(StreamError::Full);
         }
+        if self.pending.capacity() == 0 {
+            // Room for a window, the write that crosses it and the sector padding: no
+            // reallocation after this one.
+            self.pending.reserve(WINDOW + proto::MAX_PAYLOAD + HEADER_LEN + 2 * SECTOR_SIZE);
+        }
         self.pending.extend_from_slice(bytes);
         if self.pending.len() >= WINDOW {
             self.flush()?;
@@ -179,14 +184,20 @@ impl<D: Disk> OutStream<D> {
             return Ok(()); // nothing new: no disk request
         }
         if !self.pending.is_empty() {
-            let mut data = core::mem::take(&mut self.pending);
-            let tail = data.len() % SECTOR_SIZE;
-            let whole = data.len() - tail;
-            data.resize(data.len().next_multiple_of(SECTOR_SIZE), 0);
-            self.disk.write((DATA_OFFSET + self.flushed) / SECTOR_SIZE as u64, &data)?;
-            let committed_now = self.flushed + (whole + tail) as u64;
+            // Padded to whole sectors in place, and the partial last sector moved to the front
+            // afterwards: `pending` keeps its capacity from one flush to the next, so a byte is
+            // copied twice on its way out (into `pending`, into the bounce buffer), never by a
+            // reallocation (under TCG every copy is emulated).
+            let len = self.pending.len();
+            let tail = len % SECTOR_SIZE;
+            let whole = len - tail;
+            self.pending.resize(len.next_multiple_of(SECTOR_SIZE), 0);
+            let written = self.disk.write((DATA_OFFSET + self.flushed) / SECTOR_SIZE as u64, &self.pending);
+            self.pending.truncate(len);
+            written?;
+            let committed_now = self.flushed + len as u64;
             // Keep the partial sector for the next flush.
-            self.pending = data[whole..whole + tail].to_vec();
+            self.pending.drain(..whole);
             self.flushed += whole as u64;
             let mut head = vec![0u8; SECTOR_SIZE];
             head[0..8].copy_from_slice(&STREAM_MAGIC);
