@@ -94,6 +94,9 @@ fn run(input: &mut Reader, out: &mut Writer, request: &[u8]) -> Result<(), Stop>
         return refuse(ErrorCode::BadPayload, "Build: too many inputs");
     }
     log::info!("build: {drv_path}: {} input derivations, {} input paths", input_drv_paths.len(), input_paths.len());
+    // The log so far reaches the loader now (two disk requests), not after the inputs: what a
+    // build was asked is in agent.log even if it never gets further.
+    out.flush()?;
     let aterm = receive_bytes(input, MAX_ATERM)?;
     let mut input_drvs = BTreeMap::new();
     for p in input_drv_paths {

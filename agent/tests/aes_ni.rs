@@ -26,19 +26,9 @@ fn hw_encrypt(keys: &RoundKeys, blocks: &mut [[u8; 16]]) {
     unsafe { arch_aes::encrypt(keys, blocks) }
 }
 
-/// xorshift64*: reproducible "random" inputs without a dependency.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn bytes<const N: usize>(&mut self) -> [u8; N] {
-        core::array::from_fn(|_| self.next() as u8)
-    }
-}
+#[path = "common/rng.rs"]
+mod rng;
+use rng::Rng;
 
 fn host_has_aes_ni() -> bool {
     let has = std::is_x86_feature_detected!("aes") && std::is_x86_feature_detected!("sse2");

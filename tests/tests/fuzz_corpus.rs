@@ -77,22 +77,9 @@ fn save_failure(target: &str, data: &[u8]) -> PathBuf {
 }
 
 /// xorshift64*: the mutation run's only source of randomness.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        if n == 0 {
-            0
-        } else {
-            (self.next() % n as u64) as usize
-        }
-    }
-}
+#[path = "../../agent/tests/common/rng.rs"]
+mod rng;
+use rng::Rng;
 
 const MAX_LEN: usize = 1 << 16;
 const INTERESTING: &[u64] = &[0, 1, 0x7f, 0x80, 0xff, 0x100, 0x1000, 0x7fff, 0xffff, 0x7fff_ffff, 0xffff_ffff, 0x1_0000_0000, u64::MAX, u64::MAX / 2 + 1];

@@ -62,7 +62,7 @@ fn symbol(elf: &Path, name: &str) -> u64 {
 
 /// Size in bytes of the ELF section `name` (from `readelf -S`'s wide listing).
 fn section_size(name: &str) -> u64 {
-    let elf = integration_tests::root().join("target/x86_64-unknown-none/firmware/agent");
+    let elf = release_elf();
     let out = std::process::Command::new("readelf").args(["-SW"]).arg(&elf).output().expect("readelf (binutils)");
     let text = String::from_utf8(out.stdout).unwrap();
     let line = text.lines().find(|l| l.split_whitespace().nth(1) == Some(name) || l.split_whitespace().nth(2) == Some(name)).expect("section");

@@ -29,22 +29,34 @@ pub fn ecam_enabled() -> bool {
     ECAM_ON.load(core::sync::atomic::Ordering::Relaxed)
 }
 
+/// Where [`read`] and [`write`] may go: the shared alias (one PML4 entry, 512 GiB), which maps
+/// only memory the host shares (the DMA pool, the MMIO window and ECAM, the local APIC, the GHCB)
+/// and never a Rust object: an access there cannot break the agent's memory safety, only a
+/// device's or the host's view (an unmapped address is a page fault, which is fatal).
+fn in_shared_alias<T>(addr: u64) -> bool {
+    let end = addr.checked_add(core::mem::size_of::<T>() as u64);
+    addr >= layout::SHARED_MAP
+        && end.is_some_and(|e| e <= layout::SHARED_MAP + (1 << 39))
+        && addr % core::mem::align_of::<T>() as u64 == 0
+}
+
 /// A volatile load from a device register or shared ring memory (one MMIO exit for a
-/// register; none for the rings). The callers' contract: `addr` is a `T`-aligned address in
-/// the shared alias (`layout::SHARED_MAP`) of device registers the agent placed (ECAM, a BAR
-/// slot in the MMIO window) or of a DMA-pool page it owns; such a load touches no memory Rust
-/// reasons about.
-pub fn read<T: Copy>(addr: u64) -> T {
-    debug_assert!(addr >= layout::SHARED_MAP && addr % core::mem::align_of::<T>() as u64 == 0);
-    // SAFETY: per the callers' contract above: mapped, aligned, and outside every Rust object.
+/// register; none for the rings). Callers pass a `T`-aligned address in the shared alias
+/// (`layout::SHARED_MAP`) of device registers the agent placed (ECAM, a BAR slot in the MMIO
+/// window) or of a DMA-pool page it owns; anything else outside the alias is refused (fatal),
+/// so this safe function cannot read a Rust object. Private to `arch`.
+pub(super) fn read<T: Copy>(addr: u64) -> T {
+    assert!(in_shared_alias::<T>(addr), "pci::read outside the shared alias: {addr:#x}");
+    // SAFETY: checked just above: aligned, inside the shared alias, which holds no Rust object
+    // (an unmapped address faults, and the fault is fatal).
     unsafe { (addr as *const T).read_volatile() }
 }
 
-/// A volatile store to a device register or shared ring memory; the callers' contract is
-/// [`read`]'s (the store changes a device's state or a shared page the agent owns, nothing else).
-pub fn write<T: Copy>(addr: u64, value: T) {
-    debug_assert!(addr >= layout::SHARED_MAP && addr % core::mem::align_of::<T>() as u64 == 0);
-    // SAFETY: per the callers' contract: mapped, aligned, and outside every Rust object.
+/// A volatile store to a device register or shared ring memory, on [`read`]'s terms (the store
+/// changes a device's state or a shared page, never a Rust object). Private to `arch`.
+pub(super) fn write<T: Copy>(addr: u64, value: T) {
+    assert!(in_shared_alias::<T>(addr), "pci::write outside the shared alias: {addr:#x}");
+    // SAFETY: as in `read`: checked aligned and inside the shared alias, outside every Rust object.
     unsafe { (addr as *mut T).write_volatile(value) }
 }
 

@@ -68,6 +68,10 @@ fn main() {
     // The toolchain and a first hello natively: --check needs the output, the agent the toolchain.
     let native = e2e::realise_natively(&drv).expect("nix-store --realise of GNU hello");
     let mut config = toolchain::vm_config(Duration::from_secs(timeout));
+    // Each log line on the serial port as it is logged (the Log frames arrive in batches, at
+    // the agent's flushes), so the phases below are timed when they happen. Under TCG the
+    // port's exits cost nothing extra.
+    config.debug_serial = true;
     let accel = config.accel.resolve();
     let work = integration_tests::root().join(format!("target/bench-toolchain-{}", std::process::id()));
     let (mut nix, mut ours) = (Vec::new(), Vec::new());
