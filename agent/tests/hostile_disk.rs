@@ -117,15 +117,16 @@ fn a_disk_that_changes_under_the_reader_is_read_once_per_sector() {
     // Every byte the disk changed after a read was never read again: the frames are the
     // original ones, not a mixture of two versions.
     assert!(got == expected(&frames), "the frames delivered differ from those on the disk");
-    // And no sector was fetched twice (the header sector once, the stream's in disjoint,
-    // ascending windows).
+    // And no sector was fetched twice (the header sector once, with the stream's first window
+    // in the same request, then the stream's in disjoint, ascending windows).
     let log = log.borrow();
     let mut covered: Vec<(u64, u64)> = log.reads.iter().map(|(s, b)| (*s, *s + (b.len() / SECTOR_SIZE) as u64)).collect();
     covered.sort();
     for w in covered.windows(2) {
         assert!(w[0].1 <= w[1].0, "sectors {:?} and {:?} overlap: a double fetch", w[0], w[1]);
     }
-    assert_eq!(covered[0], (0, 1), "the header sector, once");
+    assert_eq!(covered[0].0, 0, "the header sector first");
+    assert!(covered.iter().filter(|(start, _)| *start == 0).count() == 1, "the header sector, once");
 }
 
 #[test]
@@ -137,7 +138,7 @@ fn a_disk_that_fails_any_read_stops_the_reader_after_whole_frames_only() {
         assert_eq!(end, Ok(()));
         log.borrow().reads.len()
     };
-    assert!(reads >= 5, "{reads} reads: the test needs several windows");
+    assert!(reads >= 4, "{reads} reads: the test needs several windows");
     for fail_at in 0..reads {
         let (mut disk, _) = Hostile::new(stream_disk(&frames));
         disk.fail_at = Some(fail_at);
