@@ -167,7 +167,7 @@ pub enum VmEvent<'a> {
     Started { pid: u32 },
     /// A frame the agent committed (before the loader acts on it).
     Frame(&'a Frame),
-    /// New text in the serial log.
+    /// A log line of the agent (from its Log frames) or new text on the serial port.
     Serial(&'a str),
 }
 
@@ -292,22 +292,22 @@ pub enum VmError {
     Spawn { qemu: String, source: std::io::Error },
     #[error("QEMU failed ({status}): {stderr}")]
     Qemu { status: String, stderr: String },
-    #[error("the agent stopped with {failure} (QEMU status {status}); serial log:\n{serial}")]
+    #[error("the agent stopped with {failure} (QEMU status {status}); the agent's log:\n{serial}")]
     AgentFailure { failure: String, status: i32, serial: String },
     #[error("cancelled {0}")]
     Cancelled(&'static str),
     /// The total time limit ended the run.
-    #[error("the total time limit ended the run: the agent did not finish within {} s ({}); last lines of the serial log:\n{tail}", limit.as_secs(), if *given { "--timeout" } else { "the default for this accelerator; raise it with --timeout" })]
+    #[error("the total time limit ended the run: the agent did not finish within {} s ({}); last lines of the agent's log:\n{tail}", limit.as_secs(), if *given { "--timeout" } else { "the default for this accelerator; raise it with --timeout" })]
     Timeout { limit: Duration, given: bool, tail: String },
     /// The silence limit ended the run.
-    #[error("the silence limit ended the run: no sign of life for {} s (no frame from the agent, no serial output, QEMU not computing: stopped, paused or hung); last lines of the serial log:\n{tail}", limit.as_secs())]
+    #[error("the silence limit ended the run: no sign of life for {} s (no frame from the agent, no serial output, QEMU not computing: stopped, paused or hung); last lines of the agent's log:\n{tail}", limit.as_secs())]
     Silent { limit: Duration, tail: String },
     #[error("malformed response from the agent: {0}")]
     Response(String),
-    #[error("the agent stopped without saying Bye (QEMU status {status}): a platform failure (under SEV-SNP a termination request ends QEMU this way); serial log:\n{serial}")]
+    #[error("the agent stopped without saying Bye (QEMU status {status}): a platform failure (under SEV-SNP a termination request ends QEMU this way); the agent's log:\n{serial}")]
     NoBye { status: i32, serial: String },
     /// QEMU stopped the VM without exiting (see `qmp`): internal error, panic, I/O error.
-    #[error("QEMU stopped the VM ({state}) without exiting: a platform failure; QEMU said: {stderr}; last lines of the serial log:\n{serial}")]
+    #[error("QEMU stopped the VM ({state}) without exiting: a platform failure; QEMU said: {stderr}; last lines of the agent's log:\n{serial}")]
     Stopped { state: String, stderr: String, serial: String },
     /// `--accel kvm` for a sandboxed program on a PVM host ([`check_sandbox_accel`]).
     #[error("--accel kvm cannot run sandboxed programs on this host: {PVM_EXPLANATION} (or set {ALLOW_PVM_ENV}=1 to see it fail)")]
