@@ -41,20 +41,20 @@ fn main() {
     // call): then the count until the timeout is what is printed.
     let mut config = vm_config(Accel::Kvm);
     config.timeout = std::time::Duration::from_secs(60);
-    if loader::vm::kvm_is_pvm() {
-        // `--accel kvm` builds are refused on a PVM host before QEMU starts (docs/sandbox.md).
-        println!("| trivial build | not counted: a build under KVM is refused on this PVM host (docs/sandbox.md) | | |");
-    } else { match exits::counted(&config, |c| loader::build::build(c, &drv, &out, |_, _| {}, |_| {})) {
-        Ok((Ok(_), e)) => println!("| trivial build (`echo hello > $out`, attested image) | {} | {} | {} |", e.total(), e.pio, e.mmio),
-        Ok((Err(err), e)) => println!(
+    // `--accel kvm` builds are refused on a PVM host before QEMU starts (docs/sandbox.md).
+    let counted = (!loader::vm::kvm_is_pvm()).then(|| exits::counted(&config, |c| loader::build::build(c, &drv, &out, |_, _| {}, |_| {})));
+    match counted {
+        None => println!("| trivial build | not counted: a build under KVM is refused on this PVM host (docs/sandbox.md) | | |"),
+        Some(Ok((Ok(_), e))) => println!("| trivial build (`echo hello > $out`, attested image) | {} | {} | {} |", e.total(), e.pio, e.mmio),
+        Some(Ok((Err(err), e))) => println!(
             "| trivial build (`echo hello > $out`, attested image): did not complete under this KVM ({}) | {} until then | {} | {} |",
             err.to_string().lines().next().unwrap_or(""),
             e.total(),
             e.pio,
             e.mmio
         ),
-        Err(err) => println!("| trivial build | not counted: {err} | | |"),
-    } }
+        Some(Err(err)) => println!("| trivial build | not counted: {err} | | |"),
+    }
     let _ = std::fs::remove_dir_all(&out);
     println!("\nEach run is a fresh VM under KVM. Method: a trace instance with kvm_pio and kvm_mmio, filtered to the QEMU process by TGID; an MMIO read's completion event (\"read\" after \"unsatisfied-read\") is the same exit and counted once.");
     println!("\nBoot + ping, access by access:\n");
