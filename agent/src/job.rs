@@ -253,6 +253,7 @@ fn run(input: &mut Reader, out: &mut Writer, request: &[u8]) -> Result<(), Stop>
     out.send(Type::Statement, b"")?;
     send_bytes(out, &statement_bytes)?;
     out.send(Type::Evidence, &proto::evidence_payload(kind, &report, &certificates))?;
+    log::info!("memory: heap peak {} MiB of {} MiB", arch::memory::heap_peak() >> 20, arch::memory::heap_bytes() >> 20);
     out.flush()?;
     log::info!("build: {drv_path}: {} outputs published", outputs.len());
     Ok(())

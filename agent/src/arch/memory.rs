@@ -5,6 +5,7 @@ use super::layout::{self, PAGE_SIZE};
 use super::power::{self, Failure};
 use agent::tee::{Encryption, Range};
 use core::ptr::{addr_of, addr_of_mut};
+use core::sync::atomic::{AtomicUsize, Ordering};
 use linked_list_allocator::LockedHeap;
 
 #[repr(C, align(4096))]
@@ -300,7 +301,37 @@ pub fn boot_stack_guard() -> core::ops::Range<u64> {
 }
 
 #[global_allocator]
-static HEAP: LockedHeap = LockedHeap::empty();
+static HEAP: Heap = Heap { heap: LockedHeap::empty(), peak: AtomicUsize::new(0) };
+
+/// The heap allocator (linked_list_allocator's first-fit heap behind its lock) and the most it
+/// ever had allocated at once: a build's peak memory, logged when it ends.
+struct Heap {
+    heap: LockedHeap,
+    peak: AtomicUsize,
+}
+
+// SAFETY: `alloc` hands out what the first-fit heap allocates under its lock (memory no one
+// else owns, of the layout's size and alignment, or null); `dealloc` gives it back the same
+// way, under the caller's guarantee that `ptr` came from `alloc` with this layout.
+unsafe impl core::alloc::GlobalAlloc for Heap {
+    unsafe fn alloc(&self, layout: core::alloc::Layout) -> *mut u8 {
+        let mut heap = self.heap.lock();
+        let p = heap.allocate_first_fit(layout).map_or(core::ptr::null_mut(), |p| p.as_ptr());
+        self.peak.fetch_max(heap.used(), Ordering::Relaxed);
+        p
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: core::alloc::Layout) {
+        // SAFETY: the caller's (GlobalAlloc's contract): `ptr` came from `alloc` with `layout`.
+        unsafe { self.heap.dealloc(ptr, layout) }
+    }
+}
+
+/// The most heap the agent had allocated at once since boot (bytes): one build per VM, so a
+/// build's peak (its file system, its processes' memory and page tables, the agent's buffers).
+pub fn heap_peak() -> u64 {
+    HEAP.peak.load(Ordering::Relaxed) as u64
+}
 
 /// Shared memory for devices (and the attesters' host-visible buffers), used through the
 /// shared alias. Nothing private is ever allocated from it, and its bookkeeping is a bitmap in
@@ -372,7 +403,7 @@ pub fn init() {
     // used through the direct map; `init` runs once before any allocation.
     unsafe {
         *dma() = Dma { pool: agent::tee::pool::PagePool::new((layout::DMA_POOL / PAGE_SIZE) as usize), base: pool.start };
-        HEAP.lock().init(layout::phys_to_virt(pool.end) as *mut u8, size as usize);
+        HEAP.heap.lock().init(layout::phys_to_virt(pool.end) as *mut u8, size as usize);
     }
     HEAP_BYTES.store(size, core::sync::atomic::Ordering::Relaxed);
     // SAFETY: see `holders`; the heap is ready, nothing has been shared yet.
@@ -388,7 +419,7 @@ pub fn init() {
 pub fn heap_free() -> u64 {
     // SAFETY: see `frames`.
     let pooled = unsafe { frames() }.free.len() as u64 * PAGE_SIZE;
-    HEAP.lock().free() as u64 + pooled
+    HEAP.heap.lock().free() as u64 + pooled
 }
 
 /// Page frames for user address spaces: taken from the heap a chunk at a time and handed out
