@@ -195,20 +195,15 @@ impl<D: Disk> OutStream<D> {
             let written = self.disk.write((DATA_OFFSET + self.flushed) / SECTOR_SIZE as u64, &self.pending);
             self.pending.truncate(len);
             written?;
-            let committed_now = self.flushed + len as u64;
             // Keep the partial sector for the next flush.
             self.pending.drain(..whole);
             self.flushed += whole as u64;
-            let mut head = vec![0u8; SECTOR_SIZE];
-            head[0..8].copy_from_slice(&STREAM_MAGIC);
-            head[8..16].copy_from_slice(&committed_now.to_le_bytes());
-            self.disk.write(0, &head)?;
-        } else {
-            // An empty stream: the header alone.
-            let mut head = vec![0u8; SECTOR_SIZE];
-            head[0..8].copy_from_slice(&STREAM_MAGIC);
-            self.disk.write(0, &head)?;
         }
+        // Then the committed length (an empty stream: the header alone, length 0).
+        let mut head = [0u8; SECTOR_SIZE];
+        head[0..8].copy_from_slice(&STREAM_MAGIC);
+        head[8..16].copy_from_slice(&end.to_le_bytes());
+        self.disk.write(0, &head)?;
         self.committed = Some(end);
         Ok(())
     }
