@@ -412,6 +412,14 @@ pub struct Run {
     pub accel: Accel,
 }
 
+/// The agent's log as a kept work directory (`--work-dir`) holds it: `agent.log` (the lines of
+/// its Log frames), then `serial.log` (the serial port: `--debug-serial`, a fatal error) — the
+/// same text as [`Run::serial`]. Missing files read as empty.
+pub fn work_dir_log(dir: &Path) -> String {
+    let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap_or_default();
+    read("agent.log") + &read("serial.log")
+}
+
 /// A `Log` frame as a line of the agent's log (`[LEVEL] text`), or None for another frame.
 pub fn log_line(f: &Frame) -> Option<String> {
     if f.ty != Type::Log {

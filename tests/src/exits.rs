@@ -177,3 +177,21 @@ mod tests {
         assert_eq!(e.accesses[2], "mmio read len 4 gpa 0xfee00390");
     }
 }
+
+/// A trivial build (`ok.single-file` of the end-to-end corpus: `echo hello > $out`) with the
+/// attested image under KVM, counted. `Ok(None)`: there is nothing to count on this host, a PVM
+/// one, where `loader build --accel kvm` is refused before QEMU starts (ring 3 dies at its first
+/// system call there: docs/sandbox.md). A build that does not finish within `timeout` is
+/// counted up to then (the caller gets its error).
+pub fn trivial_build(timeout: std::time::Duration) -> Result<Option<(Result<loader::build::BuildReport, loader::build::BuildError>, Exits)>, String> {
+    if loader::vm::kvm_is_pvm() {
+        return Ok(None);
+    }
+    let drv = crate::e2e::instantiate("ok.single-file");
+    let out = std::env::temp_dir().join(format!("nix-agent-exits-build-{}", std::process::id()));
+    let mut config = crate::vm_config(Accel::Kvm);
+    config.timeout = timeout;
+    let counted = counted(&config, |c| loader::build::build(c, &drv, &out, |_, _| {}, |_| {}));
+    let _ = std::fs::remove_dir_all(&out);
+    counted.map(Some)
+}

@@ -91,10 +91,7 @@ pub fn build_in_agent(drv: &Path, dir: &Path, timeout: Duration) -> Result<Build
     if r.is_err() {
         let tail = |b: &[u8]| String::from_utf8_lossy(&b[b.len().saturating_sub(20_000)..]).into_owned();
         eprintln!("build log (last 20 kB):\n{}", tail(&log));
-        // The agent's log lines (its Log frames), then the serial port's output.
-        let mut agent_log = std::fs::read(work.join("agent.log")).unwrap_or_default();
-        agent_log.extend(std::fs::read(work.join("serial.log")).unwrap_or_default());
-        eprintln!("agent log (last 20 kB):\n{}", tail(&agent_log));
+        eprintln!("agent log (last 20 kB):\n{}", tail(loader::vm::work_dir_log(&work).as_bytes()));
     } else {
         let _ = std::fs::remove_dir_all(&work);
     }

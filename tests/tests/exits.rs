@@ -2,7 +2,7 @@
 //! (port I/O and MMIO accesses that leave the guest, each a #VC/#VE round trip under SEV-SNP
 //! or TDX), counted with KVM's tracepoints (`integration_tests::exits` gives the method). Where
 //! KVM or tracefs is unavailable the tests say so and skip; `make bench` prints the table.
-use integration_tests::{dev_vm_config, exits, vm_config};
+use integration_tests::{dev_vm_config, exits};
 use loader::vm::Accel;
 
 /// The budget for boot + Ping + power-off.
@@ -52,20 +52,10 @@ fn a_trivial_build_reports_its_exits() {
     if skip() {
         return;
     }
-    if loader::vm::kvm_is_pvm() {
-        // `loader build --accel kvm` is refused on a PVM host before QEMU starts (sandboxed
-        // programs cannot make system calls there: docs/sandbox.md), so there is no run to count.
+    let Some((run, e)) = exits::trivial_build(std::time::Duration::from_secs(30)).expect("counting") else {
         eprintln!("SKIPPED: a build under KVM is refused on this PVM host (docs/sandbox.md, \"KVM on a PVM host\"); the boot and ping counts above are measured");
         return;
-    }
-    let drv = integration_tests::e2e::instantiate("ok.single-file");
-    let out = std::env::temp_dir().join(format!("nix-agent-exits-build-{}", std::process::id()));
-    // A builder may never finish under a paravirtual KVM (PVM: ring 3 dies at its first system
-    // call there): the count until the timeout is reported then.
-    let mut config = vm_config(Accel::Kvm);
-    config.timeout = std::time::Duration::from_secs(30);
-    let (run, e) = exits::counted(&config, |c| loader::build::build(c, &drv, &out, |_, _| {}, |_| {})).expect("counting");
-    let _ = std::fs::remove_dir_all(&out);
+    };
     match run {
         Ok(_) => eprintln!("trivial build: {} device exits ({} port, {} MMIO)", e.total(), e.pio, e.mmio),
         Err(err) => eprintln!("trivial build under KVM did not complete here ({}); {} device exits until then", err.to_string().lines().next().unwrap_or(""), e.total()),

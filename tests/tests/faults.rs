@@ -121,9 +121,7 @@ fn qemu_killed_at_any_phase_publishes_nothing_and_the_next_build_works() {
             Err(BuildError::Vm(VmError::Qemu { status, .. })) => assert!(status.contains("SIGKILL") || status.contains("signal: 9"), "{phase}: {status}"),
             other => panic!("{phase}: expected QEMU's death to fail the build, got {other:?}"),
         }
-        // The agent's log lines (Log frames, agent.log) and the serial port's output.
-        let read = |f: &str| std::fs::read_to_string(work.join(f)).unwrap_or_default();
-        let serial = read("agent.log") + &read("serial.log");
+        let serial = loader::vm::work_dir_log(&work);
         assert!(serial.contains(reached), "{phase}: the agent had not reached it:\n{serial}");
         if phase == "mid-input" {
             assert!(!serial.contains("inputs unpacked"), "{phase}: the agent had read every input:\n{serial}");

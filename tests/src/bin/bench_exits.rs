@@ -3,7 +3,7 @@
 //! Each phase is its own fresh VM; a transfer's cost per MiB is its run's count less the bare
 //! boot's, divided by its size. Prints a Markdown table, or why it cannot count here.
 use agent::proto::Type;
-use integration_tests::{dev_vm_config, exits, vm_config};
+use integration_tests::{dev_vm_config, exits};
 use loader::vm::Accel;
 
 const MIB: u64 = 16;
@@ -35,27 +35,19 @@ fn main() {
     println!("| boot → Hello → Ping/Pong → power-off (budget ≤ 64) | {} | {} | {} |", ping.total(), ping.pio, ping.mmio);
     println!("| host → guest, per MiB ({MIB} MiB transfer, less the boot) | {:.2} | | |", per_mib(&inbound));
     println!("| guest → host, per MiB ({MIB} MiB transfer, less the boot) | {:.2} | | |", per_mib(&outbound));
-    let drv = integration_tests::e2e::instantiate("ok.single-file");
-    let out = std::env::temp_dir().join(format!("nix-agent-bench-exits-{}", std::process::id()));
-    // A builder may never finish under a paravirtual KVM (PVM: ring 3 dies at its first system
-    // call): then the count until the timeout is what is printed.
-    let mut config = vm_config(Accel::Kvm);
-    config.timeout = std::time::Duration::from_secs(60);
-    // `--accel kvm` builds are refused on a PVM host before QEMU starts (docs/sandbox.md).
-    let counted = (!loader::vm::kvm_is_pvm()).then(|| exits::counted(&config, |c| loader::build::build(c, &drv, &out, |_, _| {}, |_| {})));
+    let counted = exits::trivial_build(std::time::Duration::from_secs(60));
     match counted {
-        None => println!("| trivial build | not counted: a build under KVM is refused on this PVM host (docs/sandbox.md) | | |"),
-        Some(Ok((Ok(_), e))) => println!("| trivial build (`echo hello > $out`, attested image) | {} | {} | {} |", e.total(), e.pio, e.mmio),
-        Some(Ok((Err(err), e))) => println!(
+        Ok(None) => println!("| trivial build | not counted: a build under KVM is refused on this PVM host (docs/sandbox.md) | | |"),
+        Ok(Some((Ok(_), e))) => println!("| trivial build (`echo hello > $out`, attested image) | {} | {} | {} |", e.total(), e.pio, e.mmio),
+        Ok(Some((Err(err), e))) => println!(
             "| trivial build (`echo hello > $out`, attested image): did not complete under this KVM ({}) | {} until then | {} | {} |",
             err.to_string().lines().next().unwrap_or(""),
             e.total(),
             e.pio,
             e.mmio
         ),
-        Some(Err(err)) => println!("| trivial build | not counted: {err} | | |"),
+        Err(err) => println!("| trivial build | not counted: {err} | | |"),
     }
-    let _ = std::fs::remove_dir_all(&out);
     println!("\nEach run is a fresh VM under KVM. Method: a trace instance with kvm_pio and kvm_mmio, filtered to the QEMU process by TGID; an MMIO read's completion event (\"read\" after \"unsatisfied-read\") is the same exit and counted once.");
     println!("\nBoot + ping, access by access:\n");
     for a in &ping.accesses {
