@@ -645,12 +645,11 @@ pub fn run(
     };
     let mut frames = Vec::new();
     let mut timings = Timings::default();
-    // The agent's log lines (Log frames) as they arrive, also kept in agent.log in the work
-    // directory; the run's `serial` is these lines, then the serial port's output.
-    let mut log = String::new();
+    // The agent's log lines (Log frames) go to agent.log in the work directory as they arrive
+    // (unbuffered); the run's `serial` is that file, then the serial port's (`work_dir_log`).
     let mut log_file = File::create(&log_path).map_err(io("creating agent.log"))?;
-    let serial = |log: &str| format!("{log}{}", std::fs::read_to_string(&serial_path).unwrap_or_default());
-    let mut handle = |new: Vec<Frame>, frames: &mut Vec<Frame>, timings: &mut Timings, log: &mut String| {
+    let serial = || work_dir_log(&dir.path);
+    let mut handle = |new: Vec<Frame>, frames: &mut Vec<Frame>, timings: &mut Timings| {
         for f in new {
             if f.ty == Type::Hello && timings.boot_to_ready.is_zero() {
                 timings.boot_to_ready = start.elapsed();
@@ -658,8 +657,6 @@ pub fn run(
             if let Some(line) = log_line(&f) {
                 let _ = writeln!(log_file, "{line}");
                 observe(&VmEvent::Serial(&line));
-                log.push_str(&line);
-                log.push('\n');
                 continue; // the log is the run's `serial`, not one of its frames
             }
             observe(&VmEvent::Frame(&f));
@@ -669,7 +666,7 @@ pub fn run(
     };
     let status: ExitStatus = loop {
         let new = reader.poll()?;
-        handle(new, &mut frames, &mut timings, &mut log);
+        handle(new, &mut frames, &mut timings);
         let serial_len = std::fs::metadata(&serial_path).map(|m| m.len()).unwrap_or(0);
         if config.observer.is_some() && serial_len > serial_seen {
             if let Some(text) = read_from(&serial_path, serial_seen) {
@@ -681,11 +678,11 @@ pub fn run(
             break status;
         }
         if start.elapsed() > timeout {
-            return Err(VmError::Timeout { limit: timeout, given: !config.timeout.is_zero(), tail: serial_tail(&serial(&log), TAIL_LINES) });
+            return Err(VmError::Timeout { limit: timeout, given: !config.timeout.is_zero(), tail: serial_tail(&serial(), TAIL_LINES) });
         }
         let silent = liveness.observe(reader.pos, serial_len, || cpu_time(pid), Instant::now());
         if !config.silence.is_zero() && silent >= config.silence {
-            return Err(VmError::Silent { limit: config.silence, tail: serial_tail(&serial(&log), TAIL_LINES) });
+            return Err(VmError::Silent { limit: config.silence, tail: serial_tail(&serial(), TAIL_LINES) });
         }
         if cancelled() {
             return Err(VmError::Cancelled("while the agent ran (QEMU stopped)"));
@@ -696,7 +693,7 @@ pub fn run(
                 Some(Ok(state)) => {
                     if let Some(state) = stopped.observe(&state, Instant::now()) {
                         if guard.0.try_wait().map_err(io("waiting for QEMU"))?.is_none() {
-                            return Err(VmError::Stopped { state, stderr: stderr(), serial: serial_tail(&serial(&log), TAIL_LINES) });
+                            return Err(VmError::Stopped { state, stderr: stderr(), serial: serial_tail(&serial(), TAIL_LINES) });
                         }
                     }
                 }
@@ -709,18 +706,18 @@ pub fn run(
     };
     timings.total = start.elapsed();
     let new = reader.poll()?;
-    handle(new, &mut frames, &mut timings, &mut log);
+    handle(new, &mut frames, &mut timings);
     let code = status.code().unwrap_or(-1);
     if code != 0 {
         if code & 1 == 1 && code > 1 {
-            return Err(VmError::AgentFailure { failure: describe_failure(code >> 1), status: code, serial: serial(&log) });
+            return Err(VmError::AgentFailure { failure: describe_failure(code >> 1), status: code, serial: serial() });
         }
         return Err(VmError::Qemu { status: format!("{status}"), stderr: stderr() });
     }
     if frames.last().map(|f| f.ty) != Some(Type::Bye) {
-        return Err(VmError::NoBye { status: code, serial: serial(&log) });
+        return Err(VmError::NoBye { status: code, serial: serial() });
     }
-    Ok(Run { frames, timings, serial: serial(&log), accel })
+    Ok(Run { frames, timings, serial: serial(), accel })
 }
 
 #[cfg(test)]
